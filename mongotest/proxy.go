@@ -1,0 +1,200 @@
+package mongotest
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+const (
+	opMsg          = 2013
+	flagMoreToCome = 1 << 1
+	headerLen      = 16
+	maxMessageLen  = 48 << 20 // MongoDB's maxMessageSizeBytes
+)
+
+// proxy accepts client connections and forwards each wire-protocol message
+// to the backend, holding one lock from the moment a request is sent until
+// its reply has been read: the backend sees one command at a time.
+type proxy struct {
+	ln      net.Listener
+	backend func() string // current backend address
+
+	serial sync.Mutex // held for one request/reply exchange
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	cut   bool
+	delay time.Duration
+	wg    sync.WaitGroup
+	done  chan struct{}
+}
+
+func newProxy(addr string, backend func() string) (*proxy, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("mongotest: listen %s: %w", addr, err)
+	}
+	p := &proxy{ln: ln, backend: backend, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
+	p.wg.Add(1)
+	go p.accept()
+	return p, nil
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns[c] = struct{}{}
+		p.wg.Add(1)
+		p.mu.Unlock()
+		go p.serve(c)
+	}
+}
+
+// serve forwards the messages of one client connection over its own
+// backend connection.
+func (p *proxy) serve(client net.Conn) {
+	defer p.wg.Done()
+	defer p.forget(client)
+	server, err := net.DialTimeout("tcp", p.backend(), 5*time.Second)
+	if err != nil {
+		return
+	}
+	p.track(server)
+	defer p.forget(server)
+	for {
+		req, err := readMessage(client)
+		if err != nil {
+			return
+		}
+		reply, err := p.exchange(server, req)
+		if err != nil {
+			return
+		}
+		if reply == nil {
+			continue // moreToCome: the server sends no reply
+		}
+		if d := p.replyDelay(); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-p.done:
+				return
+			}
+		}
+		if _, err := client.Write(reply); err != nil {
+			return
+		}
+	}
+}
+
+// exchange sends one request and reads its reply under the serial lock.
+func (p *proxy) exchange(server net.Conn, req []byte) ([]byte, error) {
+	p.serial.Lock()
+	defer p.serial.Unlock()
+	if _, err := server.Write(req); err != nil {
+		return nil, err
+	}
+	if moreToCome(req) {
+		return nil, nil
+	}
+	return readMessage(server)
+}
+
+func moreToCome(msg []byte) bool {
+	if len(msg) < headerLen+4 || binary.LittleEndian.Uint32(msg[12:]) != opMsg {
+		return false
+	}
+	return binary.LittleEndian.Uint32(msg[16:])&flagMoreToCome != 0
+}
+
+// readMessage reads one whole message by its length prefix.
+func readMessage(r io.Reader) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.LittleEndian.Uint32(hdr[:])
+	if n < headerLen || n > maxMessageLen {
+		return nil, errors.New("mongotest: bad message length")
+	}
+	msg := make([]byte, n)
+	copy(msg, hdr[:])
+	if _, err := io.ReadFull(r, msg[4:]); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+func (p *proxy) track(c net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cut {
+		c.Close()
+	}
+	p.conns[c] = struct{}{}
+}
+
+func (p *proxy) forget(c net.Conn) {
+	c.Close()
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+func (p *proxy) replyDelay() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.delay
+}
+
+// setCut closes every open connection when on, and refuses new ones until
+// it is switched off again.
+func (p *proxy) setCut(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = on
+	if on {
+		p.closeAllLocked()
+	}
+}
+
+func (p *proxy) dropAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closeAllLocked()
+}
+
+func (p *proxy) closeAllLocked() {
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+func (p *proxy) setDelay(d time.Duration) {
+	p.mu.Lock()
+	p.delay = d
+	p.mu.Unlock()
+}
+
+func (p *proxy) close() {
+	close(p.done)
+	p.ln.Close()
+	p.dropAll()
+	p.wg.Wait()
+}
