@@ -1,0 +1,80 @@
+package mongolock
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+)
+
+// clockRefresh is how old the estimate of the server's clock may grow
+// before the next call that needs it measures it again.
+const clockRefresh = time.Minute
+
+// serverClock estimates the server's clock from the local one. Leases are
+// written and judged in server time, so that a client whose clock is off
+// neither steals a live lock nor believes in a dead one.
+type serverClock struct {
+	local func() time.Time
+	db    *mongo.Database
+
+	refresh sync.Mutex // one measurement at a time
+
+	mu         sync.Mutex
+	offset     time.Duration // server minus local
+	measuredAt time.Time     // local, zero before the first measurement
+}
+
+// Now returns the estimated server time. The result keeps the local clock's
+// monotonic reading, so durations between two results are exact.
+func (c *serverClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.local().Add(c.offset)
+}
+
+// Ensure measures the offset if it was never measured or is older than
+// clockRefresh.
+func (c *serverClock) Ensure(ctx context.Context) error {
+	if !c.stale() {
+		return nil
+	}
+	c.refresh.Lock()
+	defer c.refresh.Unlock()
+	if !c.stale() { // measured while we waited
+		return nil
+	}
+	return c.measure(ctx)
+}
+
+func (c *serverClock) stale() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.measuredAt.IsZero() || c.local().Sub(c.measuredAt) > clockRefresh
+}
+
+// measure asks the server for its time with hello and assumes the reply was
+// made half-way through the round trip.
+func (c *serverClock) measure(ctx context.Context) error {
+	var reply struct {
+		LocalTime time.Time `bson:"localTime"`
+	}
+	sent := c.local()
+	err := c.db.RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&reply)
+	if err != nil {
+		return fmt.Errorf("mongolock: reading the server's clock: %w", err)
+	}
+	received := c.local()
+	if reply.LocalTime.IsZero() {
+		return fmt.Errorf("mongolock: the server's hello reply has no localTime")
+	}
+	mid := sent.Add(received.Sub(sent) / 2)
+	c.mu.Lock()
+	c.offset = reply.LocalTime.Sub(mid.Round(0))
+	c.measuredAt = received
+	c.mu.Unlock()
+	return nil
+}

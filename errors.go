@@ -1,0 +1,74 @@
+package mongolock
+
+import (
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// MaxNameLen is the longest lock name accepted, in bytes.
+const MaxNameLen = 1000
+
+var (
+	// ErrLocked is returned by TryLock and GetLock when another holder has
+	// the lock. A GetLock that waited in vain also matches
+	// context.DeadlineExceeded.
+	ErrLocked = errors.New("mongolock: locked by another holder")
+	// ErrNotHeld is returned when releasing or renewing a lock that the
+	// caller does not hold: never locked, already unlocked, or held by
+	// another owner.
+	ErrNotHeld = errors.New("mongolock: lock not held")
+	// ErrLockLost is returned, and reported by Mutex.Err, when a hold ended
+	// without Unlock: its lease could not be renewed in time, or an admin
+	// released it.
+	ErrLockLost = errors.New("mongolock: lock lost")
+	// ErrSessionClosed is returned by calls on a Session, or on the Mutex
+	// and Election values it made, after the session ended.
+	ErrSessionClosed = errors.New("mongolock: session closed")
+	// ErrClosed is returned by calls on a Locker after Close.
+	ErrClosed = errors.New("mongolock: locker closed")
+	// ErrNoLeader is returned by Election.Leader when no one leads.
+	ErrNoLeader = errors.New("mongolock: no leader")
+	// ErrInvalidName is returned for an empty name, a name longer than
+	// MaxNameLen bytes, or one that is not valid UTF-8.
+	ErrInvalidName = errors.New("mongolock: invalid lock name")
+	// ErrInvalidOwner is returned for an empty or invalid owner.
+	ErrInvalidOwner = errors.New("mongolock: invalid owner")
+	// ErrInvalidTTL is returned for a TTL that is not positive, or a renew
+	// interval that is not positive and below the TTL.
+	ErrInvalidTTL = errors.New("mongolock: invalid TTL")
+	// ErrNilCollection is returned by New for a nil collection.
+	ErrNilCollection = errors.New("mongolock: nil collection")
+)
+
+func validName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty", ErrInvalidName)
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidName, len(name), MaxNameLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidName)
+	}
+	return nil
+}
+
+func validOwner(owner string) error {
+	switch {
+	case owner == "":
+		return fmt.Errorf("%w: empty", ErrInvalidOwner)
+	case len(owner) > MaxNameLen:
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidOwner, len(owner), MaxNameLen)
+	case !utf8.ValidString(owner):
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidOwner)
+	}
+	return nil
+}
+
+func validTTL(ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("%w: %v is not positive", ErrInvalidTTL, ttl)
+	}
+	return nil
+}

@@ -1,0 +1,109 @@
+package mongolock
+
+import (
+	"context"
+	"time"
+)
+
+// keepalive renews the session's holds every renew interval, sooner after
+// a failure, until the session ends; then it frees on the server what the
+// session still held. It is the session's only goroutine.
+func (s *Session) keepalive() {
+	defer close(s.stopped)
+	defer s.releaseUnreleased()
+	t := time.NewTimer(s.opts.renewInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			s.finish(s.ctx.Err()) // a no-op when Close or a lost lease ended it
+			return
+		case <-t.C:
+			if s.renew() {
+				t.Reset(s.opts.renewInterval)
+			} else {
+				t.Reset(max(s.opts.renewInterval/4, time.Millisecond))
+			}
+		}
+	}
+}
+
+// renew extends every live hold of the session in one round trip and
+// reports whether the server answered. Holds the server no longer has
+// (released by an admin, or expired) end with ErrLockLost.
+func (s *Session) renew() bool {
+	s.mu.Lock()
+	tokens := make([]string, 0, len(s.holds))
+	var earliest time.Time
+	for tok, h := range s.holds {
+		tokens = append(tokens, tok)
+		if earliest.IsZero() || h.validUntil.Before(earliest) {
+			earliest = h.validUntil
+		}
+	}
+	s.mu.Unlock()
+	if err := s.l.clock.Ensure(s.ctx); err != nil {
+		s.l.opts.logger.Warn("mongolock: could not read the server's clock", "session", s.id, "err", err)
+	}
+	if len(tokens) == 0 {
+		return true
+	}
+	// A renewal that comes back after the holds were given up is no use.
+	ctx, cancel := context.WithDeadline(s.ctx, earliest)
+	defer cancel()
+	sent := time.Now()
+	n, err := s.l.store.renew(ctx, s.id, tokens, s.opts.ttl)
+	var live map[string]bool
+	if err == nil && n < int64(len(tokens)) {
+		live, err = s.l.store.liveHolders(ctx, tokens)
+	}
+	if err != nil {
+		if s.ctx.Err() == nil {
+			s.l.opts.logger.Warn("mongolock: renewal failed", "session", s.id, "locks", len(tokens), "err", err)
+		}
+		return false
+	}
+	until := sent.Add(s.opts.ttl - s.margin)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, tok := range tokens {
+		h := s.holds[tok]
+		switch {
+		case h == nil: // ended meanwhile
+		case live != nil && !live[tok]:
+			s.l.opts.logger.Warn("mongolock: lock lost: no longer held on the server",
+				"session", s.id, "name", h.name)
+			h.end(ErrLockLost)
+		default:
+			h.extend(until)
+		}
+	}
+	return true
+}
+
+// releaseUnreleased frees on the server, in one round trip, the holds that
+// the session's end cut short, and wakes this process's waiters for them.
+// It runs on a fresh bounded context: the session's is gone.
+func (s *Session) releaseUnreleased() {
+	s.mu.Lock()
+	holds := s.unreleased
+	s.unreleased = nil
+	s.mu.Unlock()
+	if len(holds) == 0 {
+		return
+	}
+	tokens := make([]string, len(holds))
+	for i, h := range holds {
+		tokens[i] = h.token
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.ttl, cleanupTimeout))
+	defer cancel()
+	if err := s.l.store.releaseAll(ctx, tokens); err != nil {
+		s.closeErr = err
+		s.l.opts.logger.Warn("mongolock: could not release the session's locks; they expire with their leases",
+			"session", s.id, "locks", len(tokens), "err", err)
+	}
+	for _, h := range holds {
+		s.l.waits.wake(h.name)
+	}
+}

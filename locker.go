@@ -1,0 +1,312 @@
+package mongolock
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+)
+
+// Locker is bound to one collection, which holds one document per lock
+// name. It carries the seed package's string-lock API (GetLock,
+// ReleaseLock, RenewLock, IsUsedLock, IsFreeLock) and makes the Sessions
+// that own Mutex and Election values. A Locker is safe for concurrent use;
+// make one per collection and client, and share it.
+type Locker struct {
+	opts  options
+	store *store
+	clock *serverClock
+	waits *waitRegistry
+
+	probeMu sync.Mutex
+	probed  bool
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+// New returns a Locker on coll. It does not contact the server: the first
+// call that needs the server reads its clock and, once, its build. Writes
+// use majority write concern unless WithWriteConcern says otherwise; reads
+// go to the primary. New returns ErrNilCollection for a nil coll.
+func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
+	if coll == nil {
+		return nil, ErrNilCollection
+	}
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	coll = coll.Clone(mopt.Collection().
+		SetWriteConcern(o.writeConcern).
+		SetReadPreference(readpref.Primary()))
+	clock := &serverClock{local: o.now, db: coll.Database()}
+	return &Locker{
+		opts:   o,
+		store:  &store{coll: coll, clock: clock},
+		clock:  clock,
+		waits:  newWaitRegistry(o.pollInterval, clock),
+		closed: make(chan struct{}),
+	}, nil
+}
+
+// Close stops the Locker: waiters return ErrClosed and later calls fail
+// with it. It does not release locks; close the Sessions first.
+func (l *Locker) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return nil
+}
+
+// ready checks that the Locker is open and ctx alive, and brings the
+// estimate of the server's clock up to date.
+func (l *Locker) ready(ctx context.Context) error {
+	select {
+	case <-l.closed:
+		return ErrClosed
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := l.clock.Ensure(ctx); err != nil {
+		return err
+	}
+	l.probe(ctx)
+	return nil
+}
+
+// probe runs once per Locker: it warns when the server is FerretDB, whose
+// conditional updates are not atomic without a serialising proxy, and
+// creates the index that keepalive renewals use.
+func (l *Locker) probe(ctx context.Context) {
+	l.probeMu.Lock()
+	defer l.probeMu.Unlock()
+	if l.probed {
+		return
+	}
+	l.probed = true
+	var info bson.M
+	if err := l.store.coll.Database().RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err == nil {
+		if v, ok := info["ferretdbVersion"]; ok {
+			l.opts.logger.Warn("mongolock: the server is FerretDB: its conditional updates are not atomic "+
+				"unless a proxy serialises commands (as mongotest does); do not rely on these locks otherwise",
+				"ferretdbVersion", v)
+		}
+	}
+	_, err := l.store.coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "session", Value: 1}}})
+	if err != nil {
+		l.opts.logger.Warn("mongolock: could not create the index on session; renewals will scan", "err", err)
+	}
+}
+
+// GetLock takes the lock name for owner, as MySQL's GET_LOCK does: it
+// waits up to wait for the lock to be free (0: one attempt; negative: until
+// ctx ends), and holds it for ttl (0: DefaultTTL) unless renewed with
+// RenewLock. An owner that already holds the lock takes it again and
+// extends it. When the lock stays held it returns an error matching both
+// ErrLocked and, if it waited, context.DeadlineExceeded; when ctx ends, its
+// error.
+func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time.Duration) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	if err := validOwner(owner); err != nil {
+		return err
+	}
+	if ttl == 0 {
+		ttl = DefaultTTL
+	}
+	if err := validTTL(ttl); err != nil {
+		return err
+	}
+	if err := l.ready(ctx); err != nil {
+		return err
+	}
+	c := claim{name: name, owner: owner, holder: newToken(), ttl: ttl, sameOwner: true}
+	try := func(ctx context.Context) (bool, error) {
+		_, _, ok, err := l.take(ctx, c)
+		return ok, err
+	}
+	if wait == 0 {
+		switch ok, err := try(ctx); {
+		case err != nil:
+			return err
+		case !ok:
+			return fmt.Errorf("%w: %q", ErrLocked, name)
+		}
+		return nil
+	}
+	waitCtx, cancel := ctx, context.CancelFunc(func() {})
+	if wait > 0 {
+		waitCtx, cancel = context.WithTimeoutCause(ctx, wait, errWaited)
+	}
+	defer cancel()
+	err := l.waits.wait(waitCtx, name, attempt{try: try, peek: l.peek(name)}, l.closed, errClosed)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(waitCtx), errWaited) {
+		return fmt.Errorf("%w: %q still held after waiting %v: %w", ErrLocked, name, wait, context.DeadlineExceeded)
+	}
+	return err
+}
+
+var errWaited = errors.New("mongolock: wait elapsed")
+
+func errClosed() error { return ErrClosed }
+
+// take runs one acquire for c, repeated with the same holder token while
+// its outcome is unknown (a lost reply), so that a lost reply never leaves
+// a lock behind: if ctx ends first, the lock is released in case the last
+// attempt took it. It returns the fencing token and the local time the
+// successful attempt was sent, from which the lease is counted.
+func (l *Locker) take(ctx context.Context, c claim) (fence int64, sent time.Time, ok bool, err error) {
+	pause := 10 * time.Millisecond
+	for {
+		sent = time.Now()
+		fence, ok, err = l.store.acquire(ctx, c)
+		if err == nil {
+			return fence, sent, ok, nil
+		}
+		if !ambiguous(err) || !sleep(ctx, pause) {
+			break
+		}
+		l.opts.logger.Debug("mongolock: acquire outcome unknown; retrying with the same token", "name", c.name, "err", err)
+		pause = min(2*pause, time.Second)
+	}
+	if ambiguous(err) || ctx.Err() != nil {
+		l.cleanup(c.name, c.holder)
+	}
+	if ctx.Err() != nil {
+		return 0, sent, false, ctx.Err()
+	}
+	return 0, sent, false, fmt.Errorf("mongolock: acquiring %q: %w", c.name, err)
+}
+
+// sleep pauses for d, and reports false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// cleanup releases a hold whose acquire may have succeeded unseen, on a
+// fresh bounded context: the caller's may be gone.
+func (l *Locker) cleanup(name, holder string) {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	if _, err := l.store.release(ctx, name, holder); err != nil {
+		l.opts.logger.Warn("mongolock: could not release a lock whose acquire was not confirmed; it expires with its lease",
+			"name", name, "err", err)
+	}
+}
+
+// cleanupTimeout bounds releases made after the caller's context is gone.
+const cleanupTimeout = 5 * time.Second
+
+// peek returns a function reading the lease end of name's live holder.
+func (l *Locker) peek(name string) func(context.Context) time.Time {
+	return func(ctx context.Context) time.Time {
+		doc, err := l.store.read(ctx, name)
+		if err != nil || !doc.live(l.clock.Now()) {
+			return time.Time{}
+		}
+		return doc.ExpiresAt
+	}
+}
+
+// ReleaseLock frees the lock name if owner holds it, as MySQL's
+// RELEASE_LOCK does. It returns ErrNotHeld, and changes nothing, when the
+// lock is free, expired, or held by another owner.
+func (l *Locker) ReleaseLock(ctx context.Context, name, owner string) error {
+	if err := l.checkOwned(ctx, name, owner); err != nil {
+		return err
+	}
+	ok, err := l.store.updateOwned(ctx, name, owner, l.store.freeUpdate())
+	if err != nil {
+		return fmt.Errorf("mongolock: releasing %q: %w", name, err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: %q by %q", ErrNotHeld, name, owner)
+	}
+	l.waits.wake(name)
+	return nil
+}
+
+// RenewLock extends owner's live lock on name to ttl from now (0:
+// DefaultTTL). It never brings back a lock that was released or has
+// expired: then it returns ErrNotHeld and changes nothing.
+func (l *Locker) RenewLock(ctx context.Context, name, owner string, ttl time.Duration) error {
+	if ttl == 0 {
+		ttl = DefaultTTL
+	}
+	if err := validTTL(ttl); err != nil {
+		return err
+	}
+	if err := l.checkOwned(ctx, name, owner); err != nil {
+		return err
+	}
+	update := bson.D{{Key: "$set", Value: bson.D{{Key: "expiresAt", Value: l.clock.Now().Add(ttl)}}}}
+	ok, err := l.store.updateOwned(ctx, name, owner, update)
+	if err != nil {
+		return fmt.Errorf("mongolock: renewing %q: %w", name, err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: %q by %q", ErrNotHeld, name, owner)
+	}
+	return nil
+}
+
+func (l *Locker) checkOwned(ctx context.Context, name, owner string) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	if err := validOwner(owner); err != nil {
+		return err
+	}
+	return l.ready(ctx)
+}
+
+// IsUsedLock returns the owner of the live lock name, or "" when it is
+// free or its lease has run out, as MySQL's IS_USED_LOCK does.
+func (l *Locker) IsUsedLock(ctx context.Context, name string) (owner string, err error) {
+	if err := validName(name); err != nil {
+		return "", err
+	}
+	if err := l.ready(ctx); err != nil {
+		return "", err
+	}
+	doc, err := l.store.read(ctx, name)
+	if err != nil {
+		return "", fmt.Errorf("mongolock: reading %q: %w", name, err)
+	}
+	if !doc.live(l.clock.Now()) {
+		return "", nil
+	}
+	return doc.Owner, nil
+}
+
+// IsFreeLock reports whether the lock name is free (never taken, released,
+// or expired), as MySQL's IS_FREE_LOCK does.
+func (l *Locker) IsFreeLock(ctx context.Context, name string) (bool, error) {
+	owner, err := l.IsUsedLock(ctx, name)
+	return owner == "" && err == nil, err
+}
+
+// newToken returns a random holder token: knowing a lock's owner is not
+// enough to release or renew it.
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,148 @@
+package mongolock
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// Mutex is a distributed mutual-exclusion lock on one name, owned by a
+// Session whose keepalive renews it while held.
+//
+// Like sync.Mutex, one Mutex may be shared by goroutines, which then
+// exclude each other; a hold is not tied to the goroutine that took it, and
+// Token, Done and Err describe the current hold. Every hold has its own
+// random token, so two Mutex values on the same name exclude each other
+// even within one session. A Mutex must not be copied after first use.
+//
+// A hold ends with Unlock, with the session, or when its lease is lost;
+// Done then closes. The lease is judged on the server's clock, and the
+// holder gives the hold up a margin before the lease would expire if
+// renewals fail. A lease is not a fence: pass Token to the resource you
+// protect.
+type Mutex struct {
+	s    *Session
+	name string
+
+	mu  sync.Mutex
+	cur *hold // the current hold, or the last one after it ended
+}
+
+// Name returns the lock's name.
+func (m *Mutex) Name() string { return m.name }
+
+// Lock waits until it holds the lock, ctx ends, or the session ends. It
+// returns nil when held; ctx.Err() when ctx ended first; ErrSessionClosed
+// (joined with the cause) when the session ended. On failure nothing is
+// held. Waiters of one process are served in turn, and only the first of a
+// name talks to the server.
+func (m *Mutex) Lock(ctx context.Context) error {
+	if err := m.check(ctx); err != nil {
+		return err
+	}
+	var h *hold
+	try := func(ctx context.Context) (ok bool, err error) {
+		h, ok, err = m.s.acquire(ctx, m.name, "")
+		return ok, err
+	}
+	l := m.s.l
+	err := l.waits.wait(ctx, m.name, attempt{try: try, peek: l.peek(m.name)}, m.s.done, m.s.ended)
+	if err != nil {
+		return err
+	}
+	m.set(h)
+	return nil
+}
+
+// TryLock makes one attempt to take the lock. It returns nil when held,
+// ErrLocked when another holder has it, and otherwise an error with
+// nothing held. A failed TryLock only says that the lock was held at the
+// moment of the attempt.
+func (m *Mutex) TryLock(ctx context.Context) error {
+	if err := m.check(ctx); err != nil {
+		return err
+	}
+	h, ok, err := m.s.acquire(ctx, m.name, "")
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("%w: %q", ErrLocked, m.name)
+	}
+	m.set(h)
+	return nil
+}
+
+func (m *Mutex) check(ctx context.Context) error {
+	if err := validName(m.name); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return m.s.ended()
+}
+
+func (m *Mutex) set(h *hold) {
+	m.mu.Lock()
+	m.cur = h
+	m.mu.Unlock()
+}
+
+func (m *Mutex) hold() *hold {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cur
+}
+
+// Unlock releases the current hold in one round trip, bounded by an
+// internal timeout (the lesser of the TTL and 5s), so it suits defer. It
+// returns ErrNotHeld when nothing is held (never locked, or already
+// unlocked), ErrLockLost when the hold was lost before, and
+// ErrSessionClosed when the session ended it. Done closes either way.
+func (m *Mutex) Unlock() error {
+	h := m.hold()
+	if h == nil {
+		return fmt.Errorf("%w: %q never locked", ErrNotHeld, m.name)
+	}
+	return h.release()
+}
+
+// Token returns the fencing token of the current (or last) hold: a number
+// that grows with every hold of the name, whoever takes it. Pass it to the
+// resource the lock protects and have it refuse older tokens. It is 0 when
+// the Mutex was never held.
+func (m *Mutex) Token() int64 {
+	if h := m.hold(); h != nil {
+		return h.fence
+	}
+	return 0
+}
+
+// Done returns a channel closed when the current hold ends: Unlock, the
+// session's end, or loss. It is closed already when nothing is held.
+func (m *Mutex) Done() <-chan struct{} {
+	if h := m.hold(); h != nil {
+		return h.done
+	}
+	return closedChan
+}
+
+// Err returns nil while the current hold lasts and after Unlock;
+// ErrLockLost after a loss; ErrSessionClosed when the session ended it;
+// ErrNotHeld when the Mutex was never held.
+func (m *Mutex) Err() error {
+	h := m.hold()
+	if h == nil {
+		return ErrNotHeld
+	}
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	return h.err
+}
+
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()

@@ -1,0 +1,118 @@
+package mongolock
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
+)
+
+// DefaultTTL is the lease length of a session, and of GetLock called with a
+// zero TTL, as in the seed package.
+const DefaultTTL = 20 * time.Second
+
+// DefaultPollInterval is the longest pause between two attempts of a waiter
+// that has no better news than polling.
+const DefaultPollInterval = 500 * time.Millisecond
+
+// Option configures a Locker.
+type Option func(*options)
+
+type options struct {
+	logger       *slog.Logger
+	pollInterval time.Duration
+	writeConcern *writeconcern.WriteConcern
+	now          func() time.Time // the local clock; replaced by tests
+}
+
+// WithLogger sends the Locker's log (fallbacks, warnings, lost holds) to l.
+// The default discards it.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithPollInterval sets the longest pause between two attempts of a waiter
+// that polls: waiters back off from a small fraction of d up to d, with
+// jitter. The default is DefaultPollInterval (500ms).
+func WithPollInterval(d time.Duration) Option { return func(o *options) { o.pollInterval = d } }
+
+// WithWriteConcern sets the write concern of every write. The default is
+// majority: a lock acquired with w:1 can be rolled back by a failover and
+// end up with two holders.
+func WithWriteConcern(wc *writeconcern.WriteConcern) Option {
+	return func(o *options) { o.writeConcern = wc }
+}
+
+func newOptions(opts []Option) (options, error) {
+	o := options{
+		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		pollInterval: DefaultPollInterval,
+		writeConcern: writeconcern.Majority(),
+		now:          time.Now,
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		return o, fmt.Errorf("mongolock: nil logger")
+	}
+	if o.pollInterval <= 0 {
+		return o, fmt.Errorf("mongolock: poll interval %v is not positive", o.pollInterval)
+	}
+	if o.writeConcern == nil {
+		return o, fmt.Errorf("mongolock: nil write concern")
+	}
+	return o, nil
+}
+
+// SessionOption configures a Session.
+type SessionOption func(*sessionOptions)
+
+type sessionOptions struct {
+	ttl           time.Duration
+	renewInterval time.Duration // 0: ttl/3
+	owner         string
+}
+
+// WithTTL sets the session's lease length: how long its locks outlive the
+// last renewal that reached the server. The default is DefaultTTL (20s).
+func WithTTL(d time.Duration) SessionOption { return func(o *sessionOptions) { o.ttl = d } }
+
+// WithRenewInterval sets how often the keepalive goroutine renews the
+// session's locks. It must be positive and below the TTL. The default is a
+// third of the TTL.
+func WithRenewInterval(d time.Duration) SessionOption {
+	return func(o *sessionOptions) { o.renewInterval = d }
+}
+
+// WithOwner sets the owner name recorded with every lock the session holds,
+// for people and tools to read. The default is "hostname:pid".
+func WithOwner(owner string) SessionOption { return func(o *sessionOptions) { o.owner = owner } }
+
+func newSessionOptions(opts []SessionOption) (sessionOptions, error) {
+	o := sessionOptions{ttl: DefaultTTL, owner: defaultOwner()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := validTTL(o.ttl); err != nil {
+		return o, err
+	}
+	if o.renewInterval == 0 {
+		o.renewInterval = o.ttl / 3
+	}
+	if o.renewInterval <= 0 || o.renewInterval >= o.ttl {
+		return o, fmt.Errorf("%w: renew interval %v must be positive and below the TTL %v",
+			ErrInvalidTTL, o.renewInterval, o.ttl)
+	}
+	return o, validOwner(o.owner)
+}
+
+func defaultOwner() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return host + ":" + strconv.Itoa(os.Getpid())
+}

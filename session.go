@@ -1,0 +1,252 @@
+package mongolock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Session owns a lease: every lock taken through it (by its Mutex and
+// Election values) is renewed by one keepalive goroutine, in one round trip
+// per tick whatever the number of locks, until the session ends. It ends
+// when Close is called, when the context given to NewSession ends, or when
+// its lease is lost: renewals failed for so long that its locks may have
+// expired on the server. Then every hold ends, Done is closed, and what is
+// still held is released. A Session is safe for concurrent use.
+type Session struct {
+	l      *Locker
+	id     string
+	opts   sessionOptions
+	margin time.Duration // a hold is given up this long before its lease ends
+
+	ctx    context.Context // the keepalive's; cancelled when the session ends
+	cancel context.CancelFunc
+
+	mu         sync.Mutex
+	holds      map[string]*hold // live holds by holder token
+	err        error            // why the session ended; nil while it runs
+	unreleased []*hold          // ended by the session's end, to free on the server
+	done       chan struct{}    // closed when the session ends
+
+	stopped  chan struct{} // closed when the keepalive goroutine has returned
+	closeErr error         // the final release's error, set before stopped closes
+}
+
+// NewSession starts a session and its keepalive goroutine, which runs
+// until ctx ends or Close is called. It reads the server's clock first, so
+// that leases are written in server time. On failure (invalid options,
+// ErrClosed, ctx.Err(), the server unreachable) nothing is left running.
+func (l *Locker) NewSession(ctx context.Context, opts ...SessionOption) (*Session, error) {
+	o, err := newSessionOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.ready(ctx); err != nil {
+		return nil, err
+	}
+	s := &Session{
+		l:       l,
+		id:      newToken(),
+		opts:    o,
+		margin:  o.ttl / 10,
+		holds:   map[string]*hold{},
+		done:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	go s.keepalive()
+	return s, nil
+}
+
+// Owner returns the owner name recorded with the session's locks.
+func (s *Session) Owner() string { return s.opts.owner }
+
+// TTL returns the session's lease length.
+func (s *Session) TTL() time.Duration { return s.opts.ttl }
+
+// Done returns a channel closed when the session ends: Close, the end of
+// its context, or a lost lease.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err returns nil while the session runs; after Done, ErrSessionClosed
+// (joined with the context's error if that ended it) or ErrLockLost.
+func (s *Session) Err() error { return s.ended() }
+
+// Close ends the session: its holds end, it releases what it held in one
+// round trip, and it stops the keepalive goroutine and waits for it. It
+// returns the release's error, if any: the locks then expire with their
+// leases. Calling Close again returns the same result.
+func (s *Session) Close() error {
+	s.finish(ErrSessionClosed)
+	<-s.stopped
+	return s.closeErr
+}
+
+// NewMutex returns a Mutex on name owned by this session. The name is
+// checked by Lock and TryLock.
+func (s *Session) NewMutex(name string) *Mutex {
+	return &Mutex{s: s, name: name}
+}
+
+// finish ends the session for cause, unless it already ended: every hold
+// ends at once (their Done close now, not after the release below), Done
+// closes, and the keepalive goroutine is told to release what was held.
+func (s *Session) finish(cause error) {
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.err = cause
+	holdErr := ErrSessionClosed
+	if errors.Is(cause, ErrLockLost) {
+		holdErr = ErrLockLost
+	}
+	for _, h := range s.holds {
+		s.unreleased = append(s.unreleased, h)
+		h.end(holdErr)
+	}
+	close(s.done)
+	s.mu.Unlock()
+	s.cancel()
+}
+
+// ended returns the error for a call on a session that ended, or nil.
+func (s *Session) ended() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.endedErrLocked()
+}
+
+func (s *Session) endedErrLocked() error {
+	switch {
+	case s.err == nil:
+		return nil
+	case errors.Is(s.err, ErrSessionClosed):
+		return s.err
+	default:
+		return errors.Join(ErrSessionClosed, s.err)
+	}
+}
+
+// acquire makes one attempt (with its lost-reply retries) to take name for
+// a new hold of this session.
+func (s *Session) acquire(ctx context.Context, name, value string) (*hold, bool, error) {
+	if err := s.ended(); err != nil {
+		return nil, false, err
+	}
+	c := claim{name: name, owner: s.opts.owner, holder: newToken(), session: s.id, value: value, ttl: s.opts.ttl}
+	fence, sent, ok, err := s.l.take(ctx, c)
+	if err != nil || !ok {
+		return nil, ok, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.endedErrLocked(); err != nil {
+		// The session ended while the acquire was on its way.
+		go s.l.cleanup(name, c.holder)
+		return nil, false, err
+	}
+	h := &hold{s: s, name: name, token: c.holder, fence: fence, done: make(chan struct{})}
+	h.validUntil = sent.Add(s.opts.ttl - s.margin)
+	h.timer = time.AfterFunc(time.Until(h.validUntil), func() { s.expired(h) })
+	s.holds[h.token] = h
+	s.l.waits.held(name)
+	return h, true, nil
+}
+
+// expired runs when a hold's lease was not renewed in time: the session's
+// lease is lost.
+func (s *Session) expired(h *hold) {
+	s.mu.Lock()
+	early := h.isEnded || time.Now().Before(h.validUntil) // renewed meanwhile
+	s.mu.Unlock()
+	if early {
+		return
+	}
+	s.l.opts.logger.Warn("mongolock: lease lost: renewals did not reach the server in time",
+		"session", s.id, "owner", s.opts.owner, "name", h.name)
+	s.finish(fmt.Errorf("%w: renewals of session %s did not reach the server in time", ErrLockLost, s.id))
+}
+
+// hold is one holding of a lock by a session, with its own random token.
+// Its fields after fence are guarded by s.mu.
+type hold struct {
+	s     *Session
+	name  string
+	token string
+	fence int64
+	done  chan struct{}
+
+	err        error
+	isEnded    bool
+	unlocking  bool
+	validUntil time.Time // local monotonic: the hold is given up then
+	timer      *time.Timer
+}
+
+// end ends the hold with err (nil after Unlock); s.mu must be held.
+func (h *hold) end(err error) {
+	if h.isEnded {
+		return
+	}
+	h.isEnded, h.err = true, err
+	h.timer.Stop()
+	delete(h.s.holds, h.token)
+	close(h.done)
+	h.s.l.waits.released(h.name)
+}
+
+// extend moves the hold's deadline to until, never back; s.mu must be held.
+func (h *hold) extend(until time.Time) {
+	if h.isEnded || !until.After(h.validUntil) {
+		return
+	}
+	h.validUntil = until
+	h.timer.Reset(time.Until(until))
+}
+
+// release frees the hold on the server, for Unlock and Resign, within an
+// internal timeout.
+func (h *hold) release() error {
+	s := h.s
+	s.mu.Lock()
+	if h.isEnded || h.unlocking {
+		err := h.err
+		s.mu.Unlock()
+		if err == nil {
+			return fmt.Errorf("%w: %q already unlocked", ErrNotHeld, h.name)
+		}
+		return err
+	}
+	h.unlocking = true
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.ttl, cleanupTimeout))
+	defer cancel()
+	ok, err := s.l.store.release(ctx, h.name, h.token)
+	lostReply := false
+	for err != nil && ambiguous(err) && sleep(ctx, 20*time.Millisecond) {
+		lostReply = true
+		ok, err = s.l.store.release(ctx, h.name, h.token)
+	}
+	// After a lost reply, finding nothing to release may mean that the
+	// first attempt did release it.
+	ok = ok || (err == nil && lostReply)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case h.isEnded: // the session ended meanwhile
+		return h.err
+	case err != nil:
+		h.end(nil)
+		return fmt.Errorf("mongolock: unlock of %q not confirmed; the lock expires with its lease: %w", h.name, err)
+	case !ok:
+		h.end(ErrLockLost)
+		return fmt.Errorf("%w: %q was no longer held when unlocked", ErrLockLost, h.name)
+	}
+	h.end(nil)
+	return nil
+}

@@ -1,0 +1,204 @@
+package mongolock
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// lockDoc is how a lock is stored: one document per name, kept after
+// release so that its fencing counter only ever grows.
+type lockDoc struct {
+	Name       string    `bson:"_id"`
+	Owner      string    `bson:"owner"`
+	Holder     string    `bson:"holder"` // "" (null) when free
+	Session    string    `bson:"session"`
+	Fence      int64     `bson:"fence"`
+	Value      string    `bson:"value"`
+	AcquiredAt time.Time `bson:"acquiredAt"`
+	ExpiresAt  time.Time `bson:"expiresAt"`
+}
+
+// live reports whether the document shows a holder whose lease has not
+// run out at server time now.
+func (d *lockDoc) live(now time.Time) bool {
+	return d != nil && d.Holder != "" && d.ExpiresAt.After(now)
+}
+
+// claim is one attempt to take a lock.
+type claim struct {
+	name    string
+	owner   string
+	holder  string // random token of this hold
+	session string // "" for the seed API's locks
+	value   string // the leader's value, for elections
+	ttl     time.Duration
+	// sameOwner lets a session-less owner take again a lock it holds, as
+	// MySQL's GET_LOCK does.
+	sameOwner bool
+}
+
+// store runs the lock document operations, each one round trip.
+type store struct {
+	coll  *mongo.Collection
+	clock *serverClock
+}
+
+// acquireOpts returns the document after the update. No projection:
+// FerretDB does not implement findAndModify's "fields", and the document
+// is small.
+var acquireOpts = mopt.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(mopt.After)
+
+// acquire takes the lock for c in one findOneAndUpdate with upsert. It
+// returns the new fencing token, or ok false when another holder has a live
+// lease (the upsert's insert then fails on the duplicate _id). The filter
+// also matches the lock when c.holder already holds it, so that an attempt
+// whose reply was lost can be repeated with the same token.
+func (s *store) acquire(ctx context.Context, c claim) (fence int64, ok bool, err error) {
+	now := s.clock.Now()
+	free := bson.A{
+		bson.D{{Key: "holder", Value: nil}},
+		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: now}}}},
+		bson.D{{Key: "holder", Value: c.holder}},
+	}
+	if c.sameOwner {
+		free = append(free, bson.D{{Key: "owner", Value: c.owner}, {Key: "session", Value: nil}})
+	}
+	filter := bson.D{{Key: "_id", Value: c.name}, {Key: "$or", Value: free}}
+	var session any // null for the seed API's locks
+	if c.session != "" {
+		session = c.session
+	}
+	set := bson.D{
+		{Key: "owner", Value: c.owner},
+		{Key: "holder", Value: c.holder},
+		{Key: "session", Value: session},
+		{Key: "value", Value: c.value},
+		{Key: "acquiredAt", Value: now},
+		{Key: "expiresAt", Value: now.Add(c.ttl)},
+	}
+	update := bson.D{{Key: "$set", Value: set}, {Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}}}
+	var doc lockDoc
+	err = s.coll.FindOneAndUpdate(ctx, filter, update, acquireOpts).Decode(&doc)
+	switch {
+	case err == nil:
+		return doc.Fence, true, nil
+	case mongo.IsDuplicateKeyError(err):
+		return 0, false, nil
+	default:
+		return 0, false, err
+	}
+}
+
+// release frees the lock if holder still holds it, and reports whether it
+// did.
+func (s *store) release(ctx context.Context, name, holder string) (bool, error) {
+	res, err := s.coll.UpdateOne(ctx,
+		bson.D{{Key: "_id", Value: name}, {Key: "holder", Value: holder}},
+		s.freeUpdate())
+	if err != nil {
+		return false, err
+	}
+	return res.MatchedCount == 1, nil
+}
+
+// freeUpdate marks a lock free; the fence, owner and times stay for the
+// record.
+func (s *store) freeUpdate() bson.D {
+	return bson.D{{Key: "$set", Value: bson.D{
+		{Key: "holder", Value: nil},
+		{Key: "expiresAt", Value: s.clock.Now()},
+	}}}
+}
+
+// releaseAll frees every lock among holders that is still theirs, in one
+// round trip.
+func (s *store) releaseAll(ctx context.Context, holders []string) error {
+	if len(holders) == 0 {
+		return nil
+	}
+	_, err := s.coll.UpdateMany(ctx,
+		bson.D{{Key: "holder", Value: bson.D{{Key: "$in", Value: holders}}}},
+		s.freeUpdate())
+	return err
+}
+
+// renew extends the leases of the given holders of one session that are
+// still live, in one round trip, and returns how many it extended. It never
+// brings back a lock that was released or has expired.
+func (s *store) renew(ctx context.Context, session string, holders []string, ttl time.Duration) (int64, error) {
+	now := s.clock.Now()
+	res, err := s.coll.UpdateMany(ctx,
+		bson.D{
+			{Key: "session", Value: session},
+			{Key: "holder", Value: bson.D{{Key: "$in", Value: holders}}},
+			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: now}}},
+		},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "expiresAt", Value: now.Add(ttl)}}}})
+	if err != nil {
+		return 0, err
+	}
+	return res.MatchedCount, nil
+}
+
+// liveHolders returns which of holders still hold a live lease.
+func (s *store) liveHolders(ctx context.Context, holders []string) (map[string]bool, error) {
+	cur, err := s.coll.Find(ctx,
+		bson.D{
+			{Key: "holder", Value: bson.D{{Key: "$in", Value: holders}}},
+			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: s.clock.Now()}}},
+		},
+		mopt.Find().SetProjection(bson.D{{Key: "holder", Value: 1}}))
+	if err != nil {
+		return nil, err
+	}
+	var docs []lockDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, err
+	}
+	live := make(map[string]bool, len(docs))
+	for _, d := range docs {
+		live[d.Holder] = true
+	}
+	return live, nil
+}
+
+// read returns the lock's document, or nil if there is none.
+func (s *store) read(ctx context.Context, name string) (*lockDoc, error) {
+	var doc lockDoc
+	err := s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: name}}).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &doc, nil
+}
+
+// updateOwned applies update to the seed API's lock name if owner holds a
+// live lease on it, and reports whether it did. It never upserts.
+func (s *store) updateOwned(ctx context.Context, name, owner string, update bson.D) (bool, error) {
+	res, err := s.coll.UpdateOne(ctx,
+		bson.D{
+			{Key: "_id", Value: name},
+			{Key: "owner", Value: owner},
+			{Key: "session", Value: nil},
+			{Key: "holder", Value: bson.D{{Key: "$ne", Value: nil}}},
+			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: s.clock.Now()}}},
+		}, update)
+	if err != nil {
+		return false, err
+	}
+	return res.MatchedCount == 1, nil
+}
+
+// ambiguous reports whether err leaves it unknown if a write took effect:
+// the request may have reached the server and only the reply was lost.
+func ambiguous(err error) bool {
+	return mongo.IsNetworkError(err) || mongo.IsTimeout(err)
+}

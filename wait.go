@@ -1,0 +1,228 @@
+package mongolock
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// waitRegistry queues the goroutines of one Locker that wait for a lock,
+// by name. Only the head of a name's queue talks to the server, so 1,000
+// goroutines waiting on one name cost what one does. The head tries again
+// when it is woken (a hold of this process ended, or the watcher saw a
+// release), when the last seen holder's lease runs out, and otherwise after
+// a jittered pause that backs off up to the poll interval. While a hold of
+// this process has the name, the head does not poll at all: the end of
+// that hold wakes it.
+type waitRegistry struct {
+	maxPause time.Duration
+	clock    *serverClock
+
+	mu    sync.Mutex
+	names map[string]*nameQueue
+}
+
+type nameQueue struct {
+	waiters []*waiter
+	local   int           // holds of this process on the name
+	pause   time.Duration // next poll pause, shared by successive heads
+	expiry  time.Time     // server time the last seen holder's lease ends
+}
+
+type waiter struct {
+	kick  chan struct{} // 1-buffered: look at freed and at being head
+	freed bool          // the lock may be free: try now
+}
+
+func newWaitRegistry(maxPause time.Duration, clock *serverClock) *waitRegistry {
+	return &waitRegistry{maxPause: maxPause, clock: clock, names: map[string]*nameQueue{}}
+}
+
+func (r *waitRegistry) minPause() time.Duration {
+	return max(r.maxPause/32, time.Millisecond)
+}
+
+// queue returns name's queue; r.mu must be held.
+func (r *waitRegistry) queue(name string) *nameQueue {
+	q := r.names[name]
+	if q == nil {
+		q = &nameQueue{pause: r.minPause()}
+		r.names[name] = q
+	}
+	return q
+}
+
+// drop forgets name's queue when nothing refers to it; r.mu must be held.
+func (r *waitRegistry) drop(name string, q *nameQueue) {
+	if len(q.waiters) == 0 && q.local == 0 {
+		delete(r.names, name)
+	}
+}
+
+// attempt is one try at a lock: ok when taken. peek reads the current
+// holder's lease end (server time), zero when unknown.
+type attempt struct {
+	try  func(ctx context.Context) (ok bool, err error)
+	peek func(ctx context.Context) time.Time
+}
+
+// wait queues behind the waiters of name and returns when a.try succeeds
+// (nil), fails (its error), ctx ends (ctx.Err()), or stop is closed
+// (stopErr()).
+func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-chan struct{}, stopErr func() error) error {
+	w := &waiter{kick: make(chan struct{}, 1)}
+	r.mu.Lock()
+	q := r.queue(name)
+	q.waiters = append(q.waiters, w)
+	tryNow := len(q.waiters) == 1
+	r.mu.Unlock()
+	defer r.leave(name, w)
+
+	timer := time.NewTimer(0)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		if tryNow {
+			ok, err := a.try(ctx)
+			if ok || err != nil {
+				return err
+			}
+			timer.Reset(r.nextWait(ctx, name, a.peek))
+		}
+		tryNow = false
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-stop:
+			return stopErr()
+		case <-timer.C:
+			tryNow = true
+		case <-w.kick:
+			head, freed, pause := r.state(name, w)
+			switch {
+			case freed:
+				timer.Stop()
+				tryNow = true
+			case head:
+				timer.Reset(pause)
+			}
+		}
+	}
+}
+
+// state reports whether w heads name's queue, whether it was told the lock
+// may be free, and the pause before its next poll.
+func (r *waitRegistry) state(name string, w *waiter) (head, freed bool, pause time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue(name)
+	head = len(q.waiters) > 0 && q.waiters[0] == w
+	freed, w.freed = w.freed, false
+	return head, freed, r.pauseLocked(q)
+}
+
+// nextWait returns how long the head waits after a failed try: until the
+// holder's lease ends or the next poll, whichever comes first.
+func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(context.Context) time.Time) time.Duration {
+	r.mu.Lock()
+	q := r.queue(name)
+	local, d, expiry := q.local, r.pauseLocked(q), q.expiry
+	q.pause = min(2*q.pause, r.maxPause)
+	r.mu.Unlock()
+	if local > 0 {
+		return d
+	}
+	now := r.clock.Now()
+	if !expiry.After(now) && peek != nil {
+		// What we knew is out of date: learn the current lease end once.
+		expiry = peek(ctx)
+		r.mu.Lock()
+		r.queue(name).expiry = expiry
+		r.mu.Unlock()
+	}
+	if until := expiry.Sub(now) + time.Millisecond; expiry.After(now) && until < d {
+		d = until
+	}
+	return d
+}
+
+// pauseLocked returns the jittered pause before the next poll. While a hold
+// of this process has the name, its end wakes the head: the pause is then
+// only a long safety net. r.mu must be held.
+func (r *waitRegistry) pauseLocked(q *nameQueue) time.Duration {
+	if q.local > 0 {
+		return 4 * r.maxPause
+	}
+	return jitter(q.pause)
+}
+
+// leave takes w out of name's queue; a new head is told to start polling.
+func (r *waitRegistry) leave(name string, w *waiter) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue(name)
+	for i, x := range q.waiters {
+		if x == w {
+			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
+			if i == 0 && len(q.waiters) > 0 {
+				// The old head took the lock or gave up; either way the new
+				// head polls, it does not try at once.
+				signal(q.waiters[0].kick)
+			}
+			break
+		}
+	}
+	r.drop(name, q)
+}
+
+// held records that a hold of this process took name.
+func (r *waitRegistry) held(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.queue(name).local++
+}
+
+// released records that a hold of this process on name ended, and wakes
+// the head of its queue.
+func (r *waitRegistry) released(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue(name)
+	q.local--
+	r.wakeLocked(q)
+	r.drop(name, q)
+}
+
+// wake tells the head of name's queue that the lock may be free.
+func (r *waitRegistry) wake(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.names[name]; q != nil {
+		r.wakeLocked(q)
+	}
+}
+
+func (r *waitRegistry) wakeLocked(q *nameQueue) {
+	q.pause = r.minPause()
+	q.expiry = time.Time{}
+	if len(q.waiters) > 0 {
+		q.waiters[0].freed = true
+		signal(q.waiters[0].kick)
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// jitter returns a duration in [d/2, d).
+func jitter(d time.Duration) time.Duration {
+	if d < 2 {
+		return d
+	}
+	return d/2 + rand.N(d/2)
+}
