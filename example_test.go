@@ -1,0 +1,146 @@
+package mongolock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/mongolock/mongolock"
+)
+
+// exampleLocker connects to MONGODB_URI and returns a Locker on a fresh
+// collection, with a function that drops it and disconnects.
+func exampleLocker(coll string) (*mongolock.Locker, func()) {
+	client, err := mongo.Connect(options.Client().ApplyURI(os.Getenv("MONGODB_URI")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	c := client.Database(testDB).Collection(coll)
+	c.Drop(context.Background()) // start from no lock, so tokens start at 1
+	locker, err := mongolock.New(c)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return locker, func() {
+		locker.Close()
+		c.Drop(context.Background())
+		client.Disconnect(context.Background())
+	}
+}
+
+func ExampleMutex_Lock() {
+	locker, cleanup := exampleLocker("example_mutex")
+	defer cleanup()
+	ctx := context.Background()
+
+	// One session per process: its keepalive renews every lock it holds.
+	session, err := locker.NewSession(ctx, mongolock.WithTTL(10*time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer session.Close()
+
+	m := session.NewMutex("nightly-report")
+	if err := m.Lock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	defer m.Unlock()
+
+	// Hand the fencing token to what you protect, and stop when the hold
+	// ends: a lease is not a fence.
+	fmt.Println("holding with token", m.Token())
+	select {
+	case <-m.Done():
+		fmt.Println("lost:", m.Err())
+	default:
+		fmt.Println("still held")
+	}
+	// Output:
+	// holding with token 1
+	// still held
+}
+
+func ExampleMutex_TryLock() {
+	locker, cleanup := exampleLocker("example_trylock")
+	defer cleanup()
+	ctx := context.Background()
+	session, err := locker.NewSession(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer session.Close()
+
+	first, second := session.NewMutex("cron"), session.NewMutex("cron")
+	if err := first.TryLock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	err = second.TryLock(ctx)
+	fmt.Println("second:", errors.Is(err, mongolock.ErrLocked))
+	first.Unlock()
+	fmt.Println("after unlock:", second.TryLock(ctx))
+	second.Unlock()
+	// Output:
+	// second: true
+	// after unlock: <nil>
+}
+
+func ExampleLocker_GetLock() {
+	locker, cleanup := exampleLocker("example_getlock")
+	defer cleanup()
+	ctx := context.Background()
+
+	// MySQL-style advisory locks, by owner name: wait up to 1s, hold for 30s.
+	if err := locker.GetLock(ctx, "import", "worker-1", time.Second, 30*time.Second); err != nil {
+		log.Fatal(err)
+	}
+	owner, _ := locker.IsUsedLock(ctx, "import")
+	fmt.Println("used by", owner)
+
+	err := locker.GetLock(ctx, "import", "worker-2", 100*time.Millisecond, 30*time.Second)
+	fmt.Println("worker-2 locked out:", errors.Is(err, mongolock.ErrLocked), errors.Is(err, context.DeadlineExceeded))
+
+	fmt.Println("release:", locker.ReleaseLock(ctx, "import", "worker-1"))
+	free, _ := locker.IsFreeLock(ctx, "import")
+	fmt.Println("free:", free)
+	// Output:
+	// used by worker-1
+	// worker-2 locked out: true true
+	// release: <nil>
+	// free: true
+}
+
+func ExampleSession() {
+	locker, cleanup := exampleLocker("example_session")
+	defer cleanup()
+
+	// The session lives as long as ctx; Done tells when it ended.
+	ctx, cancel := context.WithCancel(context.Background())
+	session, err := locker.NewSession(ctx, mongolock.WithOwner("billing-7"), mongolock.WithTTL(5*time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	m := session.NewMutex("invoices")
+	if err := m.Lock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	owner, _ := locker.IsUsedLock(context.Background(), "invoices")
+	fmt.Println("held by", owner)
+
+	cancel() // ends the session: its locks are released
+	<-session.Done()
+	session.Close() // waits for the release
+	<-m.Done()
+	fmt.Println("hold ended:", errors.Is(m.Err(), mongolock.ErrSessionClosed))
+	free, _ := locker.IsFreeLock(context.Background(), "invoices")
+	fmt.Println("free:", free)
+	// Output:
+	// held by billing-7
+	// hold ended: true
+	// free: true
+}
