@@ -49,19 +49,27 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 		SetWriteConcern(o.writeConcern).
 		SetReadPreference(readpref.Primary()))
 	clock := &serverClock{local: o.now, db: coll.Database()}
-	return &Locker{
+	l := &Locker{
 		opts:   o,
 		store:  &store{coll: coll, clock: clock},
 		clock:  clock,
-		waits:  newWaitRegistry(o.pollInterval, clock),
+		waits:  newWaitRegistry(o, clock),
 		closed: make(chan struct{}),
-	}, nil
+	}
+	if o.watch {
+		l.waits.watch = &watcher{open: l.openReleases, sink: l.waits, log: o.logger}
+	}
+	return l, nil
 }
 
-// Close stops the Locker: waiters return ErrClosed and later calls fail
-// with it. It does not release locks; close the Sessions first.
+// Close stops the Locker: waiters return ErrClosed, later calls fail with
+// it, and the shared change stream stops (Close waits for it). It does not
+// release locks; close the Sessions first.
 func (l *Locker) Close() error {
 	l.closeOnce.Do(func() { close(l.closed) })
+	if l.waits.watch != nil {
+		l.waits.watch.close()
+	}
 	return nil
 }
 

@@ -19,12 +19,18 @@ const DefaultTTL = 20 * time.Second
 // that has no better news than polling.
 const DefaultPollInterval = 500 * time.Millisecond
 
+// DefaultSafetyPollInterval is the longest pause between two attempts of a
+// waiter while a change stream brings news of releases.
+const DefaultSafetyPollInterval = 5 * time.Second
+
 // Option configures a Locker.
 type Option func(*options)
 
 type options struct {
 	logger       *slog.Logger
 	pollInterval time.Duration
+	safetyPoll   time.Duration
+	watch        bool
 	writeConcern *writeconcern.WriteConcern
 	now          func() time.Time // the local clock; replaced by tests
 }
@@ -38,6 +44,17 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // jitter. The default is DefaultPollInterval (500ms).
 func WithPollInterval(d time.Duration) Option { return func(o *options) { o.pollInterval = d } }
 
+// WithSafetyPollInterval sets the longest pause between two attempts of a
+// waiter while the change stream runs: a missed event then costs at most
+// this much latency, never liveness. The default is
+// DefaultSafetyPollInterval (5s).
+func WithSafetyPollInterval(d time.Duration) Option { return func(o *options) { o.safetyPoll = d } }
+
+// WithChangeStreams turns the change stream that wakes waiters on or off.
+// Off, waiters poll. The default is on; the Locker turns it off by itself,
+// with one line in the log, where the server has no change streams.
+func WithChangeStreams(on bool) Option { return func(o *options) { o.watch = on } }
+
 // WithWriteConcern sets the write concern of every write. The default is
 // majority: a lock acquired with w:1 can be rolled back by a failover and
 // end up with two holders.
@@ -49,6 +66,8 @@ func newOptions(opts []Option) (options, error) {
 	o := options{
 		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		pollInterval: DefaultPollInterval,
+		safetyPoll:   DefaultSafetyPollInterval,
+		watch:        true,
 		writeConcern: writeconcern.Majority(),
 		now:          time.Now,
 	}
@@ -60,6 +79,9 @@ func newOptions(opts []Option) (options, error) {
 	}
 	if o.pollInterval <= 0 {
 		return o, fmt.Errorf("mongolock: poll interval %v is not positive", o.pollInterval)
+	}
+	if o.safetyPoll <= 0 {
+		return o, fmt.Errorf("mongolock: safety poll interval %v is not positive", o.safetyPoll)
 	}
 	if o.writeConcern == nil {
 		return o, fmt.Errorf("mongolock: nil write concern")

@@ -16,11 +16,14 @@ import (
 // this process has the name, the head does not poll at all: the end of
 // that hold wakes it.
 type waitRegistry struct {
-	maxPause time.Duration
-	clock    *serverClock
+	maxPause    time.Duration // the poll interval
+	safetyPause time.Duration // the longest pause while the change stream runs
+	clock       *serverClock
+	watch       *watcher // nil: no change streams
 
-	mu    sync.Mutex
-	names map[string]*nameQueue
+	mu       sync.Mutex
+	names    map[string]*nameQueue
+	streamOn bool // releases are being watched: polls are only a safety net
 }
 
 type nameQueue struct {
@@ -35,12 +38,25 @@ type waiter struct {
 	freed bool          // the lock may be free: try now
 }
 
-func newWaitRegistry(maxPause time.Duration, clock *serverClock) *waitRegistry {
-	return &waitRegistry{maxPause: maxPause, clock: clock, names: map[string]*nameQueue{}}
+func newWaitRegistry(o options, clock *serverClock) *waitRegistry {
+	return &waitRegistry{
+		maxPause:    o.pollInterval,
+		safetyPause: o.safetyPoll,
+		clock:       clock,
+		names:       map[string]*nameQueue{},
+	}
 }
 
 func (r *waitRegistry) minPause() time.Duration {
 	return max(r.maxPause/32, time.Millisecond)
+}
+
+// capLocked is the longest poll pause now; r.mu must be held.
+func (r *waitRegistry) capLocked() time.Duration {
+	if r.streamOn {
+		return max(r.safetyPause, r.maxPause)
+	}
+	return r.maxPause
 }
 
 // queue returns name's queue; r.mu must be held.
@@ -78,6 +94,11 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	tryNow := len(q.waiters) == 1
 	r.mu.Unlock()
 	defer r.leave(name, w)
+	wanted := !tryNow // a waiter that waits wants the watcher's news
+	if wanted {
+		r.want()
+		defer r.unwant()
+	}
 
 	timer := time.NewTimer(0)
 	timer.Stop()
@@ -87,6 +108,11 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			ok, err := a.try(ctx)
 			if ok || err != nil {
 				return err
+			}
+			if !wanted {
+				wanted = true
+				r.want()
+				defer r.unwant()
 			}
 			timer.Reset(r.nextWait(ctx, name, a.peek))
 		}
@@ -128,7 +154,7 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 	r.mu.Lock()
 	q := r.queue(name)
 	local, d, expiry := q.local, r.pauseLocked(q), q.expiry
-	q.pause = min(2*q.pause, r.maxPause)
+	q.pause = min(2*q.pause, r.capLocked())
 	r.mu.Unlock()
 	if local > 0 {
 		return d
@@ -152,7 +178,7 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 // only a long safety net. r.mu must be held.
 func (r *waitRegistry) pauseLocked(q *nameQueue) time.Duration {
 	if q.local > 0 {
-		return 4 * r.maxPause
+		return 4 * r.capLocked()
 	}
 	return jitter(q.pause)
 }
@@ -203,12 +229,59 @@ func (r *waitRegistry) wake(name string) {
 	}
 }
 
+// The poll pause is not reset: a head woken in vain (someone else took the
+// lock first) goes on backing off rather than starting a burst of polls.
 func (r *waitRegistry) wakeLocked(q *nameQueue) {
-	q.pause = r.minPause()
-	q.expiry = time.Time{}
 	if len(q.waiters) > 0 {
 		q.waiters[0].freed = true
 		signal(q.waiters[0].kick)
+	}
+}
+
+func (r *waitRegistry) want() {
+	if r.watch != nil {
+		r.watch.want()
+	}
+}
+
+func (r *waitRegistry) unwant() {
+	if r.watch != nil {
+		r.watch.unwant()
+	}
+}
+
+// notify is the watcher's news that name was released. A hold of this
+// process on name means the news is old (it was taken since), and the end
+// of that hold will wake the head.
+func (r *waitRegistry) notify(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.names[name]; q != nil && q.local == 0 {
+		r.wakeLocked(q)
+	}
+}
+
+// notifyAll wakes the head of every name not held in this process.
+func (r *waitRegistry) notifyAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, q := range r.names {
+		if q.local == 0 {
+			r.wakeLocked(q)
+		}
+	}
+}
+
+// streaming switches the poll pauses between the poll interval (no news
+// from the server) and the longer safety interval.
+func (r *waitRegistry) streaming(on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.streamOn = on
+	if !on {
+		for _, q := range r.names {
+			q.pause = min(q.pause, r.maxPause)
+		}
 	}
 }
 

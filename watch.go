@@ -1,0 +1,246 @@
+package mongolock
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// watchLinger is how long the change stream stays open after the last
+// waiter left, so that a stream of short waits does not open one each.
+const watchLinger = time.Second
+
+// eventStream is what the watcher needs of a change stream; the driver's
+// *mongo.ChangeStream is one, tests script others.
+type eventStream interface {
+	Next(ctx context.Context) bool
+	Decode(v any) error
+	ResumeToken() bson.Raw
+	Err() error
+	Close(ctx context.Context) error
+}
+
+// openStream opens a change stream, resuming after token when it is not nil.
+type openStream func(ctx context.Context, token bson.Raw) (eventStream, error)
+
+// wakeSink receives the watcher's news.
+type wakeSink interface {
+	notify(name string) // a lock of that name may have been freed
+	notifyAll()         // any lock may have been freed: events may have been missed
+	streaming(on bool)  // whether releases are being watched
+}
+
+type changeEvent struct {
+	OperationType string `bson:"operationType"`
+	DocumentKey   struct {
+		ID string `bson:"_id"`
+	} `bson:"documentKey"`
+}
+
+// watcher runs ONE change stream per Locker while goroutines of the
+// process wait, and fans its events out to them by name. Where the server
+// has no change streams it says so once in the log and stays off: waiters
+// then poll.
+type watcher struct {
+	open openStream
+	sink wakeSink
+	log  *slog.Logger
+
+	mu          sync.Mutex
+	demand      int                // waiters that want news
+	cancel      context.CancelFunc // of the running stream's goroutine; nil when none
+	stopTimer   *time.Timer
+	unsupported bool
+	closed      bool
+	wg          sync.WaitGroup
+}
+
+// want registers a waiter; the first starts the stream.
+func (w *watcher) want() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.demand++
+	if w.stopTimer != nil {
+		w.stopTimer.Stop()
+		w.stopTimer = nil
+	}
+	if w.cancel != nil || w.unsupported || w.closed {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.run(ctx)
+	}()
+}
+
+// unwant drops a waiter; after the last, the stream closes once it has
+// lingered unused for watchLinger.
+func (w *watcher) unwant() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.demand--
+	if w.demand > 0 || w.cancel == nil {
+		return
+	}
+	w.stopTimer = time.AfterFunc(watchLinger, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.demand == 0 && w.cancel != nil {
+			w.cancel()
+			w.cancel = nil
+		}
+	})
+}
+
+// close stops the stream and waits for its goroutine.
+func (w *watcher) close() {
+	w.mu.Lock()
+	w.closed = true
+	if w.stopTimer != nil {
+		w.stopTimer.Stop()
+	}
+	if w.cancel != nil {
+		w.cancel()
+		w.cancel = nil
+	}
+	w.mu.Unlock()
+	w.wg.Wait()
+}
+
+// run keeps a stream open until ctx ends: it resumes from the last resume
+// token after a transient error, and starts afresh (waking every waiter
+// once, since events may have been missed) after an invalidate or a lost
+// token.
+func (w *watcher) run(ctx context.Context) {
+	var token bson.Raw
+	defer w.sink.streaming(false)
+	pause := 50 * time.Millisecond // after a failed open, doubling up to 5s
+	for ctx.Err() == nil {
+		cs, err := w.open(ctx, token)
+		if err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return
+			case notSupported(err):
+				w.mu.Lock()
+				w.unsupported = true
+				if w.cancel != nil {
+					w.cancel()
+					w.cancel = nil
+				}
+				w.mu.Unlock()
+				w.log.Info("mongolock: the server has no change streams for this collection; waiters poll instead", "err", err)
+				return
+			case historyLost(err):
+				token = nil
+			}
+			w.log.Debug("mongolock: opening the change stream failed; retrying", "err", err)
+			sleep(ctx, pause)
+			pause = min(2*pause, 5*time.Second)
+			continue
+		}
+		pause = 50 * time.Millisecond
+		if token == nil {
+			// A release between a waiter's last try and now would be missed.
+			w.sink.notifyAll()
+		}
+		w.sink.streaming(true)
+		token = w.drain(ctx, cs, token)
+		w.sink.streaming(false)
+		err = cs.Err()
+		cs.Close(context.Background())
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil || historyLost(err) {
+			token = nil // invalidated, or the token can no longer be resumed from
+		}
+		w.log.Debug("mongolock: change stream ended; reopening", "err", err, "resume", token != nil)
+		if !sleep(ctx, pause) {
+			return
+		}
+	}
+}
+
+// drain fans the stream's events out until it ends, and returns the token
+// to resume from (nil after an invalidating event).
+func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bson.Raw {
+	for cs.Next(ctx) {
+		var ev changeEvent
+		if err := cs.Decode(&ev); err != nil {
+			w.sink.notifyAll()
+			continue
+		}
+		token = cs.ResumeToken()
+		switch ev.OperationType {
+		case "invalidate", "drop", "dropDatabase", "rename":
+			w.sink.notifyAll()
+			return nil
+		default:
+			w.sink.notify(ev.DocumentKey.ID)
+		}
+	}
+	return token
+}
+
+// notSupported reports whether err says the server will not give change
+// streams: a standalone server, FerretDB, or a user without the privilege.
+func notSupported(err error) bool {
+	var se mongo.ServerError
+	if !errors.As(err, &se) {
+		return false
+	}
+	for _, code := range []int{
+		40573, // $changeStream only on replica sets
+		238,   // NotImplemented (FerretDB)
+		115,   // CommandNotSupported
+		13,    // Unauthorized
+		40324, // unrecognised pipeline stage
+	} {
+		if se.HasErrorCode(code) {
+			return true
+		}
+	}
+	return false
+}
+
+// historyLost reports whether err says the stream cannot be resumed.
+func historyLost(err error) bool {
+	var se mongo.ServerError
+	if !errors.As(err, &se) {
+		return false
+	}
+	return se.HasErrorCode(286) || se.HasErrorCode(280) || se.HasErrorCode(260)
+}
+
+// releasePipeline passes only the events that can free a lock, with only
+// the fields the watcher reads.
+var releasePipeline = mongo.Pipeline{
+	{{Key: "$match", Value: bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: "operationType", Value: bson.D{{Key: "$in", Value: bson.A{
+			"delete", "replace", "invalidate", "drop", "dropDatabase", "rename"}}}}},
+		bson.D{
+			{Key: "operationType", Value: "update"},
+			{Key: "updateDescription.updatedFields.holder", Value: bson.D{{Key: "$type", Value: "null"}}},
+		},
+	}}}}},
+	{{Key: "$project", Value: bson.D{{Key: "operationType", Value: 1}, {Key: "documentKey", Value: 1}}}},
+}
+
+// openReleases opens the Locker's change stream of releases.
+func (l *Locker) openReleases(ctx context.Context, token bson.Raw) (eventStream, error) {
+	opts := mopt.ChangeStream()
+	if token != nil {
+		opts.SetResumeAfter(token)
+	}
+	return l.store.coll.Watch(ctx, releasePipeline, opts)
+}

@@ -1,0 +1,294 @@
+package mongolock
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+)
+
+// These tests feed the watcher scripted event sources: no server.
+
+// step is one thing a scripted stream does: deliver an event, or fail.
+type step struct {
+	op, name string
+	err      error
+}
+
+type scriptStream struct {
+	steps  []step
+	i      int
+	err    error
+	token  bson.Raw
+	closed chan struct{}
+}
+
+func (s *scriptStream) Next(ctx context.Context) bool {
+	if s.i < len(s.steps) {
+		st := s.steps[s.i]
+		s.i++
+		if st.err != nil {
+			s.err = st.err
+			return false
+		}
+		s.token = tokenOf(st.name + "/" + st.op)
+		return true
+	}
+	<-ctx.Done() // a live stream with nothing to say
+	s.err = ctx.Err()
+	return false
+}
+
+func (s *scriptStream) Decode(v any) error {
+	st := s.steps[s.i-1]
+	raw, _ := bson.Marshal(bson.D{
+		{Key: "operationType", Value: st.op},
+		{Key: "documentKey", Value: bson.D{{Key: "_id", Value: st.name}}},
+	})
+	return bson.Unmarshal(raw, v)
+}
+
+func (s *scriptStream) ResumeToken() bson.Raw           { return s.token }
+func (s *scriptStream) Err() error                      { return s.err }
+func (s *scriptStream) Close(ctx context.Context) error { close(s.closed); return nil }
+
+func tokenOf(s string) bson.Raw {
+	raw, _ := bson.Marshal(bson.D{{Key: "_data", Value: s}})
+	return raw
+}
+
+// script opens the given streams in turn, recording the resume token each
+// open was given; opens past the script fail with errs[i] or block.
+type script struct {
+	mu      sync.Mutex
+	streams [][]step
+	openErr []error // per open, before streams are used; nil: use a stream
+	opens   []string
+	all     []*scriptStream
+}
+
+func (sc *script) open(ctx context.Context, token bson.Raw) (eventStream, error) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	tok := "none"
+	if token != nil {
+		tok = token.Lookup("_data").StringValue()
+	}
+	sc.opens = append(sc.opens, tok)
+	if len(sc.openErr) > 0 {
+		err := sc.openErr[0]
+		sc.openErr = sc.openErr[1:]
+		if err != nil {
+			return nil, err
+		}
+	}
+	var steps []step
+	if len(sc.streams) > 0 {
+		steps, sc.streams = sc.streams[0], sc.streams[1:]
+	}
+	s := &scriptStream{steps: steps, closed: make(chan struct{})}
+	sc.all = append(sc.all, s)
+	return s, nil
+}
+
+func (sc *script) openedWith() []string {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return slices.Clone(sc.opens)
+}
+
+// recorder is a wakeSink that records what it is told.
+type recorder struct {
+	mu   sync.Mutex
+	got  []string
+	cond chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{cond: make(chan struct{}, 100)} }
+
+func (r *recorder) add(s string) {
+	r.mu.Lock()
+	r.got = append(r.got, s)
+	r.mu.Unlock()
+	select {
+	case r.cond <- struct{}{}:
+	default:
+	}
+}
+func (r *recorder) notify(name string) { r.add("wake " + name) }
+func (r *recorder) notifyAll()         { r.add("wake all") }
+func (r *recorder) streaming(on bool) {
+	if on {
+		r.add("on")
+	} else {
+		r.add("off")
+	}
+}
+
+// waitFor waits until the recorder has n entries and returns them.
+func (r *recorder) waitFor(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		got := slices.Clone(r.got)
+		r.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-r.cond:
+		case <-deadline:
+			t.Fatalf("waited for %d entries, got %q", n, got)
+		}
+	}
+}
+
+func newTestWatcher(sc *script, sink wakeSink, log *slog.Logger) *watcher {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &watcher{open: sc.open, sink: sink, log: log}
+}
+
+func TestWatcherFansOutByName(t *testing.T) {
+	sc := &script{streams: [][]step{{{op: "update", name: "a"}, {op: "delete", name: "b"}, {op: "update", name: "a"}}}}
+	rec := newRecorder()
+	w := newTestWatcher(sc, rec, nil)
+	w.want()
+	got := rec.waitFor(t, 5)
+	w.close()
+	want := []string{"wake all", "on", "wake a", "wake b", "wake a"}
+	if !slices.Equal(got[:5], want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestWatcherResumesAfterTransientError(t *testing.T) {
+	transient := mongo.CommandError{Code: 6, Name: "HostUnreachable", Labels: []string{"ResumableChangeStreamError"}}
+	sc := &script{streams: [][]step{
+		{{op: "update", name: "a"}, {err: transient}},
+		{{op: "update", name: "b"}},
+	}}
+	rec := newRecorder()
+	w := newTestWatcher(sc, rec, nil)
+	w.want()
+	got := rec.waitFor(t, 6)
+	w.close()
+	// Resuming does not wake everyone: no event was missed.
+	want := []string{"wake all", "on", "wake a", "off", "on", "wake b"}
+	if !slices.Equal(got[:6], want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if opens := sc.openedWith(); !slices.Equal(opens, []string{"none", "a/update"}) {
+		t.Fatalf("opened with tokens %q, want a fresh start then a resume after a/update", opens)
+	}
+}
+
+func TestWatcherRestartsAfterInvalidate(t *testing.T) {
+	sc := &script{streams: [][]step{
+		{{op: "update", name: "a"}, {op: "invalidate"}},
+		{{op: "update", name: "b"}},
+	}}
+	rec := newRecorder()
+	w := newTestWatcher(sc, rec, nil)
+	w.want()
+	got := rec.waitFor(t, 8)
+	w.close()
+	want := []string{"wake all", "on", "wake a", "wake all", "off", "wake all", "on", "wake b"}
+	if !slices.Equal(got[:8], want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if opens := sc.openedWith(); !slices.Equal(opens, []string{"none", "none"}) {
+		t.Fatalf("opened with tokens %q, want two fresh starts", opens)
+	}
+}
+
+func TestWatcherRestartsWhenTokenLost(t *testing.T) {
+	lost := mongo.CommandError{Code: 286, Name: "ChangeStreamHistoryLost"}
+	transient := mongo.CommandError{Code: 6, Name: "HostUnreachable"}
+	sc := &script{
+		streams: [][]step{{{op: "update", name: "a"}, {err: transient}}, {{op: "update", name: "c"}}},
+		openErr: []error{nil, lost}, // the resume after a/update fails: history lost
+	}
+	rec := newRecorder()
+	w := newTestWatcher(sc, rec, nil)
+	w.want()
+	got := rec.waitFor(t, 7)
+	w.close()
+	want := []string{"wake all", "on", "wake a", "off", "wake all", "on", "wake c"}
+	if !slices.Equal(got[:7], want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if opens := sc.openedWith(); !slices.Equal(opens, []string{"none", "a/update", "none"}) {
+		t.Fatalf("opened with tokens %q", opens)
+	}
+}
+
+type lineCounter struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (c *lineCounter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.n++
+	c.mu.Unlock()
+	return len(p), nil
+}
+
+func TestWatcherUnsupportedLogsOnceAndStaysOff(t *testing.T) {
+	for _, err := range []error{
+		mongo.CommandError{Code: 238, Name: "NotImplemented"},
+		mongo.CommandError{Code: 40573, Name: "Location40573"},
+		mongo.CommandError{Code: 13, Name: "Unauthorized"},
+	} {
+		sc := &script{openErr: []error{err, err, err}}
+		rec := newRecorder()
+		lines := &lineCounter{}
+		w := newTestWatcher(sc, rec, slog.New(slog.NewTextHandler(lines, nil)))
+		w.want()
+		rec.waitFor(t, 1) // "off" when the goroutine gives up
+		w.wg.Wait()
+		w.unwant()
+		w.want() // a later waiter does not try again
+		w.close()
+		if n := len(sc.openedWith()); n != 1 {
+			t.Fatalf("%v: opened %d times, want 1", err, n)
+		}
+		if lines.n != 1 {
+			t.Fatalf("%v: logged %d lines, want 1", err, lines.n)
+		}
+	}
+}
+
+func TestWatcherStopsAfterLastWaiter(t *testing.T) {
+	sc := &script{streams: [][]step{{}}}
+	rec := newRecorder()
+	w := newTestWatcher(sc, rec, nil)
+	w.want()
+	w.want()
+	rec.waitFor(t, 2)
+	w.unwant()
+	w.unwant()
+	sc.mu.Lock()
+	s := sc.all[0]
+	sc.mu.Unlock()
+	select {
+	case <-s.closed: // closed after lingering
+	case <-time.After(10 * time.Second):
+		t.Fatal("stream still open after the last waiter left")
+	}
+	w.wg.Wait()
+	w.close()
+	if errors.Is(s.err, context.Canceled) == false {
+		t.Fatalf("stream ended with %v", s.err)
+	}
+}

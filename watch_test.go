@@ -1,0 +1,182 @@
+package mongolock_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/mongolock/mongolock"
+)
+
+// hasChangeStreams reports whether the test server gives change streams.
+func hasChangeStreams(t *testing.T) bool {
+	t.Helper()
+	c, _ := connect(t, "")
+	cs, err := c.Database(testDB).Collection(collName(t)).Watch(context.Background(), bson.A{})
+	if err != nil {
+		return false
+	}
+	cs.Close(context.Background())
+	return true
+}
+
+// syncBuffer is a log destination safe for concurrent use.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestFallbackToPolling: on a server without change streams (the embedded
+// one), the watcher says so once and every waiter still gets the lock.
+func TestFallbackToPolling(t *testing.T) {
+	if hasChangeStreams(t) {
+		t.Skip("the server has change streams: the fallback is not taken")
+	}
+	e := newEnv(t)
+	var log syncBuffer
+	l, _ := e.locker("", mongolock.WithLogger(slog.New(slog.NewTextHandler(&log, nil))),
+		mongolock.WithPollInterval(50*time.Millisecond))
+	other, _ := e.locker("")
+	hold := session(t, other).NewMutex("fb")
+	ctx := ctxT(t, time.Minute)
+	if err := hold.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := session(t, l)
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := s.NewMutex("fb")
+			if err := m.Lock(ctx); err != nil {
+				errs <- err
+				return
+			}
+			errs <- m.Unlock()
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	hold.Unlock()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(log.String(), "no change streams"); n != 1 {
+		t.Fatalf("fallback logged %d times, want once:\n%s", n, log.String())
+	}
+}
+
+// TestChangeStreamHandoff needs a replica set: a release by another
+// session wakes the waiter through the change stream, with no poll between
+// the Unlock and the next acquire.
+func TestChangeStreamHandoff(t *testing.T) {
+	if !hasChangeStreams(t) {
+		t.Skip("needs change streams: set MONGODB_URI to a replica set (e.g. mongodb://localhost:27017/?replicaSet=rs0)")
+	}
+	e := newEnv(t)
+	holder, _ := e.locker("")
+	waiter, cnt := e.locker("", mongolock.WithPollInterval(time.Minute), mongolock.WithSafetyPollInterval(time.Minute))
+	ctx := ctxT(t, time.Minute)
+	hm := session(t, holder).NewMutex("cs")
+	if err := hm.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wm := session(t, waiter).NewMutex("cs")
+	got := make(chan error, 1)
+	go func() { got <- wm.Lock(ctx) }()
+	time.Sleep(time.Second) // the waiter tried, failed, and watches
+	cnt.Reset()
+	if err := hm.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	// Only the acquire: no poll happened between the Unlock and it.
+	cmds := slices.DeleteFunc(cnt.Commands(), func(c string) bool { return c == "getMore" })
+	if !slices.Equal(cmds, []string{"findAndModify"}) {
+		t.Fatalf("between Unlock and the next holder: %v", cmds)
+	}
+	wm.Unlock()
+}
+
+// TestContentionCost: 8 sessions on separate clients, 4 goroutines each,
+// take one name in turn; all the clients together send at most 3 commands
+// per acquisition, release included.
+func TestContentionCost(t *testing.T) {
+	e := newEnv(t)
+	const sessions, goroutines, each = 8, 4, 10
+	var counters []*counter
+	ctx := ctxT(t, 5*time.Minute)
+	var wg sync.WaitGroup
+	var mutexes []*mongolock.Mutex
+	for i := range sessions {
+		l, cnt := e.locker("")
+		counters = append(counters, cnt)
+		s := session(t, l, mongolock.WithOwner(fmt.Sprint("host-", i)))
+		for range goroutines {
+			mutexes = append(mutexes, s.NewMutex("hot"))
+		}
+	}
+	for _, c := range counters {
+		c.Reset()
+	}
+	start := time.Now()
+	for _, m := range mutexes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if err := m.Lock(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+				time.Sleep(time.Millisecond) // the guarded work
+				if err := m.Unlock(); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	byName := map[string]int{}
+	for _, c := range counters {
+		total += c.Count()
+		for _, n := range c.Commands() {
+			byName[n]++
+		}
+	}
+	t.Logf("commands by name: %v", byName)
+	acq := sessions * goroutines * each
+	perAcq := float64(total) / float64(acq)
+	t.Logf("%d acquisitions in %v: %d commands, %.2f per acquisition", acq, time.Since(start).Round(time.Millisecond), total, perAcq)
+	if perAcq > 3 {
+		t.Fatalf("%.2f commands per acquisition, want at most 3", perAcq)
+	}
+}
