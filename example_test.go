@@ -144,3 +144,57 @@ func ExampleSession() {
 	// hold ended: true
 	// free: true
 }
+
+func ExampleElection_Campaign() {
+	locker, cleanup := exampleLocker("example_election")
+	defer cleanup()
+	ctx := context.Background()
+	session, err := locker.NewSession(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer session.Close()
+	election := session.NewElection("scheduler")
+
+	// The loop a leader runs: campaign, lead under a context that ends
+	// with the leadership, campaign again.
+	for term := 1; term <= 2; term++ {
+		if err := election.Campaign(ctx, "host-a"); err != nil {
+			log.Fatal(err)
+		}
+		leaderCtx, cancel := context.WithCancel(ctx)
+		stopped := make(chan struct{})
+		go func() { // ends leaderCtx as soon as leadership ends
+			defer close(stopped)
+			select {
+			case <-election.Done():
+				cancel()
+			case <-leaderCtx.Done():
+			}
+		}()
+
+		leader, _ := election.Leader(ctx)
+		fmt.Printf("term %d: %s leads\n", term, leader)
+		lead(leaderCtx) // the leader's work, until done or leadership lost
+
+		cancel()
+		<-stopped
+		if err := election.Resign(ctx); err != nil {
+			log.Fatal(err)
+		}
+	}
+	_, err = election.Leader(ctx)
+	fmt.Println("after resigning:", errors.Is(err, mongolock.ErrNoLeader))
+	// Output:
+	// term 1: host-a leads
+	// term 2: host-a leads
+	// after resigning: true
+}
+
+// lead stands for a leader's work: it returns when done or when ctx ends.
+func lead(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Millisecond):
+	}
+}

@@ -77,7 +77,12 @@ func connect(t testing.TB, uri string) (*mongo.Client, *counter) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Disconnect(context.Background()) })
+	t.Cleanup(func() {
+		// Bounded: a client cut off from the server would wait for it.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c.Disconnect(ctx)
+	})
 	return c, cnt
 }
 

@@ -27,10 +27,11 @@ type waitRegistry struct {
 }
 
 type nameQueue struct {
-	waiters []*waiter
-	local   int           // holds of this process on the name
-	pause   time.Duration // next poll pause, shared by successive heads
-	expiry  time.Time     // server time the last seen holder's lease ends
+	waiters   []*waiter
+	observers []chan struct{} // Election.Observe: told of every change seen
+	local     int             // holds of this process on the name
+	pause     time.Duration   // next poll pause, shared by successive heads
+	expiry    time.Time       // server time the last seen holder's lease ends
 }
 
 type waiter struct {
@@ -71,7 +72,7 @@ func (r *waitRegistry) queue(name string) *nameQueue {
 
 // drop forgets name's queue when nothing refers to it; r.mu must be held.
 func (r *waitRegistry) drop(name string, q *nameQueue) {
-	if len(q.waiters) == 0 && q.local == 0 {
+	if len(q.waiters) == 0 && q.local == 0 && len(q.observers) == 0 {
 		delete(r.names, name)
 	}
 }
@@ -206,7 +207,35 @@ func (r *waitRegistry) leave(name string, w *waiter) {
 func (r *waitRegistry) held(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.queue(name).local++
+	q := r.queue(name)
+	q.local++
+	for _, c := range q.observers {
+		signal(c)
+	}
+}
+
+// observe returns a channel signalled whenever name changes hands in this
+// process or the watcher reports its release.
+func (r *waitRegistry) observe(name string) chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := make(chan struct{}, 1)
+	q := r.queue(name)
+	q.observers = append(q.observers, c)
+	return c
+}
+
+func (r *waitRegistry) unobserve(name string, c chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue(name)
+	for i, x := range q.observers {
+		if x == c {
+			q.observers = append(q.observers[:i], q.observers[i+1:]...)
+			break
+		}
+	}
+	r.drop(name, q)
 }
 
 // released records that a hold of this process on name ended, and wakes
@@ -232,6 +261,9 @@ func (r *waitRegistry) wake(name string) {
 // The poll pause is not reset: a head woken in vain (someone else took the
 // lock first) goes on backing off rather than starting a burst of polls.
 func (r *waitRegistry) wakeLocked(q *nameQueue) {
+	for _, c := range q.observers {
+		signal(c)
+	}
 	if len(q.waiters) > 0 {
 		q.waiters[0].freed = true
 		signal(q.waiters[0].kick)
@@ -256,8 +288,15 @@ func (r *waitRegistry) unwant() {
 func (r *waitRegistry) notify(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if q := r.names[name]; q != nil && q.local == 0 {
+	q := r.names[name]
+	switch {
+	case q == nil:
+	case q.local == 0:
 		r.wakeLocked(q)
+	default:
+		for _, c := range q.observers {
+			signal(c)
+		}
 	}
 }
 

@@ -1,0 +1,202 @@
+package mongolock
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// Election is leader election on one name, in the style of etcd's
+// concurrency.Election: campaigners of many processes take one lock, and
+// its holder leads with a value (an address, a host name) that anyone can
+// read with Leader or follow with Observe. Leadership is a hold of the
+// session: it ends with Resign, with the session, or when the lease is
+// lost, and Done then closes. An Election is safe for concurrent use.
+type Election struct {
+	s    *Session
+	name string
+
+	mu  sync.Mutex
+	cur *hold // the current leadership, or the last one after it ended
+}
+
+// NewElection returns an Election on name for this session. The name is
+// checked by Campaign, Leader and Observe.
+func (s *Session) NewElection(name string) *Election {
+	return &Election{s: s, name: name}
+}
+
+// Name returns the election's name.
+func (e *Election) Name() string { return e.name }
+
+// Campaign waits until this campaigner leads with value, ctx ends
+// (ctx.Err()), or the session ends (ErrSessionClosed). If it leads already,
+// it replaces the value and returns. On failure it does not lead.
+func (e *Election) Campaign(ctx context.Context, value string) error {
+	if err := validName(e.name); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := e.s.ended(); err != nil {
+		return err
+	}
+	if h := e.leading(); h != nil {
+		return e.proclaim(ctx, h, value)
+	}
+	var h *hold
+	try := func(ctx context.Context) (ok bool, err error) {
+		h, ok, err = e.s.acquire(ctx, e.name, value)
+		return ok, err
+	}
+	l := e.s.l
+	if err := l.waits.wait(ctx, e.name, attempt{try: try, peek: l.peek(e.name)}, e.s.done, e.s.ended); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.cur = h
+	e.mu.Unlock()
+	return nil
+}
+
+// proclaim replaces the value of a leadership held.
+func (e *Election) proclaim(ctx context.Context, h *hold, value string) error {
+	res, err := e.s.l.store.coll.UpdateOne(ctx,
+		bson.D{{Key: "_id", Value: e.name}, {Key: "holder", Value: h.token}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "value", Value: value}}}})
+	if err != nil {
+		return fmt.Errorf("mongolock: proclaiming in %q: %w", e.name, err)
+	}
+	if res.MatchedCount == 0 {
+		return fmt.Errorf("%w: leadership of %q", ErrLockLost, e.name)
+	}
+	return nil
+}
+
+// leading returns the current leadership hold, or nil.
+func (e *Election) leading() *hold {
+	e.mu.Lock()
+	h := e.cur
+	e.mu.Unlock()
+	if h == nil {
+		return nil
+	}
+	e.s.mu.Lock()
+	defer e.s.mu.Unlock()
+	if h.isEnded || h.unlocking {
+		return nil
+	}
+	return h
+}
+
+// Resign gives leadership up, in one round trip bounded by an internal
+// timeout, so that another campaigner can lead. It returns nil when not
+// leading, and ErrLockLost if leadership was found lost.
+func (e *Election) Resign(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	h := e.leading()
+	if h == nil {
+		return nil
+	}
+	return h.release()
+}
+
+// Done returns a channel closed when the current leadership ends: Resign,
+// the session's end, or a lost lease. It is closed already when not
+// leading.
+func (e *Election) Done() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cur == nil {
+		return closedChan
+	}
+	return e.cur.done
+}
+
+// Leader returns the value of the current leader, whoever it is, or
+// ErrNoLeader when no one leads.
+func (e *Election) Leader(ctx context.Context) (string, error) {
+	doc, err := e.current(ctx)
+	if err != nil {
+		return "", err
+	}
+	if doc == nil {
+		return "", fmt.Errorf("%w: %q", ErrNoLeader, e.name)
+	}
+	return doc.Value, nil
+}
+
+// current returns the live leader's document, or nil.
+func (e *Election) current(ctx context.Context) (*lockDoc, error) {
+	if err := validName(e.name); err != nil {
+		return nil, err
+	}
+	l := e.s.l
+	if err := l.ready(ctx); err != nil {
+		return nil, err
+	}
+	doc, err := l.store.read(ctx, e.name)
+	if err != nil {
+		return nil, fmt.Errorf("mongolock: reading the leader of %q: %w", e.name, err)
+	}
+	if !doc.live(l.clock.Now()) {
+		return nil, nil
+	}
+	return doc, nil
+}
+
+// Observe returns a channel that receives the value of each new leader, in
+// order and once per leadership, until ctx ends; then it is closed. It
+// learns of changes made in this process at once, and of others by
+// polling at the Locker's poll interval (and when a leader's lease runs
+// out): a leadership shorter than that may go unseen. A slow reader does
+// not lose the latest leader, only leaderships it was too slow for.
+func (e *Election) Observe(ctx context.Context) <-chan string {
+	out := make(chan string)
+	go func() {
+		defer close(out)
+		e.observe(ctx, out)
+	}()
+	return out
+}
+
+func (e *Election) observe(ctx context.Context, out chan<- string) {
+	l := e.s.l
+	changed := l.waits.observe(e.name)
+	defer l.waits.unobserve(e.name, changed)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var last int64 = -1 // fence of the last leadership sent
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.closed:
+			return
+		case <-changed:
+		case <-timer.C:
+		}
+		doc, err := e.current(ctx)
+		pause := jitter(l.opts.pollInterval)
+		if err == nil && doc != nil {
+			if until := doc.ExpiresAt.Sub(l.clock.Now()); until > 0 && until < pause {
+				pause = until + time.Millisecond
+			}
+			if doc.Fence != last {
+				select {
+				case out <- doc.Value:
+					last = doc.Fence
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+		timer.Reset(pause)
+	}
+}
