@@ -2,7 +2,10 @@ package mongolock_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,89 +17,464 @@ import (
 	"github.com/mongolock/mongolock"
 )
 
-// rawLockUnlock sends by hand the two commands an uncontended Lock+Unlock
-// sends: the conditional findOneAndUpdate with upsert, and the updateOne
-// that frees the lock. It is the floor the library is measured against.
-func rawLockUnlock(ctx context.Context, coll *mongo.Collection, name string) error {
+// The benchmarks of `make bench`. Each measures its baseline in the same
+// run, and records a row of the table printed at the end.
+
+// rawAcquire and rawRelease send by hand the two commands of an
+// uncontended Lock+Unlock: the floor the library is measured against.
+func rawAcquire(ctx context.Context, coll *mongo.Collection, name string) error {
 	now := time.Now()
-	holder := "raw-holder"
 	filter := bson.D{{Key: "_id", Value: name}, {Key: "$or", Value: bson.A{
 		bson.D{{Key: "holder", Value: nil}},
 		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: now}}}},
-		bson.D{{Key: "holder", Value: holder}},
+		bson.D{{Key: "holder", Value: "raw"}},
 	}}}
 	update := bson.D{
 		{Key: "$set", Value: bson.D{
-			{Key: "owner", Value: "bench"}, {Key: "holder", Value: holder}, {Key: "session", Value: "s"},
+			{Key: "owner", Value: "bench"}, {Key: "holder", Value: "raw"}, {Key: "session", Value: "s"},
 			{Key: "value", Value: ""}, {Key: "acquiredAt", Value: now}, {Key: "expiresAt", Value: now.Add(time.Minute)},
 		}},
 		{Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}},
 	}
-	err := coll.FindOneAndUpdate(ctx, filter, update,
+	return coll.FindOneAndUpdate(ctx, filter, update,
 		options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)).Err()
-	if err != nil {
-		return err
-	}
-	_, err = coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}, {Key: "holder", Value: holder}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "holder", Value: nil}, {Key: "expiresAt", Value: now}}}})
+}
+
+func rawRelease(ctx context.Context, coll *mongo.Collection, name string) error {
+	_, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}, {Key: "holder", Value: "raw"}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "holder", Value: nil}, {Key: "expiresAt", Value: time.Now()}}}})
 	return err
 }
 
-// BenchmarkLockUnlock measures an uncontended Lock+Unlock against the raw
-// driver sending the same two commands, in interleaved blocks (raw,
-// library, raw, library...) so that the machine's drift cancels out, and
-// reports the median per-operation time of each and their median ratio.
-func BenchmarkLockUnlock(b *testing.B) {
+// benchSetup is one collection, a Locker with a session, and a raw
+// collection handle with the library's write concern, on one client.
+type benchSetup struct {
+	locker *mongolock.Locker
+	s      *mongolock.Session
+	raw    *mongo.Collection
+	ping   func() error
+}
+
+func newBenchSetup(b *testing.B) *benchSetup {
 	e := newEnv(b)
-	l, _ := e.locker("")
-	s := session(b, l, mongolock.WithTTL(time.Minute))
-	m := s.NewMutex("bench-lib")
 	client, _ := connect(b, "")
-	// The same write concern as the library's default.
-	raw := client.Database(testDB).Collection(e.coll,
-		options.Collection().SetWriteConcern(writeconcern.Majority()))
+	l, err := mongolock.New(client.Database(testDB).Collection(e.coll))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	raw := client.Database(testDB).Collection(e.coll, options.Collection().SetWriteConcern(writeconcern.Majority()))
+	db := client.Database(testDB)
+	return &benchSetup{
+		locker: l,
+		s:      session(b, l, mongolock.WithTTL(time.Minute)),
+		raw:    raw,
+		ping:   func() error { return db.RunCommand(context.Background(), bson.D{{Key: "ping", Value: 1}}).Err() },
+	}
+}
+
+// interleave times op and each baseline in alternating blocks (base, op,
+// base, op...) so that the machine's drift cancels out, for b.N operations
+// of each. It returns op's samples and, per baseline, its samples and the
+// median of the per-block ratios op/baseline.
+func interleave(b *testing.B, op func() error, bases ...func() error) (samples, []samples, []float64) {
+	const block = 10
+	run := func(f func() error, into *samples) time.Duration {
+		start := time.Now()
+		for range block {
+			t := time.Now()
+			if err := f(); err != nil {
+				b.Fatal(err)
+			}
+			*into = append(*into, time.Since(t))
+		}
+		return time.Since(start)
+	}
+	var warm samples
+	run(op, &warm) // connections, the clock, the documents
+	for _, f := range bases {
+		run(f, &warm)
+	}
+	var opS samples
+	baseS := make([]samples, len(bases))
+	ratios := make([][]float64, len(bases))
+	b.ResetTimer()
+	for done := 0; done < b.N; done += block {
+		for i, f := range bases {
+			bt := run(f, &baseS[i])
+			ot := run(op, &opS)
+			ratios[i] = append(ratios[i], float64(ot)/float64(bt))
+		}
+	}
+	b.StopTimer()
+	med := make([]float64, len(bases))
+	for i := range bases {
+		slices.Sort(ratios[i])
+		med[i] = ratios[i][len(ratios[i])/2]
+	}
+	return opS, baseS, med
+}
+
+func recordInterleaved(b *testing.B, scenario string, op samples, bases []samples, ratios []float64, names ...string) {
+	for i, name := range names {
+		record(benchRow{scenario: name, median: bases[i].quantile(.5), p99: bases[i].quantile(.99), opsPerS: bases[i].opsPerSec()})
+	}
+	for i, name := range names {
+		row := benchRow{scenario: scenario, median: op.quantile(.5), p99: op.quantile(.99), opsPerS: op.opsPerSec(),
+			ratio: ratios[i], baseline: name}
+		if i > 0 {
+			row.scenario += " (vs " + name + ")"
+		}
+		record(row)
+	}
+	b.ReportMetric(float64(op.quantile(.5).Microseconds()), "median-µs")
+	b.ReportMetric(ratios[0], "ratio")
+}
+
+// BenchmarkLockUnlock: uncontended Lock+Unlock against the raw driver
+// sending the same two commands, and against two pings.
+func BenchmarkLockUnlock(b *testing.B) {
+	st := newBenchSetup(b)
 	ctx := context.Background()
-	lib := func() error {
+	m := st.s.NewMutex("bench-lib")
+	op := func() error {
 		if err := m.Lock(ctx); err != nil {
 			return err
 		}
 		return m.Unlock()
 	}
-	rawOp := func() error { return rawLockUnlock(ctx, raw, "bench-raw") }
-	interleave(b, rawOp, lib)
-}
-
-// interleave runs base and op in alternating blocks for b.N operations of
-// each and reports their median per-op times and median ratio op/base.
-func interleave(b *testing.B, base, op func() error) {
-	const block = 20
-	var baseNs, opNs, ratios []float64
-	timeBlock := func(f func() error) float64 {
-		start := time.Now()
-		for range block {
-			if err := f(); err != nil {
-				b.Fatal(err)
-			}
+	raw := func() error {
+		if err := rawAcquire(ctx, st.raw, "bench-raw"); err != nil {
+			return err
 		}
-		return float64(time.Since(start).Nanoseconds()) / block
+		return rawRelease(ctx, st.raw, "bench-raw")
 	}
-	// Warm both up: connections, the clock, the documents.
-	timeBlock(base)
-	timeBlock(op)
-	b.ResetTimer()
-	for done := 0; done < b.N; done += block {
-		r, o := timeBlock(base), timeBlock(op)
-		baseNs, opNs, ratios = append(baseNs, r), append(opNs, o), append(ratios, o/r)
+	pings := func() error {
+		if err := st.ping(); err != nil {
+			return err
+		}
+		return st.ping()
 	}
-	b.StopTimer()
-	b.ReportMetric(median(baseNs), "base-ns/op")
-	b.ReportMetric(median(opNs), "lib-ns/op")
-	b.ReportMetric(median(ratios), "ratio")
-	b.ReportMetric(0, "ns/op")
+	opS, bases, ratios := interleave(b, op, raw, pings)
+	recordInterleaved(b, "Lock+Unlock", opS, bases, ratios, "raw acquire+release", "2 pings")
 }
 
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
+// BenchmarkGetLockRelease: the seed API's GetLock+ReleaseLock, same
+// baselines.
+func BenchmarkGetLockRelease(b *testing.B) {
+	st := newBenchSetup(b)
+	ctx := context.Background()
+	op := func() error {
+		if err := st.locker.GetLock(ctx, "bench-seed", "me", 0, time.Minute); err != nil {
+			return err
+		}
+		return st.locker.ReleaseLock(ctx, "bench-seed", "me")
+	}
+	raw := func() error {
+		if err := rawAcquire(ctx, st.raw, "bench-raw"); err != nil {
+			return err
+		}
+		return rawRelease(ctx, st.raw, "bench-raw")
+	}
+	pings := func() error {
+		if err := st.ping(); err != nil {
+			return err
+		}
+		return st.ping()
+	}
+	opS, bases, ratios := interleave(b, op, raw, pings)
+	recordInterleaved(b, "GetLock+ReleaseLock", opS, bases, ratios, "raw acquire+release", "2 pings")
+}
+
+// BenchmarkHandoff: one goroutine holds, another waits; the time from
+// Unlock returning to the waiter's Lock returning. In-process, both share
+// a session; cross-session, each has its own client. The baseline is one
+// raw acquire round trip, measured in the same run.
+func BenchmarkHandoff(b *testing.B) {
+	for _, where := range []string{"in-process", "cross-session"} {
+		b.Run(where, func(b *testing.B) {
+			st := newBenchSetup(b)
+			ctx := context.Background()
+			var waiterS *mongolock.Session
+			var poll time.Duration
+			if where == "in-process" {
+				waiterS = st.s
+			} else {
+				e := &env{t: b, coll: st.raw.Name()}
+				poll = 50 * time.Millisecond
+				l, _ := e.locker("", mongolock.WithPollInterval(poll))
+				waiterS = session(b, l)
+			}
+			var acq samples
+			for range 5 { // the floor: one acquire round trip
+				for range 4 {
+					t := time.Now()
+					if err := rawAcquire(ctx, st.raw, "bench-raw"); err != nil {
+						b.Fatal(err)
+					}
+					acq = append(acq, time.Since(t))
+					rawRelease(ctx, st.raw, "bench-raw")
+				}
+			}
+			handoffs := handoff(b, st.s.NewMutex("h"), waiterS.NewMutex("h"), b.N)
+			for range 5 {
+				t := time.Now()
+				rawAcquire(ctx, st.raw, "bench-raw")
+				acq = append(acq, time.Since(t))
+				rawRelease(ctx, st.raw, "bench-raw")
+			}
+			row := benchRow{scenario: "handoff, " + where, median: handoffs.quantile(.5), p99: handoffs.quantile(.99),
+				ratio: float64(handoffs.quantile(.5)) / float64(acq.quantile(.5)), baseline: "1 acquire round trip"}
+			if poll > 0 {
+				row.note = fmt.Sprintf("no change streams: polls, pause up to %v", poll)
+			}
+			record(row)
+			b.ReportMetric(float64(handoffs.quantile(.5).Microseconds()), "median-µs")
+		})
+	}
+}
+
+// handoff passes the lock n times from holder to waiter and back, and
+// returns the times from each Unlock returning to the other's Lock
+// returning.
+func handoff(b *testing.B, x, y *mongolock.Mutex, n int) samples {
+	ctx := context.Background()
+	var out samples
+	if err := x.Lock(ctx); err != nil {
+		b.Fatal(err)
+	}
+	holder, waiter := x, y
+	for range n {
+		got := make(chan time.Time, 1)
+		waiting := make(chan struct{})
+		go func() {
+			close(waiting)
+			if err := waiter.Lock(ctx); err != nil {
+				b.Error(err)
+			}
+			got <- time.Now()
+		}()
+		<-waiting
+		time.Sleep(2 * time.Millisecond) // the waiter tried and waits
+		if err := holder.Unlock(); err != nil {
+			b.Fatal(err)
+		}
+		released := time.Now()
+		out = append(out, (<-got).Sub(released))
+		holder, waiter = waiter, holder
+	}
+	holder.Unlock()
+	return out
+}
+
+// BenchmarkContention: 8 sessions on separate clients, 4 goroutines each,
+// take one name in turn for a while: acquisitions per second, server
+// commands per acquisition, and the spread between the sessions that got
+// the fewest and the most.
+func BenchmarkContention(b *testing.B) {
+	e := newEnv(b)
+	const sessions, goroutines = 8, 4
+	var counters []*counter
+	var wg sync.WaitGroup
+	perSession := make([]atomic.Int64, sessions)
+	var hold samples
+	var holdMu sync.Mutex
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mutexes [][]*mongolock.Mutex
+	for range sessions {
+		l, cnt := e.locker("")
+		counters = append(counters, cnt)
+		s := session(b, l)
+		var ms []*mongolock.Mutex
+		for range goroutines {
+			ms = append(ms, s.NewMutex("hot"))
+		}
+		mutexes = append(mutexes, ms)
+	}
+	for _, c := range counters {
+		c.Reset()
+	}
+	b.ResetTimer()
+	start := time.Now()
+	var total atomic.Int64
+	for i, ms := range mutexes {
+		for _, m := range ms {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for total.Load() < int64(b.N) {
+					t := time.Now()
+					if err := m.Lock(ctx); err != nil {
+						return
+					}
+					holdMu.Lock()
+					hold = append(hold, time.Since(t))
+					holdMu.Unlock()
+					perSession[i].Add(1)
+					total.Add(1)
+					m.Unlock()
+				}
+				cancel()
+			}()
+		}
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cmds := 0
+	for _, c := range counters {
+		cmds += c.Count()
+	}
+	lo, hi := int64(1<<62), int64(0)
+	for i := range perSession {
+		lo, hi = min(lo, perSession[i].Load()), max(hi, perSession[i].Load())
+	}
+	n := total.Load()
+	record(benchRow{scenario: "contention 8 sessions x 4", median: hold.quantile(.5), p99: hold.quantile(.99),
+		opsPerS: float64(n) / elapsed.Seconds(),
+		note: fmt.Sprintf("%.2f commands/acquisition; per session %d..%d acquisitions; latency = wait for Lock",
+			float64(cmds)/float64(n), lo, hi)})
+	b.ReportMetric(float64(cmds)/float64(n), "commands/acq")
+}
+
+// BenchmarkManyNames: 8 goroutines lock and unlock distinct names in
+// parallel; the baseline is the same with the raw commands.
+func BenchmarkManyNames(b *testing.B) {
+	st := newBenchSetup(b)
+	ctx := context.Background()
+	const workers = 8
+	parallel := func(op func(w int) error) samples {
+		var mu sync.Mutex
+		var all samples
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var mine samples
+				for range max(b.N/workers, 1) {
+					t := time.Now()
+					if err := op(w); err != nil {
+						b.Error(err)
+						return
+					}
+					mine = append(mine, time.Since(t))
+				}
+				mu.Lock()
+				all = append(all, mine...)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		return all
+	}
+	mutexes := make([]*mongolock.Mutex, workers)
+	for w := range mutexes {
+		mutexes[w] = st.s.NewMutex(fmt.Sprint("name-", w))
+	}
+	lib := func(w int) error {
+		if err := mutexes[w].Lock(ctx); err != nil {
+			return err
+		}
+		return mutexes[w].Unlock()
+	}
+	raw := func(w int) error {
+		name := fmt.Sprint("raw-", w)
+		if err := rawAcquire(ctx, st.raw, name); err != nil {
+			return err
+		}
+		return rawRelease(ctx, st.raw, name)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	rawS := parallel(raw)
+	rawElapsed := time.Since(start)
+	start = time.Now()
+	libS := parallel(lib)
+	libElapsed := time.Since(start)
+	b.StopTimer()
+	record(benchRow{scenario: "many names, 8 in parallel (raw)", median: rawS.quantile(.5), p99: rawS.quantile(.99),
+		opsPerS: float64(len(rawS)) / rawElapsed.Seconds()})
+	record(benchRow{scenario: "many names, 8 in parallel", median: libS.quantile(.5), p99: libS.quantile(.99),
+		opsPerS: float64(len(libS)) / libElapsed.Seconds(),
+		ratio:   float64(libS.quantile(.5)) / float64(rawS.quantile(.5)), baseline: "raw, 8 in parallel"})
+}
+
+// BenchmarkIdleWaiters: commands per second sent while 1 and then 1,000
+// goroutines wait on one held name.
+func BenchmarkIdleWaiters(b *testing.B) {
+	e := newEnv(b)
+	holder, _ := e.locker("")
+	hm := session(b, holder, mongolock.WithTTL(time.Hour)).NewMutex("busy")
+	ctx := context.Background()
+	if err := hm.Lock(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer hm.Unlock()
+	const watch = 2 * time.Second
+	perSec := func(waiters int) float64 {
+		l, cnt := e.locker("")
+		s := session(b, l, mongolock.WithTTL(time.Hour))
+		wctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		for range waiters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.NewMutex("busy").Lock(wctx)
+			}()
+		}
+		time.Sleep(time.Second) // past the first polls
+		cnt.Reset()
+		time.Sleep(watch)
+		n := cnt.Count()
+		cancel()
+		wg.Wait()
+		return float64(n) / watch.Seconds()
+	}
+	b.ResetTimer()
+	one := perSec(1)
+	many := perSec(1000)
+	b.StopTimer()
+	record(benchRow{scenario: "idle waiters: 1", note: fmt.Sprintf("%.1f commands/s", one)})
+	record(benchRow{scenario: "idle waiters: 1,000", note: fmt.Sprintf("%.1f commands/s", many)})
+}
+
+// BenchmarkKeepalive: commands per keepalive tick for a session holding 1,
+// 100 and 1,000 locks, and the tick's time.
+func BenchmarkKeepalive(b *testing.B) {
+	for _, locks := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprint(locks), func(b *testing.B) {
+			e := newEnv(b)
+			l, cnt := e.locker("")
+			s := session(b, l, mongolock.WithTTL(time.Hour))
+			ctx := context.Background()
+			for i := range locks {
+				if err := s.NewMutex(fmt.Sprint("k", i)).Lock(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cnt.Reset()
+			var ticks samples
+			b.ResetTimer()
+			// A few ticks tell: on the embedded server a tick over 1,000
+			// locks takes seconds (FerretDB writes each document apart).
+			n := min(b.N, 5)
+			for range n {
+				t := time.Now()
+				if !mongolock.RenewNow(s) {
+					b.Fatal("renewal failed")
+				}
+				ticks = append(ticks, time.Since(t))
+			}
+			b.StopTimer()
+			// The clock's refresh (a hello a minute) is not the tick's.
+			renewals := slices.DeleteFunc(cnt.Commands(), func(c string) bool { return c == "hello" })
+			perTick := float64(len(renewals)) / float64(n)
+			record(benchRow{scenario: fmt.Sprintf("keepalive tick, %d locks", locks), median: ticks.quantile(.5),
+				p99: ticks.quantile(.99), note: fmt.Sprintf("%.2f commands/tick", perTick)})
+			b.ReportMetric(perTick, "commands/tick")
+		})
+	}
 }

@@ -5,22 +5,19 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
-	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
 	"go.uber.org/goleak"
 
 	"github.com/mongolock/mongolock"
+	"github.com/mongolock/mongolock/internal/cutproxy"
 )
 
 const testDB = "mongolock_test"
@@ -31,7 +28,15 @@ func TestMain(m *testing.M) {
 			"or set MONGODB_URI to a MongoDB you can write to")
 		os.Exit(1)
 	}
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	printBenchTable(os.Stdout) // when benchmarks ran
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // counter counts the commands a client sends, by the driver's command
@@ -143,97 +148,15 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-// cutProxy forwards TCP connections to the test server until cut, which
-// closes them all and refuses new ones: the server becomes unreachable for
-// its clients only.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	cut    atomic.Bool
-	mu     sync.Mutex
-	conns  []net.Conn
-	wg     sync.WaitGroup
-}
-
-// newCutProxy starts a proxy to the single host of MONGODB_URI and returns
-// it with the URI that reaches the server through it. It skips the test
-// when MONGODB_URI names several hosts.
-func newCutProxy(t testing.TB) (*cutProxy, string) {
+// newCutProxy starts a proxy to the single host of MONGODB_URI, closed at
+// the end of the test, and returns it with the URI that reaches the server
+// through it. It skips the test when MONGODB_URI names several hosts.
+func newCutProxy(t testing.TB) (*cutproxy.Proxy, string) {
 	t.Helper()
-	uri := os.Getenv("MONGODB_URI")
-	cs, err := connstring.ParseAndValidate(uri)
+	p, uri, err := cutproxy.ForURI(os.Getenv("MONGODB_URI"))
 	if err != nil {
-		t.Fatal(err)
+		t.Skipf("needs a MONGODB_URI with a single host to cut it off: %v", err)
 	}
-	if len(cs.Hosts) != 1 {
-		t.Skip("needs a MONGODB_URI with a single host to cut it off")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: cs.Hosts[0]}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	proxied := strings.Replace(uri, cs.Hosts[0], ln.Addr().String(), 1)
-	if !strings.Contains(proxied, "directConnection") {
-		sep := "?"
-		if strings.Contains(proxied, "?") {
-			sep = "&"
-		} else if !strings.Contains(strings.TrimPrefix(proxied, "mongodb://"), "/") {
-			sep = "/?"
-		}
-		proxied += sep + "directConnection=true"
-	}
-	return p, proxied
-}
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if p.cut.Load() {
-			c.Close()
-			continue
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(c, s)
-		go p.pipe(s, c)
-	}
-}
-
-func (p *cutProxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	io.Copy(dst, src)
-	dst.Close()
-	src.Close()
-}
-
-// Cut makes the server unreachable through the proxy.
-func (p *cutProxy) Cut() {
-	p.cut.Store(true)
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.mu.Unlock()
-}
-
-func (p *cutProxy) close() {
-	p.Cut()
-	p.ln.Close()
-	p.wg.Wait()
+	t.Cleanup(p.Close)
+	return p, uri
 }

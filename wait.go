@@ -49,7 +49,7 @@ func newWaitRegistry(o options, clock *serverClock) *waitRegistry {
 }
 
 func (r *waitRegistry) minPause() time.Duration {
-	return max(r.maxPause/32, time.Millisecond)
+	return max(r.maxPause/16, time.Millisecond)
 }
 
 // capLocked is the longest poll pause now; r.mu must be held.
@@ -161,8 +161,9 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 		return d
 	}
 	now := r.clock.Now()
-	if !expiry.After(now) && peek != nil {
+	if !expiry.After(now) && peek != nil && d >= peekAfter {
 		// What we knew is out of date: learn the current lease end once.
+		// While polls come quickly a timer for it would add little.
 		expiry = peek(ctx)
 		r.mu.Lock()
 		r.queue(name).expiry = expiry
@@ -173,6 +174,10 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 	}
 	return d
 }
+
+// peekAfter is the poll pause from which a waiter reads the holder's lease
+// end, to arm a timer for it: polls that come sooner do as well.
+const peekAfter = 100 * time.Millisecond
 
 // pauseLocked returns the jittered pause before the next poll. While a hold
 // of this process has the name, its end wakes the head: the pause is then

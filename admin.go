@@ -1,0 +1,98 @@
+package mongolock
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// LockInfo describes one lock as stored, for people and tools.
+type LockInfo struct {
+	Name       string    `json:"name"`
+	Held       bool      `json:"held"`            // a holder's lease is live now (server time)
+	Owner      string    `json:"owner,omitempty"` // the current or last holder's owner
+	Token      int64     `json:"token"`           // fencing token of the current or last hold
+	Value      string    `json:"value,omitempty"` // the leader's value, for elections
+	AcquiredAt time.Time `json:"acquiredAt"`      // server time
+	ExpiresAt  time.Time `json:"expiresAt"`       // server time; when freed, the time of release
+}
+
+func (l *Locker) info(d *lockDoc) LockInfo {
+	return LockInfo{
+		Name: d.Name, Held: d.live(l.clock.Now()), Owner: d.Owner, Token: d.Fence,
+		Value: d.Value, AcquiredAt: d.AcquiredAt, ExpiresAt: d.ExpiresAt,
+	}
+}
+
+// Status returns what is known of the lock name. A name never locked is
+// reported free with a zero token.
+func (l *Locker) Status(ctx context.Context, name string) (LockInfo, error) {
+	if err := validName(name); err != nil {
+		return LockInfo{}, err
+	}
+	if err := l.ready(ctx); err != nil {
+		return LockInfo{}, err
+	}
+	doc, err := l.store.read(ctx, name)
+	if err != nil {
+		return LockInfo{}, fmt.Errorf("mongolock: reading %q: %w", name, err)
+	}
+	if doc == nil {
+		return LockInfo{Name: name}, nil
+	}
+	return l.info(doc), nil
+}
+
+// List returns every lock whose name starts with prefix ("" for all),
+// held or free, sorted by name.
+func (l *Locker) List(ctx context.Context, prefix string) ([]LockInfo, error) {
+	if err := l.ready(ctx); err != nil {
+		return nil, err
+	}
+	filter := bson.D{}
+	if prefix != "" {
+		filter = bson.D{{Key: "_id", Value: bson.D{{Key: "$regex", Value: "^" + regexp.QuoteMeta(prefix)}}}}
+	}
+	cur, err := l.store.coll.Find(ctx, filter, mopt.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("mongolock: listing locks: %w", err)
+	}
+	var docs []lockDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("mongolock: listing locks: %w", err)
+	}
+	out := make([]LockInfo, len(docs))
+	for i := range docs {
+		out[i] = l.info(&docs[i])
+	}
+	return out, nil
+}
+
+// ForceRelease frees the lock name whoever holds it: an admin's call, for
+// a holder that is gone or stuck. The holder learns it lost the lock at its
+// next renewal (its Done closes, its Err is ErrLockLost); the fencing
+// token still grows on the next acquire, so the resource can refuse the
+// old holder's writes. It returns ErrNotHeld when the lock was not held.
+func (l *Locker) ForceRelease(ctx context.Context, name string) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	if err := l.ready(ctx); err != nil {
+		return err
+	}
+	res, err := l.store.coll.UpdateOne(ctx,
+		bson.D{{Key: "_id", Value: name}, {Key: "holder", Value: bson.D{{Key: "$ne", Value: nil}}}},
+		l.store.freeUpdate())
+	if err != nil {
+		return fmt.Errorf("mongolock: force-releasing %q: %w", name, err)
+	}
+	if res.MatchedCount == 0 {
+		return fmt.Errorf("%w: %q is free", ErrNotHeld, name)
+	}
+	l.waits.wake(name)
+	return nil
+}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mongolock/mongolock"
+)
+
+func (c *cli) status(args []string) int {
+	fs := c.flags("status", "[--json] NAME", "mongolock status nightly-report",
+		"Shows one lock: held or free, owner, fencing token, acquired and expiry times (server time).")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if code, ok := c.parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitUsage
+	}
+	return c.withLocker(func(ctx context.Context, l *mongolock.Locker) int {
+		info, err := l.Status(ctx, fs.Arg(0))
+		if err != nil {
+			return c.fail(err)
+		}
+		return c.print([]mongolock.LockInfo{info}, *asJSON, true)
+	})
+}
+
+func (c *cli) list(args []string) int {
+	fs := c.flags("list", "[--json] [PREFIX]", "mongolock list --json jobs/",
+		"Shows every lock whose name starts with PREFIX (all when none), held or free.")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if code, ok := c.parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() > 1 {
+		fs.Usage()
+		return exitUsage
+	}
+	return c.withLocker(func(ctx context.Context, l *mongolock.Locker) int {
+		infos, err := l.List(ctx, fs.Arg(0))
+		if err != nil {
+			return c.fail(err)
+		}
+		return c.print(infos, *asJSON, false)
+	})
+}
+
+func (c *cli) release(args []string) int {
+	fs := c.flags("release", "--force NAME", "mongolock release --force nightly-report",
+		"Frees a lock whoever holds it. Its holder learns it lost the lock at its next renewal;\n"+
+			"the fencing token still grows on the next acquire.")
+	force := fs.Bool("force", false, "required: release a lock held by someone else")
+	if code, ok := c.parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 || !*force {
+		fmt.Fprintln(c.stderr, "mongolock release: --force and one NAME are required")
+		fs.Usage()
+		return exitUsage
+	}
+	return c.withLocker(func(ctx context.Context, l *mongolock.Locker) int {
+		if err := l.ForceRelease(ctx, fs.Arg(0)); err != nil {
+			return c.fail(err)
+		}
+		fmt.Fprintf(c.stdout, "released %s\n", fs.Arg(0))
+		return 0
+	})
+}
+
+func (c *cli) leader(args []string) int {
+	fs := c.flags("leader", "[--watch] NAME", "mongolock leader --watch scheduler",
+		"Prints the value of the leader of the election NAME; with --watch, each new leader until\n"+
+			"interrupted. Exits 1 when there is no leader (without --watch).")
+	watch := fs.Bool("watch", false, "follow leader changes")
+	if code, ok := c.parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitUsage
+	}
+	return c.withLocker(func(ctx context.Context, l *mongolock.Locker) int {
+		s, err := l.NewSession(ctx)
+		if err != nil {
+			return c.fail(err)
+		}
+		defer s.Close()
+		e := s.NewElection(fs.Arg(0))
+		if !*watch {
+			v, err := e.Leader(ctx)
+			if err != nil {
+				return c.fail(err)
+			}
+			fmt.Fprintln(c.stdout, v)
+			return 0
+		}
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		for v := range e.Observe(ctx) {
+			fmt.Fprintln(c.stdout, v)
+		}
+		return 0
+	})
+}
+
+// withLocker connects, runs f with a bounded context, and disconnects.
+func (c *cli) withLocker(f func(context.Context, *mongolock.Locker) int) int {
+	ctx := context.Background()
+	l := c.locker(ctx)
+	if l == nil {
+		return exitUsage
+	}
+	defer c.disconnect()
+	defer l.Close()
+	return f(ctx, l)
+}
+
+func (c *cli) print(infos []mongolock.LockInfo, asJSON, one bool) int {
+	if asJSON {
+		enc := json.NewEncoder(c.stdout)
+		enc.SetIndent("", "  ")
+		var err error
+		if one {
+			err = enc.Encode(infos[0])
+		} else {
+			err = enc.Encode(infos)
+		}
+		if err != nil {
+			return c.fail(err)
+		}
+		return 0
+	}
+	tw := tabwriter.NewWriter(c.stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tOWNER\tTOKEN\tACQUIRED\tEXPIRES\tVALUE")
+	for _, i := range infos {
+		state := "free"
+		if i.Held {
+			state = "held"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", i.Name, state, orDash(i.Owner), i.Token,
+			stamp(i.AcquiredAt), stamp(i.ExpiresAt), orDash(i.Value))
+	}
+	if err := tw.Flush(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return c.fail(err)
+	}
+	return 0
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
