@@ -73,6 +73,23 @@ func newBenchSetup(b *testing.B) *benchSetup {
 	}
 }
 
+// rawLockUnlock sends the two commands of an uncontended Lock+Unlock by
+// hand; twoPings sends two pings: the baselines of the uncontended rows.
+func (st *benchSetup) rawLockUnlock() error {
+	ctx := context.Background()
+	if err := rawAcquire(ctx, st.raw, "bench-raw"); err != nil {
+		return err
+	}
+	return rawRelease(ctx, st.raw, "bench-raw")
+}
+
+func (st *benchSetup) twoPings() error {
+	if err := st.ping(); err != nil {
+		return err
+	}
+	return st.ping()
+}
+
 // interleave times op and each baseline in alternating blocks (base, op,
 // base, op...) so that the machine's drift cancels out, for b.N operations
 // of each. It returns op's samples and, per baseline, its samples and the
@@ -143,19 +160,7 @@ func BenchmarkLockUnlock(b *testing.B) {
 		}
 		return m.Unlock()
 	}
-	raw := func() error {
-		if err := rawAcquire(ctx, st.raw, "bench-raw"); err != nil {
-			return err
-		}
-		return rawRelease(ctx, st.raw, "bench-raw")
-	}
-	pings := func() error {
-		if err := st.ping(); err != nil {
-			return err
-		}
-		return st.ping()
-	}
-	opS, bases, ratios := interleave(b, op, raw, pings)
+	opS, bases, ratios := interleave(b, op, st.rawLockUnlock, st.twoPings)
 	recordInterleaved(b, "Lock+Unlock", opS, bases, ratios, "raw acquire+release", "2 pings")
 }
 
@@ -170,19 +175,7 @@ func BenchmarkGetLockRelease(b *testing.B) {
 		}
 		return st.locker.ReleaseLock(ctx, "bench-seed", "me")
 	}
-	raw := func() error {
-		if err := rawAcquire(ctx, st.raw, "bench-raw"); err != nil {
-			return err
-		}
-		return rawRelease(ctx, st.raw, "bench-raw")
-	}
-	pings := func() error {
-		if err := st.ping(); err != nil {
-			return err
-		}
-		return st.ping()
-	}
-	opS, bases, ratios := interleave(b, op, raw, pings)
+	opS, bases, ratios := interleave(b, op, st.rawLockUnlock, st.twoPings)
 	recordInterleaved(b, "GetLock+ReleaseLock", opS, bases, ratios, "raw acquire+release", "2 pings")
 }
 

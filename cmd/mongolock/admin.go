@@ -18,12 +18,8 @@ func (c *cli) status(args []string) int {
 	fs := c.flags("status", "[--json] NAME", "mongolock status nightly-report",
 		"Shows one lock: held or free, owner, fencing token, acquired and expiry times (server time).")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if code, ok := c.parse(fs, args); !ok {
+	if code, ok := c.parseNames(fs, args, 1, 1); !ok {
 		return code
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return exitUsage
 	}
 	return c.withLocker(func(ctx context.Context, l *mongolock.Locker) int {
 		info, err := l.Status(ctx, fs.Arg(0))
@@ -38,12 +34,8 @@ func (c *cli) list(args []string) int {
 	fs := c.flags("list", "[--json] [PREFIX]", "mongolock list --json jobs/",
 		"Shows every lock whose name starts with PREFIX (all when none), held or free.")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if code, ok := c.parse(fs, args); !ok {
+	if code, ok := c.parseNames(fs, args, 0, 1); !ok {
 		return code
-	}
-	if fs.NArg() > 1 {
-		fs.Usage()
-		return exitUsage
 	}
 	return c.withLocker(func(ctx context.Context, l *mongolock.Locker) int {
 		infos, err := l.List(ctx, fs.Arg(0))
@@ -81,12 +73,8 @@ func (c *cli) leader(args []string) int {
 		"Prints the value of the leader of the election NAME; with --watch, each new leader until\n"+
 			"interrupted. Exits 1 when there is no leader (without --watch).")
 	watch := fs.Bool("watch", false, "follow leader changes")
-	if code, ok := c.parse(fs, args); !ok {
+	if code, ok := c.parseNames(fs, args, 1, 1); !ok {
 		return code
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return exitUsage
 	}
 	return c.withLocker(func(ctx context.Context, l *mongolock.Locker) int {
 		s, err := l.NewSession(ctx)

@@ -110,6 +110,18 @@ func (c *cli) parse(fs *flag.FlagSet, args []string) (int, bool) {
 	return 0, true
 }
 
+// parseNames parses args, which must leave between lo and hi names.
+func (c *cli) parseNames(fs *flag.FlagSet, args []string, lo, hi int) (int, bool) {
+	if code, ok := c.parse(fs, args); !ok {
+		return code, false
+	}
+	if fs.NArg() < lo || fs.NArg() > hi {
+		fs.Usage()
+		return exitUsage, false
+	}
+	return 0, true
+}
+
 // locker connects and returns a Locker on the lock collection, or prints
 // why it could not and returns nil. The server must answer within the
 // connect timeout.
