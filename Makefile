@@ -3,18 +3,30 @@
 MONGOTEST := bin/mongotest
 GO ?= go
 
-.PHONY: demo test test-mongotest test-lib bench bench-peers vet clean
+.PHONY: demo test test-mongotest test-lib test-torture torture bench bench-peers vet clean
 
 demo: $(MONGOTEST)
 	$(MONGOTEST) -- $(GO) run ./examples/demo
 
-test: test-mongotest test-lib
+test: test-mongotest test-lib test-torture
 
 test-mongotest:
 	cd mongotest && $(GO) test -race -count=1 ./...
 
 test-lib: $(MONGOTEST)
 	$(MONGOTEST) -- $(GO) test -race -count=1 ./...
+
+# The short torture (40s of faults); `make torture` runs the long one.
+test-torture:
+	cd torture && $(GO) test -race -count=1 ./...
+
+# Worker processes contend for locks for 10 minutes while they are killed,
+# paused and cut off, the server restarts and its replies are delayed; the
+# checker exits non-zero on any violation. DURATION=1m for a shorter run.
+DURATION ?= 10m
+torture:
+	cd torture && $(GO) build -o ../bin/torture .
+	bin/torture -duration $(DURATION)
 
 bench: $(MONGOTEST)
 	$(MONGOTEST) -- $(GO) test -run '^$$' -bench . -benchtime 200x -timeout 30m
@@ -30,6 +42,7 @@ vet:
 	$(GO) vet ./...
 	cd mongotest && $(GO) vet ./...
 	cd benchmarks && $(GO) vet ./...
+	cd torture && $(GO) vet ./...
 
 # Built outside the race detector: the server is not under test here, and
 # FerretDB's SQLite runs several times slower with it.

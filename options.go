@@ -55,6 +55,11 @@ func WithSafetyPollInterval(d time.Duration) Option { return func(o *options) { 
 // with one line in the log, where the server has no change streams.
 func WithChangeStreams(on bool) Option { return func(o *options) { o.watch = on } }
 
+// WithClock replaces the local clock the Locker reads, for tests of clock
+// skew: leases are still judged in server time, estimated from this clock.
+// The default is time.Now.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
 // WithWriteConcern sets the write concern of every write. The default is
 // majority: a lock acquired with w:1 can be rolled back by a failover and
 // end up with two holders.
@@ -73,6 +78,9 @@ func newOptions(opts []Option) (options, error) {
 	}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.now == nil {
+		return o, fmt.Errorf("mongolock: nil clock")
 	}
 	if o.logger == nil {
 		return o, fmt.Errorf("mongolock: nil logger")

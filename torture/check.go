@@ -1,0 +1,179 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"time"
+)
+
+// check reads the histories and the fault log, prints the report, and
+// returns 1 on any violation: accepted writes whose holds overlap, accepted
+// writes out of token order, or a lock stuck past TTL + one wake-up.
+func check(c config, faultLog string, histories []string, ran, final time.Duration, out io.Writer) (int, error) {
+	faults, err := readLines[fault](faultLog)
+	if err != nil {
+		return 2, err
+	}
+	var all []hold
+	for _, path := range histories {
+		hs, err := readLines[hold](path)
+		if err != nil {
+			return 2, err
+		}
+		all = append(all, hs...)
+	}
+	// A hold has a begin line (EndAt 0) and, unless its worker was killed,
+	// an end line.
+	type key struct {
+		name  string
+		token int64
+	}
+	ended := map[key]hold{}
+	begun := map[key]hold{}
+	for _, h := range all {
+		if h.EndAt == 0 {
+			begun[key{h.Name, h.Token}] = h
+		} else {
+			ended[key{h.Name, h.Token}] = h
+		}
+	}
+	var r report
+	r.ran, r.final = ran, final
+	r.faults = map[string]int{}
+	for _, f := range faults {
+		r.faults[f.Kind]++
+	}
+	byName := map[string][]hold{}
+	for _, h := range ended {
+		r.holds++
+		switch {
+		case h.Accepted:
+			r.accepted++
+		case h.SentAt > 0:
+			r.rejected++
+		}
+		if h.Stale {
+			r.stale++
+			if h.Accepted {
+				r.staleAccepted++
+			}
+		}
+		if h.Lost {
+			r.lost++
+		}
+		byName[h.Name] = append(byName[h.Name], h)
+	}
+	for k, h := range begun {
+		if _, ok := ended[k]; !ok {
+			r.killedHolds++
+			byName[h.Name] = append(byName[h.Name], h)
+		}
+	}
+	for _, hs := range byName {
+		r.checkName(hs, c, faults)
+	}
+	r.print(out, c)
+	if r.overlapAccepted > 0 || r.outOfOrder > 0 || r.stuck > 0 || final < 0 || final > c.ttl+c.poll+time.Second {
+		return 1, nil
+	}
+	return 0, nil
+}
+
+type report struct {
+	ran, final                               time.Duration
+	faults                                   map[string]int
+	holds, accepted, rejected, lost          int
+	stale, staleAccepted, killedHolds        int
+	overlapping, overlapAccepted, outOfOrder int
+	stuck, takeovers                         int
+	longestTakeover                          time.Duration
+}
+
+// checkName checks the holds of one lock name.
+func (r *report) checkName(hs []hold, c config, faults []fault) {
+	slices.SortFunc(hs, func(a, b hold) int { return int(a.LockAt - b.LockAt) })
+	// Holds overlapping in time (a paused or cut-off holder's hold lasts
+	// past its loss): reported, not a violation by itself.
+	for i := 1; i < len(hs); i++ {
+		if hs[i-1].EndAt > hs[i].LockAt {
+			r.overlapping++
+		}
+	}
+	// Accepted writes: a hold whose write went through must have sent it
+	// before the next hold began. And in the order the resource took them,
+	// tokens must grow.
+	var acc []hold
+	for _, h := range hs {
+		if h.Accepted {
+			acc = append(acc, h)
+		}
+	}
+	for i := 1; i < len(acc); i++ {
+		if acc[i].LockAt < acc[i-1].SentAt {
+			r.overlapAccepted++
+		}
+	}
+	slices.SortFunc(acc, func(a, b hold) int { return int(a.Seq - b.Seq) })
+	for i := 1; i < len(acc); i++ {
+		if acc[i].Token <= acc[i-1].Token || acc[i].Seq == acc[i-1].Seq {
+			r.outOfOrder++
+		}
+	}
+	// A worker killed while holding: the next hold of the name must begin
+	// within TTL + one wake-up, unless another fault got in the way.
+	bound := c.ttl + c.poll + 250*time.Millisecond
+	for i, h := range hs {
+		if h.EndAt != 0 || i+1 >= len(hs) {
+			continue
+		}
+		kill := killAfter(faults, h)
+		if kill == 0 || quietBetween(faults, kill, kill+int64(bound)) == false {
+			continue
+		}
+		wait := time.Duration(hs[i+1].LockAt - kill)
+		r.takeovers++
+		r.longestTakeover = max(r.longestTakeover, wait)
+		if wait > bound {
+			r.stuck++
+		}
+	}
+}
+
+// killAfter returns when h's worker was killed after h began, or 0.
+func killAfter(faults []fault, h hold) int64 {
+	for _, f := range faults {
+		if f.Kind == "kill" && f.Worker == h.Worker && f.At > h.LockAt {
+			return f.At
+		}
+	}
+	return 0
+}
+
+// quietBetween reports whether no fault other than a kill overlapped the
+// time span.
+func quietBetween(faults []fault, from, to int64) bool {
+	for _, f := range faults {
+		if f.Kind != "kill" && f.At < to && f.Until > from {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *report) print(w io.Writer, c config) {
+	fmt.Fprintf(w, "torture: %v, %d workers x %d goroutines, %d names, TTL %v, poll %v\n",
+		r.ran.Round(time.Second), c.workers, c.goroutines, c.names, c.ttl, c.poll)
+	fmt.Fprintf(w, "faults: kill %d, pause %d, restart %d, cut %d, delay %d; clock skew on %d workers\n",
+		r.faults["kill"], r.faults["pause"], r.faults["restart"], r.faults["cut"], r.faults["delay"],
+		min(len(skews), c.workers-1))
+	fmt.Fprintf(w, "holds: %d completed, %d cut short by a kill, %d lost before unlock\n", r.holds, r.killedHolds, r.lost)
+	fmt.Fprintf(w, "fenced writes: %d accepted, %d rejected; written after Done fired: %d (%d accepted)\n",
+		r.accepted, r.rejected, r.stale, r.staleAccepted)
+	fmt.Fprintf(w, "holds overlapping in time: %d (a paused or cut-off holder; the fence decides)\n", r.overlapping)
+	fmt.Fprintf(w, "takeovers after a kill: %d, longest %v (bound TTL + poll + 250ms = %v)\n",
+		r.takeovers, r.longestTakeover.Round(time.Millisecond), c.ttl+c.poll+250*time.Millisecond)
+	fmt.Fprintf(w, "final: every lock taken within %v\n", r.final.Round(time.Millisecond))
+	fmt.Fprintf(w, "VIOLATIONS: overlapping accepted writes %d, accepted writes out of token order %d, stuck locks %d\n",
+		r.overlapAccepted, r.outOfOrder, r.stuck)
+}

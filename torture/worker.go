@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/mongolock/mongolock"
+)
+
+// worker is one OS process: its own client and session, several
+// goroutines contending for a few lock names, each hold writing to a fenced
+// resource and to the history. It runs until SIGTERM or killed.
+func worker(args []string) int {
+	fs := flag.NewFlagSet("worker", flag.ExitOnError)
+	uri := fs.String("uri", "", "server")
+	id := fs.Int("id", 0, "worker number")
+	names := fs.Int("names", 3, "lock names")
+	goroutines := fs.Int("goroutines", 3, "goroutines")
+	ttl := fs.Duration("ttl", 2*time.Second, "session TTL")
+	skew := fs.Duration("skew", 0, "offset of the clock given to the library")
+	poll := fs.Duration("poll", 200*time.Millisecond, "poll interval")
+	hist := fs.String("history", "", "history file")
+	fs.Parse(args)
+
+	j, err := openJournal(*hist)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer j.close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	client, err := mongo.Connect(options.Client().ApplyURI(*uri).SetTimeout(5 * time.Second))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer client.Disconnect(context.Background())
+	db := client.Database("torture")
+	locker, err := mongolock.New(db.Collection("locks"),
+		mongolock.WithPollInterval(*poll),
+		mongolock.WithClock(func() time.Time { return time.Now().Add(*skew) }),
+		mongolock.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer locker.Close()
+	w := &work{id: *id, ttl: *ttl, names: *names, j: j, resources: db.Collection("resources")}
+	done := make(chan struct{})
+	for range *goroutines {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			w.loop(ctx, locker)
+		}()
+	}
+	for range *goroutines {
+		<-done
+	}
+	return 0
+}
+
+type work struct {
+	id        int
+	ttl       time.Duration
+	names     int
+	j         *journal
+	resources *mongo.Collection
+}
+
+// loop takes random locks until ctx ends. When the session ends (lost
+// lease, server gone), it starts a new one.
+func (w *work) loop(ctx context.Context, locker *mongolock.Locker) {
+	for ctx.Err() == nil {
+		s, err := locker.NewSession(ctx, mongolock.WithTTL(w.ttl), mongolock.WithOwner(fmt.Sprint("worker-", w.id)))
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		for ctx.Err() == nil && s.Err() == nil {
+			w.once(ctx, s)
+		}
+		s.Close()
+	}
+}
+
+// once takes one lock, writes through the fence, and unlocks.
+func (w *work) once(ctx context.Context, s *mongolock.Session) {
+	name := fmt.Sprint("lock-", rand.N(w.names))
+	m := s.NewMutex(name)
+	h := hold{Worker: w.id, Name: name, CalledAt: now()}
+	lctx, cancel := context.WithTimeout(ctx, 20*w.ttl)
+	err := m.Lock(lctx)
+	cancel()
+	if err != nil {
+		return
+	}
+	h.LockAt, h.Token = now(), m.Token()
+	w.j.add(h) // begins: a worker killed now leaves this line
+	w.claim(name, h.Token)
+	time.Sleep(time.Duration(5+rand.N(20)) * time.Millisecond) // the guarded work
+	select {
+	case <-m.Done():
+		// Lost while working (paused, cut off): write anyway, marked stale,
+		// to show that the fence refuses an old token.
+		h.Stale = true
+	default:
+	}
+	h.SentAt = now()
+	h.Accepted, h.Seq = w.write(name, h.Token)
+	select {
+	case <-m.Done():
+		h.Lost = errors.Is(m.Err(), mongolock.ErrLockLost) || errors.Is(m.Err(), mongolock.ErrSessionClosed)
+	default:
+	}
+	h.EndAt = now()
+	w.j.add(h)
+	m.Unlock()
+}
+
+// claim registers a new hold's token with the resource at once: from then
+// on the resource refuses every older token.
+func (w *work) claim(name string, token int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	w.resources.UpdateOne(ctx,
+		bson.D{{Key: "_id", Value: name}, {Key: "token", Value: bson.D{{Key: "$lt", Value: token}}}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "token", Value: token}}}})
+}
+
+// write is the fenced write: it goes through only if the resource's
+// newest token is still this hold's.
+func (w *work) write(name string, token int64) (bool, int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var doc struct {
+		Seq int64 `bson:"seq"`
+	}
+	err := w.resources.FindOneAndUpdate(ctx,
+		bson.D{{Key: "_id", Value: name}, {Key: "token", Value: token}},
+		bson.D{{Key: "$inc", Value: bson.D{{Key: "seq", Value: int64(1)}}}, {Key: "$set", Value: bson.D{{Key: "last", Value: token}}}},
+		options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&doc)
+	if err != nil {
+		return false, 0
+	}
+	return true, doc.Seq
+}
