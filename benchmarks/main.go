@@ -51,9 +51,9 @@ func main() {
 		if err := runAll(ctx, tw, s, *n, *contention); err != nil {
 			log.Printf("%s: %v", s.name(), err)
 		}
-		tw.Flush()
 		s.close()
 	}
+	tw.Flush() // one table, aligned across the stores
 	fmt.Printf("\nPolling waiters (mongolock without change streams, redislock) pause at most %v; etcd waiters watch.\n", *poll)
 }
 

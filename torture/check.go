@@ -73,6 +73,9 @@ func check(c config, faultLog string, histories []string, ran, final time.Durati
 	for _, hs := range byName {
 		r.checkName(hs, c, faults)
 	}
+	for _, h := range ended {
+		r.checkPause(h, faults)
+	}
 	r.print(out, c)
 	if r.overlapAccepted > 0 || r.outOfOrder > 0 || r.stuck > 0 || final < 0 || final > c.ttl+c.poll+time.Second {
 		return 1, nil
@@ -87,6 +90,7 @@ type report struct {
 	stale, staleAccepted, killedHolds        int
 	overlapping, overlapAccepted, outOfOrder int
 	stuck, takeovers                         int
+	paused, pausedSeen, pausedAccepted       int
 	longestTakeover                          time.Duration
 }
 
@@ -140,6 +144,24 @@ func (r *report) checkName(hs []hold, c config, faults []fault) {
 	}
 }
 
+// checkPause looks at a hold whose worker was paused (SIGSTOP for longer
+// than the TTL) while it held: it should have seen Done fire before its
+// write, and the fence should have refused that write.
+func (r *report) checkPause(h hold, faults []fault) {
+	for _, f := range faults {
+		if f.Kind == "pause" && f.Worker == h.Worker && h.LockAt < f.At && h.SentAt > f.At {
+			r.paused++
+			if h.Stale {
+				r.pausedSeen++
+			}
+			if h.Accepted {
+				r.pausedAccepted++
+			}
+			return
+		}
+	}
+}
+
 // killAfter returns when h's worker was killed after h began, or 0.
 func killAfter(faults []fault, h hold) int64 {
 	for _, f := range faults {
@@ -170,6 +192,8 @@ func (r *report) print(w io.Writer, c config) {
 	fmt.Fprintf(w, "holds: %d completed, %d cut short by a kill, %d lost before unlock\n", r.holds, r.killedHolds, r.lost)
 	fmt.Fprintf(w, "fenced writes: %d accepted, %d rejected; written after Done fired: %d (%d accepted)\n",
 		r.accepted, r.rejected, r.stale, r.staleAccepted)
+	fmt.Fprintf(w, "holds spanning a pause of their worker: %d; Done seen before the write: %d; writes accepted: %d\n",
+		r.paused, r.pausedSeen, r.pausedAccepted)
 	fmt.Fprintf(w, "holds overlapping in time: %d (a paused or cut-off holder; the fence decides)\n", r.overlapping)
 	fmt.Fprintf(w, "takeovers after a kill: %d, longest %v (bound TTL + poll + 250ms = %v)\n",
 		r.takeovers, r.longestTakeover.Round(time.Millisecond), c.ttl+c.poll+250*time.Millisecond)
