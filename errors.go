@@ -42,26 +42,20 @@ var (
 	ErrNilCollection = errors.New("mongolock: nil collection")
 )
 
-func validName(name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("%w: empty", ErrInvalidName)
-	case len(name) > MaxNameLen:
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidName, len(name), MaxNameLen)
-	case !utf8.ValidString(name):
-		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidName)
-	}
-	return nil
-}
+func validName(name string) error { return validString(name, ErrInvalidName) }
 
-func validOwner(owner string) error {
+func validOwner(owner string) error { return validString(owner, ErrInvalidOwner) }
+
+// validString checks a name or an owner: non-empty, at most MaxNameLen
+// bytes, valid UTF-8; otherwise it returns kind with the reason.
+func validString(s string, kind error) error {
 	switch {
-	case owner == "":
-		return fmt.Errorf("%w: empty", ErrInvalidOwner)
-	case len(owner) > MaxNameLen:
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidOwner, len(owner), MaxNameLen)
-	case !utf8.ValidString(owner):
-		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidOwner)
+	case s == "":
+		return fmt.Errorf("%w: empty", kind)
+	case len(s) > MaxNameLen:
+		return fmt.Errorf("%w: %d bytes, at most %d", kind, len(s), MaxNameLen)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: not valid UTF-8", kind)
 	}
 	return nil
 }

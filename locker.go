@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -115,59 +114,6 @@ func (l *Locker) probe(ctx context.Context) {
 	}
 }
 
-// GetLock takes the lock name for owner, as MySQL's GET_LOCK does: it
-// waits up to wait for the lock to be free (0: one attempt; negative: until
-// ctx ends), and holds it for ttl (0: DefaultTTL) unless renewed with
-// RenewLock. An owner that already holds the lock takes it again and
-// extends it. When the lock stays held it returns an error matching both
-// ErrLocked and, if it waited, context.DeadlineExceeded; when ctx ends, its
-// error.
-func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time.Duration) error {
-	if err := validName(name); err != nil {
-		return err
-	}
-	if err := validOwner(owner); err != nil {
-		return err
-	}
-	if ttl == 0 {
-		ttl = DefaultTTL
-	}
-	if err := validTTL(ttl); err != nil {
-		return err
-	}
-	if err := l.ready(ctx); err != nil {
-		return err
-	}
-	c := claim{name: name, owner: owner, holder: newToken(), ttl: ttl, sameOwner: true}
-	try := func(ctx context.Context) (bool, error) {
-		_, _, ok, err := l.take(ctx, c)
-		return ok, err
-	}
-	if wait == 0 {
-		switch ok, err := try(ctx); {
-		case err != nil:
-			return err
-		case !ok:
-			return fmt.Errorf("%w: %q", ErrLocked, name)
-		}
-		return nil
-	}
-	waitCtx, cancel := ctx, context.CancelFunc(func() {})
-	if wait > 0 {
-		waitCtx, cancel = context.WithTimeoutCause(ctx, wait, errWaited)
-	}
-	defer cancel()
-	err := l.waits.wait(waitCtx, name, attempt{try: try, peek: l.peek(name)}, l.closed, errClosed)
-	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(waitCtx), errWaited) {
-		return fmt.Errorf("%w: %q still held after waiting %v: %w", ErrLocked, name, wait, context.DeadlineExceeded)
-	}
-	return err
-}
-
-var errWaited = errors.New("mongolock: wait elapsed")
-
-func errClosed() error { return ErrClosed }
-
 // take runs one acquire for c, repeated with the same holder token while
 // its outcome is unknown (a lost reply), so that a lost reply never leaves
 // a lock behind: if ctx ends first, the lock is released in case the last
@@ -231,84 +177,6 @@ func (l *Locker) peek(name string) func(context.Context) time.Time {
 		}
 		return doc.ExpiresAt
 	}
-}
-
-// ReleaseLock frees the lock name if owner holds it, as MySQL's
-// RELEASE_LOCK does. It returns ErrNotHeld, and changes nothing, when the
-// lock is free, expired, or held by another owner.
-func (l *Locker) ReleaseLock(ctx context.Context, name, owner string) error {
-	if err := l.checkOwned(ctx, name, owner); err != nil {
-		return err
-	}
-	ok, err := l.store.updateOwned(ctx, name, owner, l.store.freeUpdate())
-	if err != nil {
-		return fmt.Errorf("mongolock: releasing %q: %w", name, err)
-	}
-	if !ok {
-		return fmt.Errorf("%w: %q by %q", ErrNotHeld, name, owner)
-	}
-	l.waits.wake(name)
-	return nil
-}
-
-// RenewLock extends owner's live lock on name to ttl from now (0:
-// DefaultTTL). It never brings back a lock that was released or has
-// expired: then it returns ErrNotHeld and changes nothing.
-func (l *Locker) RenewLock(ctx context.Context, name, owner string, ttl time.Duration) error {
-	if ttl == 0 {
-		ttl = DefaultTTL
-	}
-	if err := validTTL(ttl); err != nil {
-		return err
-	}
-	if err := l.checkOwned(ctx, name, owner); err != nil {
-		return err
-	}
-	update := bson.D{{Key: "$set", Value: bson.D{{Key: "expiresAt", Value: l.clock.Now().Add(ttl)}}}}
-	ok, err := l.store.updateOwned(ctx, name, owner, update)
-	if err != nil {
-		return fmt.Errorf("mongolock: renewing %q: %w", name, err)
-	}
-	if !ok {
-		return fmt.Errorf("%w: %q by %q", ErrNotHeld, name, owner)
-	}
-	return nil
-}
-
-func (l *Locker) checkOwned(ctx context.Context, name, owner string) error {
-	if err := validName(name); err != nil {
-		return err
-	}
-	if err := validOwner(owner); err != nil {
-		return err
-	}
-	return l.ready(ctx)
-}
-
-// IsUsedLock returns the owner of the live lock name, or "" when it is
-// free or its lease has run out, as MySQL's IS_USED_LOCK does.
-func (l *Locker) IsUsedLock(ctx context.Context, name string) (owner string, err error) {
-	if err := validName(name); err != nil {
-		return "", err
-	}
-	if err := l.ready(ctx); err != nil {
-		return "", err
-	}
-	doc, err := l.store.read(ctx, name)
-	if err != nil {
-		return "", fmt.Errorf("mongolock: reading %q: %w", name, err)
-	}
-	if !doc.live(l.clock.Now()) {
-		return "", nil
-	}
-	return doc.Owner, nil
-}
-
-// IsFreeLock reports whether the lock name is free (never taken, released,
-// or expired), as MySQL's IS_FREE_LOCK does.
-func (l *Locker) IsFreeLock(ctx context.Context, name string) (bool, error) {
-	owner, err := l.IsUsedLock(ctx, name)
-	return owner == "" && err == nil, err
 }
 
 // newToken returns a random holder token: knowing a lock's owner is not

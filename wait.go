@@ -3,6 +3,7 @@ package mongolock
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 )
@@ -194,15 +195,12 @@ func (r *waitRegistry) leave(name string, w *waiter) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
-	for i, x := range q.waiters {
-		if x == w {
-			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
-			if i == 0 && len(q.waiters) > 0 {
-				// The old head took the lock or gave up; either way the new
-				// head polls, it does not try at once.
-				signal(q.waiters[0].kick)
-			}
-			break
+	if i := slices.Index(q.waiters, w); i >= 0 {
+		q.waiters = slices.Delete(q.waiters, i, i+1)
+		if i == 0 && len(q.waiters) > 0 {
+			// The old head took the lock or gave up; either way the new
+			// head polls, it does not try at once.
+			signal(q.waiters[0].kick)
 		}
 	}
 	r.drop(name, q)
@@ -214,9 +212,7 @@ func (r *waitRegistry) held(name string) {
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	q.local++
-	for _, c := range q.observers {
-		signal(c)
-	}
+	signalAll(q.observers)
 }
 
 // observe returns a channel signalled whenever name changes hands in this
@@ -234,11 +230,8 @@ func (r *waitRegistry) unobserve(name string, c chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
-	for i, x := range q.observers {
-		if x == c {
-			q.observers = append(q.observers[:i], q.observers[i+1:]...)
-			break
-		}
+	if i := slices.Index(q.observers, c); i >= 0 {
+		q.observers = slices.Delete(q.observers, i, i+1)
 	}
 	r.drop(name, q)
 }
@@ -266,9 +259,7 @@ func (r *waitRegistry) wake(name string) {
 // The poll pause is not reset: a head woken in vain (someone else took the
 // lock first) goes on backing off rather than starting a burst of polls.
 func (r *waitRegistry) wakeLocked(q *nameQueue) {
-	for _, c := range q.observers {
-		signal(c)
-	}
+	signalAll(q.observers)
 	if len(q.waiters) > 0 {
 		q.waiters[0].freed = true
 		signal(q.waiters[0].kick)
@@ -299,9 +290,7 @@ func (r *waitRegistry) notify(name string) {
 	case q.local == 0:
 		r.wakeLocked(q)
 	default:
-		for _, c := range q.observers {
-			signal(c)
-		}
+		signalAll(q.observers)
 	}
 }
 
@@ -326,6 +315,12 @@ func (r *waitRegistry) streaming(on bool) {
 		for _, q := range r.names {
 			q.pause = min(q.pause, r.maxPause)
 		}
+	}
+}
+
+func signalAll(cs []chan struct{}) {
+	for _, c := range cs {
+		signal(c)
 	}
 }
 
