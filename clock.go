@@ -25,7 +25,9 @@ type serverClock struct {
 
 	mu         sync.Mutex
 	offset     time.Duration // server minus local
+	rtt        time.Duration // round trip of the measurement in use
 	measuredAt time.Time     // local, zero before the first measurement
+	keptAt     time.Time     // local: when the measurement in use was made
 }
 
 // Now returns the estimated server time. The result keeps the local clock's
@@ -34,6 +36,15 @@ func (c *serverClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.local().Add(c.offset)
+}
+
+// Uncertainty bounds the error of Now: half the round trip of the
+// measurement in use. Leases allow for it on both sides: a holder gives up
+// its hold this much earlier, a taker waits this much longer.
+func (c *serverClock) Uncertainty() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rtt/2 + time.Millisecond // localTime has millisecond precision
 }
 
 // Ensure measures the offset if it was never measured or is older than
@@ -71,10 +82,17 @@ func (c *serverClock) measure(ctx context.Context) error {
 	if reply.LocalTime.IsZero() {
 		return fmt.Errorf("mongolock: the server's hello reply has no localTime")
 	}
-	mid := sent.Add(received.Sub(sent) / 2)
+	rtt := received.Sub(sent)
+	mid := sent.Add(rtt / 2)
 	c.mu.Lock()
-	c.offset = reply.LocalTime.Sub(mid.Round(0))
+	defer c.mu.Unlock()
 	c.measuredAt = received
-	c.mu.Unlock()
+	// A slow reply (a loaded server, a delaying network) gives a loose
+	// estimate: keep the tighter one unless it has grown old.
+	if !c.keptAt.IsZero() && rtt > 2*c.rtt+5*time.Millisecond && received.Sub(c.keptAt) < 10*clockRefresh {
+		return nil
+	}
+	c.offset = reply.LocalTime.Sub(mid.Round(0))
+	c.rtt, c.keptAt = rtt, received
 	return nil
 }

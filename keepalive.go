@@ -63,7 +63,7 @@ func (s *Session) renew() bool {
 		}
 		return false
 	}
-	until := sent.Add(s.opts.ttl - s.margin)
+	until := sent.Add(s.lease())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, tok := range tokens {

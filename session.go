@@ -150,11 +150,18 @@ func (s *Session) acquire(ctx context.Context, name, value string) (*hold, bool,
 		return nil, false, err
 	}
 	h := &hold{s: s, name: name, token: c.holder, fence: fence, done: make(chan struct{})}
-	h.validUntil = sent.Add(s.opts.ttl - s.margin)
+	h.validUntil = sent.Add(s.lease())
 	h.timer = time.AfterFunc(time.Until(h.validUntil), func() { s.expired(h) })
 	s.holds[h.token] = h
 	s.l.waits.held(name)
 	return h, true, nil
+}
+
+// lease is how long after sending an acquire or a renewal that the server
+// took the session believes in its hold: the TTL less the safety margin and
+// the error of its estimate of the server's clock.
+func (s *Session) lease() time.Duration {
+	return s.opts.ttl - s.margin - s.l.clock.Uncertainty()
 }
 
 // expired runs when a hold's lease was not renewed in time: the session's

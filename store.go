@@ -60,9 +60,11 @@ var acquireOpts = mopt.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(mopt
 // whose reply was lost can be repeated with the same token.
 func (s *store) acquire(ctx context.Context, c claim) (fence int64, ok bool, err error) {
 	now := s.clock.Now()
+	// A lease is over only when it is over whatever our clock's error.
+	surelyPast := now.Add(-s.clock.Uncertainty())
 	free := bson.A{
 		bson.D{{Key: "holder", Value: nil}},
-		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: now}}}},
+		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: surelyPast}}}},
 		bson.D{{Key: "holder", Value: c.holder}},
 	}
 	if c.sameOwner {

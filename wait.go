@@ -170,7 +170,8 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 		r.queue(name).expiry = expiry
 		r.mu.Unlock()
 	}
-	if until := expiry.Sub(now) + time.Millisecond; expiry.After(now) && until < d {
+	// The taker's filter allows for its clock's error: try once that passed.
+	if until := expiry.Sub(now) + r.clock.Uncertainty() + time.Millisecond; expiry.After(now) && until < d {
 		d = until
 	}
 	return d
