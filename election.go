@@ -185,7 +185,7 @@ func (e *Election) observe(ctx context.Context, out chan<- string) {
 		doc, err := e.current(ctx)
 		pause := jitter(l.opts.pollInterval)
 		if err == nil && doc != nil {
-			if until := doc.ExpiresAt.Sub(l.clock.Now()); until > 0 && until < pause {
+			if until := doc.ExpiresAt.Sub(l.clock.Now()) + l.clock.Uncertainty(); until > 0 && until < pause {
 				pause = until + time.Millisecond
 			}
 			if doc.Fence != last {
