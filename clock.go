@@ -19,7 +19,7 @@ const clockRefresh = time.Minute
 // neither steals a live lock nor believes in a dead one.
 type serverClock struct {
 	local func() time.Time
-	db    *mongo.Database
+	hello func(ctx context.Context) (time.Time, error) // the server's localTime
 
 	refresh sync.Mutex // one measurement at a time
 
@@ -28,6 +28,22 @@ type serverClock struct {
 	rtt        time.Duration // round trip of the measurement in use
 	measuredAt time.Time     // local, zero before the first measurement
 	keptAt     time.Time     // local: when the measurement in use was made
+}
+
+// helloTime returns a function asking db for the server's time.
+func helloTime(db *mongo.Database) func(context.Context) (time.Time, error) {
+	return func(ctx context.Context) (time.Time, error) {
+		var reply struct {
+			LocalTime time.Time `bson:"localTime"`
+		}
+		if err := db.RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&reply); err != nil {
+			return time.Time{}, err
+		}
+		if reply.LocalTime.IsZero() {
+			return time.Time{}, fmt.Errorf("the hello reply has no localTime")
+		}
+		return reply.LocalTime, nil
+	}
 }
 
 // Now returns the estimated server time. The result keeps the local clock's
@@ -58,6 +74,14 @@ func (c *serverClock) Ensure(ctx context.Context) error {
 	if !c.stale() { // measured while we waited
 		return nil
 	}
+	c.mu.Lock()
+	first := c.keptAt.IsZero()
+	c.mu.Unlock()
+	if err := c.measure(ctx); err != nil || !first {
+		return err
+	}
+	// The first round trip may include opening a connection, which makes
+	// a loose estimate: measure again on the warm one, keep the tighter.
 	return c.measure(ctx)
 }
 
@@ -70,18 +94,12 @@ func (c *serverClock) stale() bool {
 // measure asks the server for its time with hello and assumes the reply was
 // made half-way through the round trip.
 func (c *serverClock) measure(ctx context.Context) error {
-	var reply struct {
-		LocalTime time.Time `bson:"localTime"`
-	}
 	sent := c.local()
-	err := c.db.RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&reply)
+	serverTime, err := c.hello(ctx)
 	if err != nil {
 		return fmt.Errorf("mongolock: reading the server's clock: %w", err)
 	}
 	received := c.local()
-	if reply.LocalTime.IsZero() {
-		return fmt.Errorf("mongolock: the server's hello reply has no localTime")
-	}
 	rtt := received.Sub(sent)
 	mid := sent.Add(rtt / 2)
 	c.mu.Lock()
@@ -92,7 +110,7 @@ func (c *serverClock) measure(ctx context.Context) error {
 	if !c.keptAt.IsZero() && rtt > 2*c.rtt+5*time.Millisecond && received.Sub(c.keptAt) < 10*clockRefresh {
 		return nil
 	}
-	c.offset = reply.LocalTime.Sub(mid.Round(0))
+	c.offset = serverTime.Sub(mid.Round(0))
 	c.rtt, c.keptAt = rtt, received
 	return nil
 }

@@ -19,11 +19,15 @@ func (s *Session) keepalive() {
 			s.finish(s.ctx.Err()) // a no-op when Close or a lost lease ended it
 			return
 		case <-t.C:
-			if s.renew() {
-				t.Reset(s.opts.renewInterval)
-			} else {
-				t.Reset(max(s.opts.renewInterval/4, time.Millisecond))
+			// The cadence counts from each renewal's sending, not from its
+			// reply: on a slow link, waiting a full interval after the
+			// reply would let the holds' deadlines catch up.
+			sent := time.Now()
+			next := s.opts.renewInterval
+			if !s.renew() {
+				next = max(s.opts.renewInterval/4, time.Millisecond)
 			}
+			t.Reset(max(next-time.Since(sent), time.Millisecond))
 		}
 	}
 }
@@ -34,12 +38,8 @@ func (s *Session) keepalive() {
 func (s *Session) renew() bool {
 	s.mu.Lock()
 	tokens := make([]string, 0, len(s.holds))
-	var earliest time.Time
-	for tok, h := range s.holds {
+	for tok := range s.holds {
 		tokens = append(tokens, tok)
-		if earliest.IsZero() || h.validUntil.Before(earliest) {
-			earliest = h.validUntil
-		}
 	}
 	s.mu.Unlock()
 	if err := s.l.clock.Ensure(s.ctx); err != nil {
@@ -48,8 +48,11 @@ func (s *Session) renew() bool {
 	if len(tokens) == 0 {
 		return true
 	}
-	// A renewal that comes back after the holds were given up is no use.
-	ctx, cancel := context.WithDeadline(s.ctx, earliest)
+	// Bounded by the TTL, not by the holds' deadlines: a deadline closer
+	// than the network's round trip makes the driver refuse to send at all
+	// (client-side operation timeout), and the holds' own timers give them
+	// up in time whatever this call does.
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.ttl)
 	defer cancel()
 	sent := time.Now()
 	n, err := s.l.store.renew(ctx, s.id, tokens, s.opts.ttl)

@@ -47,7 +47,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 	coll = coll.Clone(mopt.Collection().
 		SetWriteConcern(o.writeConcern).
 		SetReadPreference(readpref.Primary()))
-	clock := &serverClock{local: o.now, db: coll.Database()}
+	clock := &serverClock{local: o.now, hello: helloTime(coll.Database())}
 	l := &Locker{
 		opts:   o,
 		store:  &store{coll: coll, clock: clock},

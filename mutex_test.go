@@ -272,6 +272,40 @@ func TestLossWhenUnreachable(t *testing.T) {
 	m2.Unlock()
 }
 
+// TestLossWithSlowReplies holds a lock through a link whose replies come
+// 700ms late (the clock estimate's error bound is then 350ms, more than
+// the TTL/10 margin). The hold must last while the link works: renewals
+// keep their cadence from their sending and are not refused by the
+// driver's operation timeout. Cut off, the holder must still give up
+// before the server ends the lease.
+func TestLossWithSlowReplies(t *testing.T) {
+	e := newEnv(t)
+	proxy, uri := newCutProxy(t)
+	proxy.Delay(700 * time.Millisecond)
+	slow, _ := e.locker(uri)
+	s := session(t, slow, mongolock.WithTTL(3*time.Second), mongolock.WithRenewInterval(300*time.Millisecond))
+	ctx := ctxT(t, time.Minute)
+	m := s.NewMutex("slow")
+	if err := m.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // past a TTL: renewals through the slow link
+	select {
+	case <-m.Done():
+		t.Fatalf("hold lost through a slow but working link: %v", m.Err())
+	default:
+	}
+	other, _ := e.locker("")
+	proxy.Cut()
+	<-m.Done()
+	if owner, err := other.IsUsedLock(ctx, "slow"); err != nil || owner == "" {
+		t.Fatalf("the hold ended only after its lease expired on the server (%q, %v)", owner, err)
+	}
+	if !errors.Is(m.Err(), mongolock.ErrLockLost) {
+		t.Fatalf("Err = %v, want ErrLockLost", m.Err())
+	}
+}
+
 // TestClockSkew runs clients whose clocks are a minute fast or slow: they
 // neither take over a live lock nor keep one past its expiry.
 func TestClockSkew(t *testing.T) {

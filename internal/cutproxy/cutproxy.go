@@ -4,12 +4,14 @@
 package cutproxy
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
 )
@@ -19,6 +21,7 @@ type Proxy struct {
 	ln     net.Listener
 	target string
 	cut    atomic.Bool
+	delay  atomic.Int64 // nanoseconds each server reply is held back
 	mu     sync.Mutex
 	conns  []net.Conn
 	wg     sync.WaitGroup
@@ -88,17 +91,45 @@ func (p *Proxy) accept() {
 		p.conns = append(p.conns, c, s)
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(c, s)
-		go p.pipe(s, c)
+		go p.pipe(c, s, true)
+		go p.pipe(s, c, false)
 	}
 }
 
-func (p *Proxy) pipe(dst, src net.Conn) {
+// pipe copies src to dst; replies (from the server) are held back by the
+// current delay, one whole message at a time.
+func (p *Proxy) pipe(dst, src net.Conn, replies bool) {
 	defer p.wg.Done()
-	io.Copy(dst, src)
-	dst.Close()
-	src.Close()
+	defer dst.Close()
+	defer src.Close()
+	if !replies {
+		io.Copy(dst, src)
+		return
+	}
+	// Whole wire-protocol messages, each held back once.
+	var hdr [4]byte
+	for {
+		if _, err := io.ReadFull(src, hdr[:]); err != nil {
+			return
+		}
+		n := int(binary.LittleEndian.Uint32(hdr[:]))
+		if n < 4 || n > 64<<20 {
+			return
+		}
+		msg := make([]byte, n)
+		copy(msg, hdr[:])
+		if _, err := io.ReadFull(src, msg[4:]); err != nil {
+			return
+		}
+		time.Sleep(time.Duration(p.delay.Load()))
+		if _, err := dst.Write(msg); err != nil {
+			return
+		}
+	}
 }
+
+// Delay holds every reply from the server back for d (0: none).
+func (p *Proxy) Delay(d time.Duration) { p.delay.Store(int64(d)) }
 
 // Cut closes every connection and refuses new ones.
 func (p *Proxy) Cut() {

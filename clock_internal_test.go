@@ -1,0 +1,80 @@
+package mongolock
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// fakeLink is a local clock and a server whose clock runs offset ahead,
+// reached over a link whose requests and replies take the given times.
+type fakeLink struct {
+	now    time.Time
+	offset time.Duration
+	delays [][2]time.Duration // per hello: request, reply
+}
+
+func (f *fakeLink) local() time.Time { return f.now }
+
+func (f *fakeLink) hello(context.Context) (time.Time, error) {
+	d := f.delays[0]
+	if len(f.delays) > 1 {
+		f.delays = f.delays[1:]
+	}
+	f.now = f.now.Add(d[0])
+	server := f.now.Add(f.offset)
+	f.now = f.now.Add(d[1])
+	return server, nil
+}
+
+func (f *fakeLink) serverNow() time.Time { return f.now.Add(f.offset) }
+
+func clockError(c *serverClock, f *fakeLink) time.Duration {
+	e := c.Now().Sub(f.serverNow())
+	if e < 0 {
+		e = -e
+	}
+	return e
+}
+
+// TestClockErrorWithinUncertainty: whatever the split of the round trip
+// between request and reply, the estimate is off by at most Uncertainty.
+func TestClockErrorWithinUncertainty(t *testing.T) {
+	for _, d := range [][2]time.Duration{
+		{0, 600 * time.Millisecond}, {600 * time.Millisecond, 0}, {300 * time.Millisecond, 300 * time.Millisecond},
+	} {
+		f := &fakeLink{now: time.Unix(1e9, 0), offset: -time.Minute, delays: [][2]time.Duration{d}}
+		c := &serverClock{local: f.local, hello: f.hello}
+		if err := c.Ensure(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if e, u := clockError(c, f), c.Uncertainty(); e > u {
+			t.Fatalf("delays %v: error %v beyond the uncertainty %v", d, e, u)
+		}
+	}
+}
+
+// TestClockKeepsTightestEstimate: the first round trip (with a connection
+// to open) is loose, the second tight: the tight one is kept, and a later
+// loose refresh does not replace it.
+func TestClockKeepsTightestEstimate(t *testing.T) {
+	f := &fakeLink{now: time.Unix(1e9, 0), offset: time.Minute, delays: [][2]time.Duration{
+		{0, 1200 * time.Millisecond}, // first: the handshake and a slow reply
+		{2 * time.Millisecond, 2 * time.Millisecond},
+		{0, 800 * time.Millisecond}, // a refresh through a slow moment
+	}}
+	c := &serverClock{local: f.local, hello: f.hello}
+	if err := c.Ensure(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if u := c.Uncertainty(); u > 5*time.Millisecond {
+		t.Fatalf("uncertainty %v after a tight second measurement", u)
+	}
+	f.now = f.now.Add(2 * clockRefresh)
+	if err := c.Ensure(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if u, e := c.Uncertainty(), clockError(c, f); u > 5*time.Millisecond || e > u {
+		t.Fatalf("after a loose refresh: uncertainty %v, error %v", u, e)
+	}
+}
