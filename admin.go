@@ -31,10 +31,7 @@ func (l *Locker) info(d *lockDoc) LockInfo {
 // Status returns what is known of the lock name. A name never locked is
 // reported free with a zero token.
 func (l *Locker) Status(ctx context.Context, name string) (LockInfo, error) {
-	if err := validName(name); err != nil {
-		return LockInfo{}, err
-	}
-	if err := l.ready(ctx); err != nil {
+	if err := l.readyFor(ctx, name); err != nil {
 		return LockInfo{}, err
 	}
 	doc, err := l.store.read(ctx, name)
@@ -78,10 +75,7 @@ func (l *Locker) List(ctx context.Context, prefix string) ([]LockInfo, error) {
 // token still grows on the next acquire, so the resource can refuse the
 // old holder's writes. It returns ErrNotHeld when the lock was not held.
 func (l *Locker) ForceRelease(ctx context.Context, name string) error {
-	if err := validName(name); err != nil {
-		return err
-	}
-	if err := l.ready(ctx); err != nil {
+	if err := l.readyFor(ctx, name); err != nil {
 		return err
 	}
 	res, err := l.store.coll.UpdateOne(ctx,

@@ -36,13 +36,7 @@ func (e *Election) Name() string { return e.name }
 // (ctx.Err()), or the session ends (ErrSessionClosed). If it leads already,
 // it replaces the value and returns. On failure it does not lead.
 func (e *Election) Campaign(ctx context.Context, value string) error {
-	if err := validName(e.name); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := e.s.ended(); err != nil {
+	if err := e.s.check(ctx, e.name); err != nil {
 		return err
 	}
 	if h := e.leading(); h != nil {
@@ -122,7 +116,7 @@ func (e *Election) Done() <-chan struct{} {
 // Leader returns the value of the current leader, whoever it is, or
 // ErrNoLeader when no one leads.
 func (e *Election) Leader(ctx context.Context) (string, error) {
-	doc, err := e.current(ctx)
+	doc, err := e.s.l.readLive(ctx, e.name)
 	if err != nil {
 		return "", err
 	}
@@ -130,25 +124,6 @@ func (e *Election) Leader(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("%w: %q", ErrNoLeader, e.name)
 	}
 	return doc.Value, nil
-}
-
-// current returns the live leader's document, or nil.
-func (e *Election) current(ctx context.Context) (*lockDoc, error) {
-	if err := validName(e.name); err != nil {
-		return nil, err
-	}
-	l := e.s.l
-	if err := l.ready(ctx); err != nil {
-		return nil, err
-	}
-	doc, err := l.store.read(ctx, e.name)
-	if err != nil {
-		return nil, fmt.Errorf("mongolock: reading the leader of %q: %w", e.name, err)
-	}
-	if !doc.live(l.clock.Now()) {
-		return nil, nil
-	}
-	return doc, nil
 }
 
 // Observe returns a channel that receives the value of each new leader, in
@@ -182,7 +157,7 @@ func (e *Election) observe(ctx context.Context, out chan<- string) {
 		case <-changed:
 		case <-timer.C:
 		}
-		doc, err := e.current(ctx)
+		doc, err := e.s.l.readLive(ctx, e.name)
 		pause := jitter(l.opts.pollInterval)
 		if err == nil && doc != nil {
 			if until := doc.ExpiresAt.Sub(l.clock.Now()) + l.clock.Uncertainty(); until > 0 && until < pause {

@@ -90,6 +90,31 @@ func (l *Locker) ready(ctx context.Context) error {
 	return nil
 }
 
+// readyFor is ready for a call on the lock name: it checks the name first,
+// so that a bad one changes nothing and costs no round trip.
+func (l *Locker) readyFor(ctx context.Context, name string) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	return l.ready(ctx)
+}
+
+// readLive returns the document of the lock name if a holder's lease on it
+// is live, and nil when the lock is free or expired.
+func (l *Locker) readLive(ctx context.Context, name string) (*lockDoc, error) {
+	if err := l.readyFor(ctx, name); err != nil {
+		return nil, err
+	}
+	doc, err := l.store.read(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("mongolock: reading %q: %w", name, err)
+	}
+	if !doc.live(l.clock.Now()) {
+		return nil, nil
+	}
+	return doc, nil
+}
+
 // probe runs once per Locker: it warns when the server is FerretDB, whose
 // conditional updates are not atomic without a serialising proxy, and
 // creates the index that keepalive renewals use.

@@ -37,7 +37,7 @@ func (m *Mutex) Name() string { return m.name }
 // held. Waiters of one process are served in turn, and only the first of a
 // name talks to the server.
 func (m *Mutex) Lock(ctx context.Context) error {
-	if err := m.check(ctx); err != nil {
+	if err := m.s.check(ctx, m.name); err != nil {
 		return err
 	}
 	var h *hold
@@ -59,7 +59,7 @@ func (m *Mutex) Lock(ctx context.Context) error {
 // nothing held. A failed TryLock only says that the lock was held at the
 // moment of the attempt.
 func (m *Mutex) TryLock(ctx context.Context) error {
-	if err := m.check(ctx); err != nil {
+	if err := m.s.check(ctx, m.name); err != nil {
 		return err
 	}
 	h, ok, err := m.s.acquire(ctx, m.name, "")
@@ -71,16 +71,6 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 	}
 	m.set(h)
 	return nil
-}
-
-func (m *Mutex) check(ctx context.Context) error {
-	if err := validName(m.name); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return m.s.ended()
 }
 
 func (m *Mutex) set(h *hold) {

@@ -108,30 +108,18 @@ func (l *Locker) RenewLock(ctx context.Context, name, owner string, ttl time.Dur
 }
 
 func (l *Locker) checkOwned(ctx context.Context, name, owner string) error {
-	if err := validName(name); err != nil {
-		return err
-	}
 	if err := validOwner(owner); err != nil {
 		return err
 	}
-	return l.ready(ctx)
+	return l.readyFor(ctx, name)
 }
 
 // IsUsedLock returns the owner of the live lock name, or "" when it is
 // free or its lease has run out, as MySQL's IS_USED_LOCK does.
 func (l *Locker) IsUsedLock(ctx context.Context, name string) (owner string, err error) {
-	if err := validName(name); err != nil {
+	doc, err := l.readLive(ctx, name)
+	if err != nil || doc == nil {
 		return "", err
-	}
-	if err := l.ready(ctx); err != nil {
-		return "", err
-	}
-	doc, err := l.store.read(ctx, name)
-	if err != nil {
-		return "", fmt.Errorf("mongolock: reading %q: %w", name, err)
-	}
-	if !doc.live(l.clock.Now()) {
-		return "", nil
 	}
 	return doc.Owner, nil
 }

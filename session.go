@@ -113,6 +113,18 @@ func (s *Session) finish(cause error) {
 	s.cancel()
 }
 
+// check is the check before a Mutex or Election takes name: a valid name,
+// a live ctx, a session that has not ended.
+func (s *Session) check(ctx context.Context, name string) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.ended()
+}
+
 // ended returns the error for a call on a session that ended, or nil.
 func (s *Session) ended() error {
 	s.mu.Lock()
