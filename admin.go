@@ -13,7 +13,7 @@ import (
 // LockInfo describes one lock as stored, for people and tools.
 type LockInfo struct {
 	Name       string    `json:"name"`
-	Held       bool      `json:"held"`            // a holder's lease is live now (server time)
+	Held       bool      `json:"held"`            // a holder's lease is live now (server time, allowing for the clock's error)
 	Owner      string    `json:"owner,omitempty"` // the current or last holder's owner
 	Token      int64     `json:"token"`           // fencing token of the current or last hold
 	Value      string    `json:"value,omitempty"` // the leader's value, for elections
@@ -23,7 +23,7 @@ type LockInfo struct {
 
 func (l *Locker) info(d *lockDoc) LockInfo {
 	return LockInfo{
-		Name: d.Name, Held: d.live(l.clock.Now()), Owner: d.Owner, Token: d.Fence,
+		Name: d.Name, Held: l.held(d), Owner: d.Owner, Token: d.Fence,
 		Value: d.Value, AcquiredAt: d.AcquiredAt, ExpiresAt: d.ExpiresAt,
 	}
 }
@@ -70,22 +70,30 @@ func (l *Locker) List(ctx context.Context, prefix string) ([]LockInfo, error) {
 }
 
 // ForceRelease frees the lock name whoever holds it: an admin's call, for
-// a holder that is gone or stuck. The holder learns it lost the lock at its
-// next renewal (its Done closes, its Err is ErrLockLost); the fencing
-// token still grows on the next acquire, so the resource can refuse the
-// old holder's writes. It returns ErrNotHeld when the lock was not held.
+// a holder that is gone or stuck. The lock is free at once; the holder
+// learns it lost the lock at its next renewal (up to its renew interval,
+// TTL/3 by default, later: its Done closes, its Err is ErrLockLost), so
+// for that long two parties may believe they hold it. The fencing token
+// still grows on the next acquire, so the resource can refuse the old
+// holder's writes. It returns ErrNotHeld, and changes nothing, when the
+// lock was free or its lease had already run out.
 func (l *Locker) ForceRelease(ctx context.Context, name string) error {
 	if err := l.readyFor(ctx, name); err != nil {
 		return err
 	}
+	surelyPast := l.clock.Now().Add(-l.clock.Uncertainty())
 	res, err := l.store.coll.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: name}, {Key: "holder", Value: bson.D{{Key: "$ne", Value: nil}}}},
+		bson.D{
+			{Key: "_id", Value: name},
+			{Key: "holder", Value: bson.D{{Key: "$ne", Value: nil}}},
+			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: surelyPast}}},
+		},
 		l.store.freeUpdate())
 	if err != nil {
 		return fmt.Errorf("mongolock: force-releasing %q: %w", name, err)
 	}
 	if res.MatchedCount == 0 {
-		return fmt.Errorf("%w: %q is free", ErrNotHeld, name)
+		return fmt.Errorf("%w: %q was not held (free, or its lease had run out)", ErrNotHeld, name)
 	}
 	l.waits.wake(name)
 	return nil

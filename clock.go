@@ -10,24 +10,62 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
-// clockRefresh is how old the estimate of the server's clock may grow
-// before the next call that needs it measures it again.
-const clockRefresh = time.Minute
+// defaultClockRefresh is how old the estimate of the server's clock may
+// grow before the next call that needs it measures it again.
+const defaultClockRefresh = time.Minute
 
-// serverClock estimates the server's clock from the local one. Leases are
-// written and judged in server time, so that a client whose clock is off
-// neither steals a live lock nor believes in a dead one.
+// helloTimeout bounds one measurement of the server's clock, whatever the
+// caller's context: a server that stopped answering must not hold up the
+// keepalive or Close.
+const helloTimeout = 10 * time.Second
+
+// Clock is the local clock a Locker reads. Leases are judged in server
+// time, estimated as the server time of the last measurement plus the
+// Monotonic time elapsed since it, so that a step of the wall clock (NTP,
+// a resumed VM) changes nothing.
+type Clock interface {
+	// Now returns the local wall-clock time. It may step; the library
+	// only reports it, it never judges a lease by it.
+	Now() time.Time
+	// Monotonic returns the time elapsed since an arbitrary origin. It
+	// must never step or go backward.
+	Monotonic() time.Duration
+}
+
+// systemClock is the machine's clock: time.Now, and its monotonic reading.
+type systemClock struct{ origin time.Time }
+
+func (c systemClock) Now() time.Time           { return time.Now() }
+func (c systemClock) Monotonic() time.Duration { return time.Since(c.origin) }
+
+// SystemClock returns the machine's clock, the default of WithClock.
+func SystemClock() Clock { return systemClock{origin: time.Now()} }
+
+// serverClock estimates the server's clock from the local monotonic one.
+// Leases are written and judged in server time, so that a client whose
+// clock is off or steps neither steals a live lock nor believes in a dead
+// one.
 type serverClock struct {
-	local func() time.Time
+	local Clock
 	hello func(ctx context.Context) (time.Time, error) // the server's localTime
+	every time.Duration                                // 0: defaultClockRefresh
 
-	refresh sync.Mutex // one measurement at a time
+	refresh chan struct{} // 1-buffered: one measurement at a time
 
-	mu         sync.Mutex
-	offset     time.Duration // server minus local
+	mu         sync.Mutex    // never held across a round trip
+	server     time.Time     // server time of the measurement in use (no monotonic reading)
+	at         time.Duration // local monotonic reading it corresponds to
 	rtt        time.Duration // round trip of the measurement in use
-	measuredAt time.Time     // local, zero before the first measurement
-	keptAt     time.Time     // local: when the measurement in use was made
+	measuredAt time.Duration // local monotonic; measured is false before the first
+	measured   bool
+}
+
+func newServerClock(local Clock, hello func(context.Context) (time.Time, error), every time.Duration) *serverClock {
+	if every <= 0 {
+		every = defaultClockRefresh
+	}
+	return &serverClock{local: local, hello: hello, every: every,
+		refresh: make(chan struct{}, 1)}
 }
 
 // helloTime returns a function asking db for the server's time.
@@ -46,12 +84,17 @@ func helloTime(db *mongo.Database) func(context.Context) (time.Time, error) {
 	}
 }
 
-// Now returns the estimated server time. The result keeps the local clock's
-// monotonic reading, so durations between two results are exact.
+// Now returns the estimated server time: the server time of the
+// measurement in use plus the monotonic time elapsed since. Before the
+// first measurement it is the local wall clock.
 func (c *serverClock) Now() time.Time {
+	mono := c.local.Monotonic()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.local().Add(c.offset)
+	if !c.measured {
+		return c.local.Now().Round(0)
+	}
+	return c.server.Add(mono - c.at)
 }
 
 // Uncertainty bounds the error of Now: half the round trip of the
@@ -63,19 +106,24 @@ func (c *serverClock) Uncertainty() time.Duration {
 	return c.rtt/2 + time.Millisecond // localTime has millisecond precision
 }
 
-// Ensure measures the offset if it was never measured or is older than
-// clockRefresh.
+// Ensure measures the offset if it was never measured or is older than the
+// refresh interval. It returns ctx.Err() if ctx ends while another call
+// measures.
 func (c *serverClock) Ensure(ctx context.Context) error {
 	if !c.stale() {
 		return nil
 	}
-	c.refresh.Lock()
-	defer c.refresh.Unlock()
+	select {
+	case c.refresh <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.refresh }()
 	if !c.stale() { // measured while we waited
 		return nil
 	}
 	c.mu.Lock()
-	first := c.keptAt.IsZero()
+	first := !c.measured
 	c.mu.Unlock()
 	if err := c.measure(ctx); err != nil || !first {
 		return err
@@ -86,31 +134,32 @@ func (c *serverClock) Ensure(ctx context.Context) error {
 }
 
 func (c *serverClock) stale() bool {
+	mono := c.local.Monotonic()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.measuredAt.IsZero() || c.local().Sub(c.measuredAt) > clockRefresh
+	return !c.measured || mono-c.measuredAt > c.every
 }
 
 // measure asks the server for its time with hello and assumes the reply was
 // made half-way through the round trip.
 func (c *serverClock) measure(ctx context.Context) error {
-	sent := c.local()
+	ctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	defer cancel()
+	sent := c.local.Monotonic()
 	serverTime, err := c.hello(ctx)
 	if err != nil {
 		return fmt.Errorf("mongolock: reading the server's clock: %w", err)
 	}
-	received := c.local()
-	rtt := received.Sub(sent)
-	mid := sent.Add(rtt / 2)
+	received := c.local.Monotonic()
+	rtt := received - sent
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.measuredAt = received
 	// A slow reply (a loaded server, a delaying network) gives a loose
 	// estimate: keep the tighter one unless it has grown old.
-	if !c.keptAt.IsZero() && rtt > 2*c.rtt+5*time.Millisecond && received.Sub(c.keptAt) < 10*clockRefresh {
+	if c.measured && rtt > 2*c.rtt+5*time.Millisecond && received-c.at < 10*c.every {
 		return nil
 	}
-	c.offset = serverTime.Sub(mid.Round(0))
-	c.rtt, c.keptAt = rtt, received
+	c.server, c.at, c.rtt, c.measured = serverTime.Round(0), sent+rtt/2, rtt, true
 	return nil
 }

@@ -8,13 +8,16 @@ import (
 
 // fakeLink is a local clock and a server whose clock runs offset ahead,
 // reached over a link whose requests and replies take the given times.
+// now is the true time; the local wall clock reads now + step.
 type fakeLink struct {
 	now    time.Time
+	step   time.Duration // how far the local wall clock has stepped
 	offset time.Duration
 	delays [][2]time.Duration // per hello: request, reply
 }
 
-func (f *fakeLink) local() time.Time { return f.now }
+func (f *fakeLink) Now() time.Time           { return f.now.Add(f.step) }
+func (f *fakeLink) Monotonic() time.Duration { return f.now.Sub(time.Unix(0, 0)) }
 
 func (f *fakeLink) hello(context.Context) (time.Time, error) {
 	d := f.delays[0]
@@ -44,7 +47,7 @@ func TestClockErrorWithinUncertainty(t *testing.T) {
 		{0, 600 * time.Millisecond}, {600 * time.Millisecond, 0}, {300 * time.Millisecond, 300 * time.Millisecond},
 	} {
 		f := &fakeLink{now: time.Unix(1e9, 0), offset: -time.Minute, delays: [][2]time.Duration{d}}
-		c := &serverClock{local: f.local, hello: f.hello}
+		c := newServerClock(f, f.hello, 0)
 		if err := c.Ensure(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -63,18 +66,39 @@ func TestClockKeepsTightestEstimate(t *testing.T) {
 		{2 * time.Millisecond, 2 * time.Millisecond},
 		{0, 800 * time.Millisecond}, // a refresh through a slow moment
 	}}
-	c := &serverClock{local: f.local, hello: f.hello}
+	c := newServerClock(f, f.hello, 0)
 	if err := c.Ensure(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if u := c.Uncertainty(); u > 5*time.Millisecond {
 		t.Fatalf("uncertainty %v after a tight second measurement", u)
 	}
-	f.now = f.now.Add(2 * clockRefresh)
+	f.now = f.now.Add(2 * defaultClockRefresh)
 	if err := c.Ensure(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if u, e := c.Uncertainty(), clockError(c, f); u > 5*time.Millisecond || e > u {
 		t.Fatalf("after a loose refresh: uncertainty %v, error %v", u, e)
+	}
+}
+
+// TestClockIgnoresWallSteps: the local wall clock steps by +15s and -15s
+// (NTP, a resumed VM) while its monotonic reading does not: the estimate of
+// the server's time, and so every lease written or judged, does not move.
+func TestClockIgnoresWallSteps(t *testing.T) {
+	f := &fakeLink{now: time.Unix(1e9, 0), offset: 3 * time.Second, delays: [][2]time.Duration{{time.Millisecond, time.Millisecond}}}
+	c := newServerClock(f, f.hello, 0)
+	if err := c.Ensure(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []time.Duration{15 * time.Second, -15 * time.Second, 0} {
+		f.step = step
+		f.now = f.now.Add(time.Second)
+		if e, u := clockError(c, f), c.Uncertainty(); e > u {
+			t.Fatalf("wall clock stepped %v: estimate off by %v (bound %v)", step, e, u)
+		}
+		if err := c.Ensure(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

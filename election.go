@@ -81,15 +81,17 @@ func (e *Election) leading() *hold {
 	}
 	e.s.mu.Lock()
 	defer e.s.mu.Unlock()
-	if h.isEnded || h.unlocking {
+	if h.isEnded {
 		return nil
 	}
 	return h
 }
 
 // Resign gives leadership up, in one round trip bounded by an internal
-// timeout, so that another campaigner can lead. It returns nil when not
-// leading, and ErrLockLost if leadership was found lost.
+// timeout, so that another campaigner can lead. Done closes before the
+// release is sent, so no goroutine of ours still believes it leads once
+// another may. It returns nil when not leading, ctx.Err() when ctx ended
+// before, and ErrLockLost if leadership was found lost.
 func (e *Election) Resign(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -35,9 +35,14 @@ var (
 	ErrInvalidName = errors.New("mongolock: invalid lock name")
 	// ErrInvalidOwner is returned for an empty or invalid owner.
 	ErrInvalidOwner = errors.New("mongolock: invalid owner")
-	// ErrInvalidTTL is returned for a TTL that is not positive, or a renew
-	// interval that is not positive and below the TTL.
+	// ErrInvalidTTL is returned for a TTL that is not positive, a renew
+	// interval that leaves fewer than two renewals before a hold is given
+	// up, or a TTL too short for the safety margin and the error of the
+	// server-clock estimate to leave such a lease.
 	ErrInvalidTTL = errors.New("mongolock: invalid TTL")
+	// ErrInvalidOption is returned by New for an option that could only
+	// lose leases or hammer the server, such as a poll interval below 1ms.
+	ErrInvalidOption = errors.New("mongolock: invalid option")
 	// ErrNilCollection is returned by New for a nil collection.
 	ErrNilCollection = errors.New("mongolock: nil collection")
 )

@@ -8,9 +8,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -42,22 +44,52 @@ func TestMain(m *testing.M) {
 // counter counts the commands a client sends, by the driver's command
 // monitor.
 type counter struct {
-	mu    sync.Mutex
-	names []string
+	mu     sync.Mutex
+	names  []string
+	bodies []bson.Raw
+	ended  func(name string) // called when a command's reply (or failure) came back
 }
 
 func (c *counter) monitor() *event.CommandMonitor {
-	return &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+	end := func(name string) {
 		c.mu.Lock()
-		c.names = append(c.names, e.CommandName)
+		f := c.ended
 		c.mu.Unlock()
-	}}
+		if f != nil {
+			f(name)
+		}
+	}
+	return &event.CommandMonitor{
+		Started: func(_ context.Context, e *event.CommandStartedEvent) {
+			c.mu.Lock()
+			c.names = append(c.names, e.CommandName)
+			c.bodies = append(c.bodies, append(bson.Raw(nil), e.Command...))
+			c.mu.Unlock()
+		},
+		Succeeded: func(_ context.Context, e *event.CommandSucceededEvent) { end(e.CommandName) },
+		Failed:    func(_ context.Context, e *event.CommandFailedEvent) { end(e.CommandName) },
+	}
+}
+
+// OnEnded has f called with the name of every command whose reply (or
+// failure) comes back from now on.
+func (c *counter) OnEnded(f func(name string)) {
+	c.mu.Lock()
+	c.ended = f
+	c.mu.Unlock()
+}
+
+// Bodies returns the commands sent since the last Reset.
+func (c *counter) Bodies() []bson.Raw {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]bson.Raw(nil), c.bodies...)
 }
 
 // Reset forgets the commands counted so far.
 func (c *counter) Reset() {
 	c.mu.Lock()
-	c.names = nil
+	c.names, c.bodies = nil, nil
 	c.mu.Unlock()
 }
 
@@ -159,4 +191,34 @@ func newCutProxy(t testing.TB) (*cutproxy.Proxy, string) {
 	}
 	t.Cleanup(p.Close)
 	return p, uri
+}
+
+// steppedClock is a local clock whose wall time is off by a step that the
+// test can change at any time (an NTP step, a resumed VM), while its
+// monotonic reading runs on undisturbed.
+type steppedClock struct {
+	origin time.Time
+	step   atomic.Int64
+}
+
+func newSteppedClock(step time.Duration) *steppedClock {
+	c := &steppedClock{origin: time.Now()}
+	c.step.Store(int64(step))
+	return c
+}
+
+func (c *steppedClock) Step(d time.Duration)     { c.step.Store(int64(d)) }
+func (c *steppedClock) Now() time.Time           { return time.Now().Add(time.Duration(c.step.Load())) }
+func (c *steppedClock) Monotonic() time.Duration { return time.Since(c.origin) }
+
+// serverNow returns the server's clock, read with hello through client.
+func serverNow(t testing.TB, client *mongo.Client) time.Time {
+	t.Helper()
+	var reply struct {
+		LocalTime time.Time `bson:"localTime"`
+	}
+	if err := client.Database("admin").RunCommand(context.Background(), bson.D{{Key: "hello", Value: 1}}).Decode(&reply); err != nil {
+		t.Fatal(err)
+	}
+	return reply.LocalTime
 }

@@ -6,8 +6,9 @@ import (
 )
 
 // keepalive renews the session's holds every renew interval, sooner after
-// a failure, until the session ends; then it frees on the server what the
-// session still held. It is the session's only goroutine.
+// a failure, until the session ends; then, after a graceful end, it frees
+// on the server what the session still held. It is the session's only
+// goroutine.
 func (s *Session) keepalive() {
 	defer close(s.stopped)
 	defer s.releaseUnreleased()
@@ -54,11 +55,11 @@ func (s *Session) renew() bool {
 	// up in time whatever this call does.
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.ttl)
 	defer cancel()
-	sent := time.Now()
+	sent, lease := time.Now(), s.lease(s.l.clock.Uncertainty())
 	n, err := s.l.store.renew(ctx, s.id, tokens, s.opts.ttl)
 	var live map[string]bool
 	if err == nil && n < int64(len(tokens)) {
-		live, err = s.l.store.liveHolders(ctx, tokens)
+		live, err = s.l.store.liveHolders(ctx, s.id, tokens)
 	}
 	if err != nil {
 		if s.ctx.Err() == nil {
@@ -66,7 +67,7 @@ func (s *Session) renew() bool {
 		}
 		return false
 	}
-	until := sent.Add(s.lease())
+	until := sent.Add(lease)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, tok := range tokens {
@@ -101,7 +102,7 @@ func (s *Session) releaseUnreleased() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.ttl, cleanupTimeout))
 	defer cancel()
-	if err := s.l.store.releaseAll(ctx, tokens); err != nil {
+	if err := s.l.store.releaseAll(ctx, s.id, tokens); err != nil {
 		s.closeErr = err
 		s.l.opts.logger.Warn("mongolock: could not release the session's locks; they expire with their leases",
 			"session", s.id, "locks", len(tokens), "err", err)

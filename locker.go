@@ -30,6 +30,9 @@ type Locker struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
+
+	bgMu sync.Mutex     // orders bg.Add before Close's bg.Wait
+	bg   sync.WaitGroup // background clean-ups
 }
 
 // New returns a Locker on coll. It does not contact the server: the first
@@ -47,13 +50,14 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 	coll = coll.Clone(mopt.Collection().
 		SetWriteConcern(o.writeConcern).
 		SetReadPreference(readpref.Primary()))
-	clock := &serverClock{local: o.now, hello: helloTime(coll.Database())}
+	clock := newServerClock(o.clock, helloTime(coll.Database()), o.clockRefresh)
+	closed := make(chan struct{})
 	l := &Locker{
 		opts:   o,
 		store:  &store{coll: coll, clock: clock},
 		clock:  clock,
-		waits:  newWaitRegistry(o, clock),
-		closed: make(chan struct{}),
+		waits:  newWaitRegistry(o, clock, closed),
+		closed: closed,
 	}
 	if o.watch {
 		l.waits.watch = &watcher{open: l.openReleases, sink: l.waits, log: o.logger}
@@ -61,24 +65,29 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 	return l, nil
 }
 
-// Close stops the Locker: waiters return ErrClosed, later calls fail with
-// it, and the shared change stream stops (Close waits for it). It does not
-// release locks; close the Sessions first.
+// Close stops the Locker: calls waiting for a lock (Mutex.Lock,
+// Election.Campaign, GetLock) return ErrClosed at once, later calls on the
+// Locker and on its Sessions' values fail with it, and the shared change
+// stream stops. Close waits for the stream and for background clean-ups,
+// each bounded (at most cleanupTimeout, 5s, when the server is
+// unreachable). It does not release locks: close the Sessions first; holds
+// they still have go on being renewed until they are closed.
 func (l *Locker) Close() error {
 	l.closeOnce.Do(func() { close(l.closed) })
 	if l.waits.watch != nil {
 		l.waits.watch.close()
 	}
+	l.bgMu.Lock()
+	l.bg.Wait()
+	l.bgMu.Unlock()
 	return nil
 }
 
 // ready checks that the Locker is open and ctx alive, and brings the
 // estimate of the server's clock up to date.
 func (l *Locker) ready(ctx context.Context) error {
-	select {
-	case <-l.closed:
-		return ErrClosed
-	default:
+	if err := l.isClosed(); err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -109,7 +118,7 @@ func (l *Locker) readLive(ctx context.Context, name string) (*lockDoc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mongolock: reading %q: %w", name, err)
 	}
-	if !doc.live(l.clock.Now()) {
+	if !l.held(doc) {
 		return nil, nil
 	}
 	return doc, nil
@@ -139,18 +148,34 @@ func (l *Locker) probe(ctx context.Context) {
 	}
 }
 
+// taken describes a successful acquire: the fencing token, and the local
+// time the attempt was sent with the clock's error then, from which the
+// holder counts its lease.
+type taken struct {
+	fence int64
+	sent  time.Time
+	unc   time.Duration
+}
+
 // take runs one acquire for c, repeated with the same holder token while
 // its outcome is unknown (a lost reply), so that a lost reply never leaves
-// a lock behind: if ctx ends first, the lock is released in case the last
-// attempt took it. It returns the fencing token and the local time the
-// successful attempt was sent, from which the lease is counted.
-func (l *Locker) take(ctx context.Context, c claim) (fence int64, sent time.Time, ok bool, err error) {
+// a lock behind: if ctx ends first, the lock is released in the background
+// in case the last attempt took it, and take returns ctx.Err() at once.
+// It refreshes the estimate of the server's clock when it has grown old,
+// so that a long wait keeps judging leases on a fresh one.
+func (l *Locker) take(ctx context.Context, c claim) (t taken, ok bool, err error) {
+	if err := l.isClosed(); err != nil {
+		return t, false, err
+	}
+	if err := l.clock.Ensure(ctx); err != nil {
+		return t, false, err
+	}
 	pause := 10 * time.Millisecond
 	for {
-		sent = time.Now()
-		fence, ok, err = l.store.acquire(ctx, c)
+		t = taken{sent: time.Now(), unc: l.clock.Uncertainty()}
+		t.fence, ok, err = l.store.acquire(ctx, c)
 		if err == nil {
-			return fence, sent, ok, nil
+			return t, ok, nil
 		}
 		if !ambiguous(err) || !sleep(ctx, pause) {
 			break
@@ -159,12 +184,22 @@ func (l *Locker) take(ctx context.Context, c claim) (fence int64, sent time.Time
 		pause = min(2*pause, time.Second)
 	}
 	if ambiguous(err) || ctx.Err() != nil {
-		l.cleanup(c.name, c.holder)
+		l.cleanupLater(c.name, c.holder)
 	}
 	if ctx.Err() != nil {
-		return 0, sent, false, ctx.Err()
+		return t, false, ctx.Err()
 	}
-	return 0, sent, false, fmt.Errorf("mongolock: acquiring %q: %w", c.name, err)
+	return t, false, fmt.Errorf("mongolock: acquiring %q: %w", c.name, err)
+}
+
+// isClosed returns ErrClosed after Close.
+func (l *Locker) isClosed() error {
+	select {
+	case <-l.closed:
+		return ErrClosed
+	default:
+		return nil
+	}
 }
 
 // sleep pauses for d, and reports false if ctx ended first.
@@ -179,15 +214,22 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// cleanup releases a hold whose acquire may have succeeded unseen, on a
-// fresh bounded context: the caller's may be gone.
-func (l *Locker) cleanup(name, holder string) {
-	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-	defer cancel()
-	if _, err := l.store.release(ctx, name, holder); err != nil {
-		l.opts.logger.Warn("mongolock: could not release a lock whose acquire was not confirmed; it expires with its lease",
-			"name", name, "err", err)
-	}
+// cleanupLater releases, in the background and within cleanupTimeout, a
+// hold whose acquire may have succeeded unseen: the caller's context may be
+// gone, and its caller must not wait for the server. Close waits for these.
+func (l *Locker) cleanupLater(name, holder string) {
+	l.bgMu.Lock()
+	defer l.bgMu.Unlock()
+	l.bg.Add(1)
+	go func() {
+		defer l.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		if _, err := l.store.release(ctx, name, holder); err != nil {
+			l.opts.logger.Warn("mongolock: could not release a lock whose acquire was not confirmed; it expires with its lease",
+				"name", name, "err", err)
+		}
+	}()
 }
 
 // cleanupTimeout bounds releases made after the caller's context is gone.
@@ -197,11 +239,19 @@ const cleanupTimeout = 5 * time.Second
 func (l *Locker) peek(name string) func(context.Context) time.Time {
 	return func(ctx context.Context) time.Time {
 		doc, err := l.store.read(ctx, name)
-		if err != nil || !doc.live(l.clock.Now()) {
+		if err != nil || !l.held(doc) {
 			return time.Time{}
 		}
 		return doc.ExpiresAt
 	}
+}
+
+// held reports whether doc shows a holder whose lease a taker would not
+// yet count as over: takers allow for their clock's error, and so do the
+// reads that tell whether a lock is used, so that IsFreeLock and Status
+// agree with what GetLock and TryLock would do.
+func (l *Locker) held(doc *lockDoc) bool {
+	return doc.live(l.clock.Now().Add(-l.clock.Uncertainty()))
 }
 
 // newToken returns a random holder token: knowing a lock's owner is not

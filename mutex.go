@@ -86,10 +86,15 @@ func (m *Mutex) hold() *hold {
 }
 
 // Unlock releases the current hold in one round trip, bounded by an
-// internal timeout (the lesser of the TTL and 5s), so it suits defer. It
-// returns ErrNotHeld when nothing is held (never locked, or already
-// unlocked), ErrLockLost when the hold was lost before, and
-// ErrSessionClosed when the session ended it. Done closes either way.
+// internal timeout (the lesser of the TTL and 5s), so it suits defer. The
+// hold ends in this process (Done closes, Err stays nil) before the release
+// is sent, so that no goroutine of ours believes it holds the lock once
+// another process may have it. It returns nil once the server freed the
+// lock; ErrNotHeld when nothing is held (never locked, or already
+// unlocked); ErrLockLost when the hold was lost before, or the server no
+// longer had it; ErrSessionClosed when the session ended it; and an error
+// saying the release was not confirmed when the server did not answer in
+// time (the lock then expires with its lease).
 func (m *Mutex) Unlock() error {
 	h := m.hold()
 	if h == nil {

@@ -312,7 +312,7 @@ func TestClockSkew(t *testing.T) {
 	for _, skew := range []time.Duration{time.Minute, -time.Minute} {
 		t.Run(fmt.Sprint(skew), func(t *testing.T) {
 			e := newEnv(t)
-			skewed, _ := e.locker("", mongolock.WithClock(func() time.Time { return time.Now().Add(skew) }))
+			skewed, _ := e.locker("", mongolock.WithClock(newSteppedClock(skew)))
 			honest, _ := e.locker("")
 			ctx := ctxT(t, time.Minute)
 

@@ -32,7 +32,8 @@ type options struct {
 	safetyPoll   time.Duration
 	watch        bool
 	writeConcern *writeconcern.WriteConcern
-	now          func() time.Time // the local clock; replaced by tests
+	clock        Clock
+	clockRefresh time.Duration // 0: defaultClockRefresh; set by tests
 }
 
 // WithLogger sends the Locker's log (fallbacks, warnings, lost holds) to l.
@@ -56,9 +57,10 @@ func WithSafetyPollInterval(d time.Duration) Option { return func(o *options) { 
 func WithChangeStreams(on bool) Option { return func(o *options) { o.watch = on } }
 
 // WithClock replaces the local clock the Locker reads, for tests of clock
-// skew: leases are still judged in server time, estimated from this clock.
-// The default is time.Now.
-func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+// skew and steps: leases are still judged in server time, estimated from
+// the server time of a measurement plus this clock's Monotonic time since.
+// The default is SystemClock().
+func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
 
 // WithWriteConcern sets the write concern of every write. The default is
 // majority: a lock acquired with w:1 can be rolled back by a failover and
@@ -74,25 +76,26 @@ func newOptions(opts []Option) (options, error) {
 		safetyPoll:   DefaultSafetyPollInterval,
 		watch:        true,
 		writeConcern: writeconcern.Majority(),
-		now:          time.Now,
+		clock:        SystemClock(),
 	}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.now == nil {
-		return o, fmt.Errorf("mongolock: nil clock")
+	if o.clock == nil {
+		return o, fmt.Errorf("%w: nil clock", ErrInvalidOption)
 	}
 	if o.logger == nil {
-		return o, fmt.Errorf("mongolock: nil logger")
+		return o, fmt.Errorf("%w: nil logger", ErrInvalidOption)
 	}
-	if o.pollInterval <= 0 {
-		return o, fmt.Errorf("mongolock: poll interval %v is not positive", o.pollInterval)
+	// Below a millisecond a poll interval would only hammer the server.
+	if o.pollInterval < time.Millisecond {
+		return o, fmt.Errorf("%w: poll interval %v is below 1ms", ErrInvalidOption, o.pollInterval)
 	}
-	if o.safetyPoll <= 0 {
-		return o, fmt.Errorf("mongolock: safety poll interval %v is not positive", o.safetyPoll)
+	if o.safetyPoll < time.Millisecond {
+		return o, fmt.Errorf("%w: safety poll interval %v is below 1ms", ErrInvalidOption, o.safetyPoll)
 	}
 	if o.writeConcern == nil {
-		return o, fmt.Errorf("mongolock: nil write concern")
+		return o, fmt.Errorf("%w: nil write concern", ErrInvalidOption)
 	}
 	return o, nil
 }
@@ -111,8 +114,9 @@ type sessionOptions struct {
 func WithTTL(d time.Duration) SessionOption { return func(o *sessionOptions) { o.ttl = d } }
 
 // WithRenewInterval sets how often the keepalive goroutine renews the
-// session's locks. It must be positive and below the TTL. The default is a
-// third of the TTL.
+// session's locks. It must be positive and leave at least two renewals
+// before a hold whose renewals fail is given up (a tenth of the TTL before
+// its end): at most (TTL - TTL/10) / 2. The default is a third of the TTL.
 func WithRenewInterval(d time.Duration) SessionOption {
 	return func(o *sessionOptions) { o.renewInterval = d }
 }
@@ -132,9 +136,9 @@ func newSessionOptions(opts []SessionOption) (sessionOptions, error) {
 	if o.renewInterval == 0 {
 		o.renewInterval = o.ttl / 3
 	}
-	if o.renewInterval <= 0 || o.renewInterval >= o.ttl {
-		return o, fmt.Errorf("%w: renew interval %v must be positive and below the TTL %v",
-			ErrInvalidTTL, o.renewInterval, o.ttl)
+	if o.renewInterval <= 0 || 2*o.renewInterval > o.ttl-o.ttl/10 {
+		return o, fmt.Errorf("%w: renew interval %v must be positive and at most %v, so that two renewals "+
+			"are tried before a hold of TTL %v is given up", ErrInvalidTTL, o.renewInterval, (o.ttl-o.ttl/10)/2, o.ttl)
 	}
 	return o, validOwner(o.owner)
 }

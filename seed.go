@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // The seed package's advisory string locks, by owner name, as MySQL's
@@ -16,7 +14,8 @@ import (
 // waits up to wait for the lock to be free (0: one attempt; negative: until
 // ctx ends), and holds it for ttl (0: DefaultTTL) unless renewed with
 // RenewLock. An owner that already holds the lock takes it again and
-// extends it. When the lock stays held it returns an error matching both
+// extends it (never shortens it), in a second round trip; a call that
+// fails never frees the lock the owner already had. When the lock stays held it returns an error matching both
 // ErrLocked and, if it waited, context.DeadlineExceeded; when ctx ends, its
 // error.
 func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time.Duration) error {
@@ -35,10 +34,20 @@ func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time
 	if err := l.ready(ctx); err != nil {
 		return err
 	}
-	c := claim{name: name, owner: owner, holder: newToken(), ttl: ttl, sameOwner: true}
+	c := claim{name: name, owner: owner, holder: newToken(), ttl: ttl}
 	try := func(ctx context.Context) (bool, error) {
-		_, _, ok, err := l.take(ctx, c)
-		return ok, err
+		_, ok, err := l.take(ctx, c)
+		if ok || err != nil {
+			return ok, err
+		}
+		// Held: if by owner, take it again by extending it. The holder
+		// token is left alone, so that a call whose outcome is unknown
+		// never frees the lock its owner already had.
+		ok, err = l.store.updateOwned(ctx, name, owner, extendUpdate(l.clock.Now().Add(ttl)))
+		if err != nil {
+			return false, fmt.Errorf("mongolock: taking %q again: %w", name, err)
+		}
+		return ok, nil
 	}
 	if wait == 0 {
 		switch ok, err := try(ctx); {
@@ -54,7 +63,7 @@ func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time
 		waitCtx, cancel = context.WithTimeoutCause(ctx, wait, errWaited)
 	}
 	defer cancel()
-	err := l.waits.wait(waitCtx, name, attempt{try: try, peek: l.peek(name)}, l.closed, errClosed)
+	err := l.waits.wait(waitCtx, name, attempt{try: try, peek: l.peek(name)}, nil, nil)
 	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(waitCtx), errWaited) {
 		return fmt.Errorf("%w: %q still held after waiting %v: %w", ErrLocked, name, wait, context.DeadlineExceeded)
 	}
@@ -62,8 +71,6 @@ func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time
 }
 
 var errWaited = errors.New("mongolock: wait elapsed")
-
-func errClosed() error { return ErrClosed }
 
 // ReleaseLock frees the lock name if owner holds it, as MySQL's
 // RELEASE_LOCK does. It returns ErrNotHeld, and changes nothing, when the
@@ -84,7 +91,8 @@ func (l *Locker) ReleaseLock(ctx context.Context, name, owner string) error {
 }
 
 // RenewLock extends owner's live lock on name to ttl from now (0:
-// DefaultTTL). It never brings back a lock that was released or has
+// DefaultTTL); it never shortens a lease that already ends later. It
+// never brings back a lock that was released or has
 // expired: then it returns ErrNotHeld and changes nothing.
 func (l *Locker) RenewLock(ctx context.Context, name, owner string, ttl time.Duration) error {
 	if ttl == 0 {
@@ -96,8 +104,7 @@ func (l *Locker) RenewLock(ctx context.Context, name, owner string, ttl time.Dur
 	if err := l.checkOwned(ctx, name, owner); err != nil {
 		return err
 	}
-	update := bson.D{{Key: "$set", Value: bson.D{{Key: "expiresAt", Value: l.clock.Now().Add(ttl)}}}}
-	ok, err := l.store.updateOwned(ctx, name, owner, update)
+	ok, err := l.store.updateOwned(ctx, name, owner, extendUpdate(l.clock.Now().Add(ttl)))
 	if err != nil {
 		return fmt.Errorf("mongolock: renewing %q: %w", name, err)
 	}

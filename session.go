@@ -13,8 +13,11 @@ import (
 // per tick whatever the number of locks, until the session ends. It ends
 // when Close is called, when the context given to NewSession ends, or when
 // its lease is lost: renewals failed for so long that its locks may have
-// expired on the server. Then every hold ends, Done is closed, and what is
-// still held is released. A Session is safe for concurrent use.
+// expired on the server. Then every hold ends and Done is closed. After
+// Close or the context's end, what is still held is released at once;
+// after a lost lease nothing is released: the leases run out on the
+// server, so that the margin before their end is left to the holders' work
+// to stop. A Session is safe for concurrent use.
 type Session struct {
 	l      *Locker
 	id     string
@@ -46,6 +49,13 @@ func (l *Locker) NewSession(ctx context.Context, opts ...SessionOption) (*Sessio
 	if err := l.ready(ctx); err != nil {
 		return nil, err
 	}
+	// The lease a holder believes in is the TTL less the margin and the
+	// clock's error: it must leave room for two renewals.
+	if lease := o.ttl - o.ttl/10 - l.clock.Uncertainty(); 2*o.renewInterval > lease {
+		return nil, fmt.Errorf("%w: TTL %v leaves a lease of %v once the safety margin (%v) and the error of "+
+			"the server-clock estimate (%v) are taken off, too short for two renewals every %v",
+			ErrInvalidTTL, o.ttl, lease, o.ttl/10, l.clock.Uncertainty(), o.renewInterval)
+	}
 	s := &Session{
 		l:       l,
 		id:      newToken(),
@@ -74,10 +84,12 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 // (joined with the context's error if that ended it) or ErrLockLost.
 func (s *Session) Err() error { return s.ended() }
 
-// Close ends the session: its holds end, it releases what it held in one
-// round trip, and it stops the keepalive goroutine and waits for it. It
+// Close ends the session: its holds end (their Done close first), it
+// releases what it held in one round trip bounded by the lesser of the TTL
+// and 5s, and it stops the keepalive goroutine and waits for it. It
 // returns the release's error, if any: the locks then expire with their
-// leases. Calling Close again returns the same result.
+// leases. After a lost lease it releases nothing. Calling Close again
+// returns the same result.
 func (s *Session) Close() error {
 	s.finish(ErrSessionClosed)
 	<-s.stopped
@@ -92,7 +104,10 @@ func (s *Session) NewMutex(name string) *Mutex {
 
 // finish ends the session for cause, unless it already ended: every hold
 // ends at once (their Done close now, not after the release below), Done
-// closes, and the keepalive goroutine is told to release what was held.
+// closes, and after a graceful end the keepalive goroutine is told to
+// release what was held. After a lost lease nothing is released: the
+// leases run out on the server, so that the margin before their end is
+// left to the holders' work (and a job's grace period) to stop.
 func (s *Session) finish(cause error) {
 	s.mu.Lock()
 	if s.err != nil {
@@ -100,12 +115,15 @@ func (s *Session) finish(cause error) {
 		return
 	}
 	s.err = cause
+	lost := errors.Is(cause, ErrLockLost)
 	holdErr := ErrSessionClosed
-	if errors.Is(cause, ErrLockLost) {
+	if lost {
 		holdErr = ErrLockLost
 	}
 	for _, h := range s.holds {
-		s.unreleased = append(s.unreleased, h)
+		if !lost {
+			s.unreleased = append(s.unreleased, h)
+		}
 		h.end(holdErr)
 	}
 	close(s.done)
@@ -114,12 +132,15 @@ func (s *Session) finish(cause error) {
 }
 
 // check is the check before a Mutex or Election takes name: a valid name,
-// a live ctx, a session that has not ended.
+// a live ctx, an open Locker, a session that has not ended.
 func (s *Session) check(ctx context.Context, name string) error {
 	if err := validName(name); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.l.isClosed(); err != nil {
 		return err
 	}
 	return s.ended()
@@ -150,7 +171,7 @@ func (s *Session) acquire(ctx context.Context, name, value string) (*hold, bool,
 		return nil, false, err
 	}
 	c := claim{name: name, owner: s.opts.owner, holder: newToken(), session: s.id, value: value, ttl: s.opts.ttl}
-	fence, sent, ok, err := s.l.take(ctx, c)
+	t, ok, err := s.l.take(ctx, c)
 	if err != nil || !ok {
 		return nil, ok, err
 	}
@@ -158,11 +179,11 @@ func (s *Session) acquire(ctx context.Context, name, value string) (*hold, bool,
 	defer s.mu.Unlock()
 	if err := s.endedErrLocked(); err != nil {
 		// The session ended while the acquire was on its way.
-		go s.l.cleanup(name, c.holder)
+		s.l.cleanupLater(name, c.holder)
 		return nil, false, err
 	}
-	h := &hold{s: s, name: name, token: c.holder, fence: fence, done: make(chan struct{})}
-	h.validUntil = sent.Add(s.lease())
+	h := &hold{s: s, name: name, token: c.holder, fence: t.fence, done: make(chan struct{})}
+	h.validUntil = t.sent.Add(s.lease(t.unc))
 	h.timer = time.AfterFunc(time.Until(h.validUntil), func() { s.expired(h) })
 	s.holds[h.token] = h
 	s.l.waits.held(name)
@@ -171,9 +192,10 @@ func (s *Session) acquire(ctx context.Context, name, value string) (*hold, bool,
 
 // lease is how long after sending an acquire or a renewal that the server
 // took the session believes in its hold: the TTL less the safety margin and
-// the error of its estimate of the server's clock.
-func (s *Session) lease() time.Duration {
-	return s.opts.ttl - s.margin - s.l.clock.Uncertainty()
+// unc, the error of its estimate of the server's clock when the request was
+// sent (the times it wrote were off by that much).
+func (s *Session) lease(unc time.Duration) time.Duration {
+	return s.opts.ttl - s.margin - unc
 }
 
 // expired runs when a hold's lease was not renewed in time: the session's
@@ -190,6 +212,10 @@ func (s *Session) expired(h *hold) {
 	s.finish(fmt.Errorf("%w: renewals of session %s did not reach the server in time", ErrLockLost, s.id))
 }
 
+// testHookReleased, when set by a test, runs after an Unlock's release
+// was answered and before its outcome is judged.
+var testHookReleased func(*Session)
+
 // hold is one holding of a lock by a session, with its own random token.
 // Its fields after fence are guarded by s.mu.
 type hold struct {
@@ -201,21 +227,30 @@ type hold struct {
 
 	err        error
 	isEnded    bool
-	unlocking  bool
 	validUntil time.Time // local monotonic: the hold is given up then
 	timer      *time.Timer
 }
 
-// end ends the hold with err (nil after Unlock); s.mu must be held.
+// end ends the hold with err (nil after Unlock) and tells this process's
+// waiters that the name may be free; s.mu must be held.
 func (h *hold) end(err error) {
+	if h.endLocal(err) {
+		h.s.l.waits.released(h.name)
+	}
+}
+
+// endLocal ends the hold in this process only: Done closes, keepalive stops
+// renewing it. It reports false if the hold had ended already. The caller
+// must tell the waits registry (released) once; s.mu must be held.
+func (h *hold) endLocal(err error) bool {
 	if h.isEnded {
-		return
+		return false
 	}
 	h.isEnded, h.err = true, err
 	h.timer.Stop()
 	delete(h.s.holds, h.token)
 	close(h.done)
-	h.s.l.waits.released(h.name)
+	return true
 }
 
 // extend moves the hold's deadline to until, never back; s.mu must be held.
@@ -228,11 +263,14 @@ func (h *hold) extend(until time.Time) {
 }
 
 // release frees the hold on the server, for Unlock and Resign, within an
-// internal timeout.
+// internal timeout. The hold ends in this process (Done closes, Err stays
+// nil) BEFORE the release is sent: once the server may give the lock to
+// another, no goroutine of ours may still believe it holds it. This
+// process's waiters are woken once the release has been answered.
 func (h *hold) release() error {
 	s := h.s
 	s.mu.Lock()
-	if h.isEnded || h.unlocking {
+	if h.isEnded {
 		err := h.err
 		s.mu.Unlock()
 		if err == nil {
@@ -240,8 +278,9 @@ func (h *hold) release() error {
 		}
 		return err
 	}
-	h.unlocking = true
+	h.endLocal(nil)
 	s.mu.Unlock()
+	defer s.l.waits.released(h.name)
 
 	ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.ttl, cleanupTimeout))
 	defer cancel()
@@ -251,21 +290,17 @@ func (h *hold) release() error {
 		lostReply = true
 		ok, err = s.l.store.release(ctx, h.name, h.token)
 	}
+	if testHookReleased != nil {
+		testHookReleased(s)
+	}
 	// After a lost reply, finding nothing to release may mean that the
 	// first attempt did release it.
 	ok = ok || (err == nil && lostReply)
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	switch {
-	case h.isEnded: // the session ended meanwhile
-		return h.err
 	case err != nil:
-		h.end(nil)
 		return fmt.Errorf("mongolock: unlock of %q not confirmed; the lock expires with its lease: %w", h.name, err)
 	case !ok:
-		h.end(ErrLockLost)
 		return fmt.Errorf("%w: %q was no longer held when unlocked", ErrLockLost, h.name)
 	}
-	h.end(nil)
 	return nil
 }

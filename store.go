@@ -37,9 +37,6 @@ type claim struct {
 	session string // "" for the seed API's locks
 	value   string // the leader's value, for elections
 	ttl     time.Duration
-	// sameOwner lets a session-less owner take again a lock it holds, as
-	// MySQL's GET_LOCK does.
-	sameOwner bool
 }
 
 // store runs the lock document operations, each one round trip.
@@ -66,9 +63,6 @@ func (s *store) acquire(ctx context.Context, c claim) (fence int64, ok bool, err
 		bson.D{{Key: "holder", Value: nil}},
 		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: surelyPast}}}},
 		bson.D{{Key: "holder", Value: c.holder}},
-	}
-	if c.sameOwner {
-		free = append(free, bson.D{{Key: "owner", Value: c.owner}, {Key: "session", Value: nil}})
 	}
 	filter := bson.D{{Key: "_id", Value: c.name}, {Key: "$or", Value: free}}
 	var session any // null for the seed API's locks
@@ -117,21 +111,24 @@ func (s *store) freeUpdate() bson.D {
 	}}}
 }
 
-// releaseAll frees every lock among holders that is still theirs, in one
-// round trip.
-func (s *store) releaseAll(ctx context.Context, holders []string) error {
+// releaseAll frees every lock of session among holders that is still
+// theirs, in one round trip. The session in the filter lets MongoDB serve
+// it from the {session: 1} index.
+func (s *store) releaseAll(ctx context.Context, session string, holders []string) error {
 	if len(holders) == 0 {
 		return nil
 	}
 	_, err := s.coll.UpdateMany(ctx,
-		bson.D{{Key: "holder", Value: bson.D{{Key: "$in", Value: holders}}}},
+		bson.D{{Key: "session", Value: session}, {Key: "holder", Value: bson.D{{Key: "$in", Value: holders}}}},
 		s.freeUpdate())
 	return err
 }
 
 // renew extends the leases of the given holders of one session that are
-// still live, in one round trip, and returns how many it extended. It never
-// brings back a lock that was released or has expired.
+// still live, in one round trip, and returns how many it matched. It never
+// brings back a lock that was released or has expired, and never moves a
+// lease's end backward: a renewal applied late (its reply lost, the next
+// one already through) cannot shorten a later one.
 func (s *store) renew(ctx context.Context, session string, holders []string, ttl time.Duration) (int64, error) {
 	now := s.clock.Now()
 	res, err := s.coll.UpdateMany(ctx,
@@ -140,17 +137,23 @@ func (s *store) renew(ctx context.Context, session string, holders []string, ttl
 			{Key: "holder", Value: bson.D{{Key: "$in", Value: holders}}},
 			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: now}}},
 		},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "expiresAt", Value: now.Add(ttl)}}}})
+		extendUpdate(now.Add(ttl)))
 	if err != nil {
 		return 0, err
 	}
 	return res.MatchedCount, nil
 }
 
-// liveHolders returns which of holders still hold a live lease.
-func (s *store) liveHolders(ctx context.Context, holders []string) (map[string]bool, error) {
+// extendUpdate moves a lease's end to until, never backward.
+func extendUpdate(until time.Time) bson.D {
+	return bson.D{{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: until}}}}
+}
+
+// liveHolders returns which of session's holders still hold a live lease.
+func (s *store) liveHolders(ctx context.Context, session string, holders []string) (map[string]bool, error) {
 	cur, err := s.coll.Find(ctx,
 		bson.D{
+			{Key: "session", Value: session},
 			{Key: "holder", Value: bson.D{{Key: "$in", Value: holders}}},
 			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: s.clock.Now()}}},
 		},

@@ -36,6 +36,7 @@ func TestBadInput(t *testing.T) {
 	closedSession := session(t, l)
 	closedSession.Close()
 	closedLocker, _ := e.locker("")
+	closedLockerSession := session(t, closedLocker)
 	closedLocker.Close()
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
@@ -67,6 +68,18 @@ func TestBadInput(t *testing.T) {
 			return newSession(ctx, l, mongolock.WithTTL(time.Second), mongolock.WithRenewInterval(time.Second))
 		}, mongolock.ErrInvalidTTL},
 		{"negative renew interval", func() error { return newSession(ctx, l, mongolock.WithRenewInterval(-1)) }, mongolock.ErrInvalidTTL},
+		{"renew interval leaving one renewal", func() error {
+			return newSession(ctx, l, mongolock.WithTTL(time.Second), mongolock.WithRenewInterval(500*time.Millisecond))
+		}, mongolock.ErrInvalidTTL},
+		{"TTL too short for margin and clock error", func() error { return newSession(ctx, l, mongolock.WithTTL(2*time.Millisecond)) }, mongolock.ErrInvalidTTL},
+		{"poll interval below 1ms", func() error {
+			_, err := mongolock.New(coll, mongolock.WithPollInterval(500*time.Microsecond))
+			return err
+		}, mongolock.ErrInvalidOption},
+		{"safety poll interval 0", func() error {
+			_, err := mongolock.New(coll, mongolock.WithSafetyPollInterval(0))
+			return err
+		}, mongolock.ErrInvalidOption},
 		{"empty session owner", func() error { return newSession(ctx, l, mongolock.WithOwner("")) }, mongolock.ErrInvalidOwner},
 		{"Mutex empty name", func() error { return s.NewMutex("").Lock(ctx) }, mongolock.ErrInvalidName},
 		{"Mutex long name TryLock", func() error { return s.NewMutex(long).TryLock(ctx) }, mongolock.ErrInvalidName},
@@ -81,6 +94,8 @@ func TestBadInput(t *testing.T) {
 		{"TryLock after Session.Close", func() error { return closedSession.NewMutex("n").TryLock(ctx) }, mongolock.ErrSessionClosed},
 		{"GetLock after Locker.Close", func() error { return closedLocker.GetLock(ctx, "n", "a", 0, time.Second) }, mongolock.ErrClosed},
 		{"NewSession after Locker.Close", func() error { return newSession(ctx, closedLocker) }, mongolock.ErrClosed},
+		{"TryLock after Locker.Close", func() error { return closedLockerSession.NewMutex("n").TryLock(ctx) }, mongolock.ErrClosed},
+		{"Campaign after Locker.Close", func() error { return closedLockerSession.NewElection("e").Campaign(ctx, "v") }, mongolock.ErrClosed},
 	}
 	before := snapshot(t, coll)
 	for _, c := range cases {

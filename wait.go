@@ -20,7 +20,8 @@ type waitRegistry struct {
 	maxPause    time.Duration // the poll interval
 	safetyPause time.Duration // the longest pause while the change stream runs
 	clock       *serverClock
-	watch       *watcher // nil: no change streams
+	watch       *watcher        // nil: no change streams
+	closed      <-chan struct{} // the Locker's: waits end with ErrClosed
 
 	mu       sync.Mutex
 	names    map[string]*nameQueue
@@ -40,11 +41,12 @@ type waiter struct {
 	freed bool          // the lock may be free: try now
 }
 
-func newWaitRegistry(o options, clock *serverClock) *waitRegistry {
+func newWaitRegistry(o options, clock *serverClock, closed <-chan struct{}) *waitRegistry {
 	return &waitRegistry{
 		maxPause:    o.pollInterval,
 		safetyPause: o.safetyPoll,
 		clock:       clock,
+		closed:      closed,
 		names:       map[string]*nameQueue{},
 	}
 }
@@ -86,8 +88,9 @@ type attempt struct {
 }
 
 // wait queues behind the waiters of name and returns when a.try succeeds
-// (nil), fails (its error), ctx ends (ctx.Err()), or stop is closed
-// (stopErr()).
+// (nil), fails (its error), ctx ends (ctx.Err()), the Locker closes
+// (ErrClosed), or stop is closed (stopErr()). A waiter that leaves with
+// news that the lock may be free, unused, passes it to the next.
 func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-chan struct{}, stopErr func() error) error {
 	w := &waiter{kick: make(chan struct{}, 1)}
 	r.mu.Lock()
@@ -95,7 +98,8 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	q.waiters = append(q.waiters, w)
 	tryNow := len(q.waiters) == 1
 	r.mu.Unlock()
-	defer r.leave(name, w)
+	news := false // told the lock may be free, and not yet tried since
+	defer func() { r.leave(name, w, news) }()
 	wanted := !tryNow // a waiter that waits wants the watcher's news
 	if wanted {
 		r.want()
@@ -108,9 +112,14 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	for {
 		if tryNow {
 			ok, err := a.try(ctx)
-			if ok || err != nil {
-				return err
+			if ok {
+				news = false
+				return nil
 			}
+			if err != nil {
+				return err // an attempt that did not conclude leaves the news to the next
+			}
+			news = false
 			if !wanted {
 				wanted = true
 				r.want()
@@ -122,6 +131,8 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-r.closed:
+			return ErrClosed
 		case <-stop:
 			return stopErr()
 		case <-timer.C:
@@ -130,6 +141,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			head, freed, pause := r.state(name, w)
 			switch {
 			case freed:
+				news = true
 				timer.Stop()
 				tryNow = true
 			case head:
@@ -191,14 +203,19 @@ func (r *waitRegistry) pauseLocked(q *nameQueue) time.Duration {
 	return jitter(q.pause)
 }
 
-// leave takes w out of name's queue; a new head is told to start polling.
-func (r *waitRegistry) leave(name string, w *waiter) {
+// leave takes w out of name's queue; a new head is told to start polling,
+// or to try at once when w leaves with news (news, or a wake-up not yet
+// read) that the lock may be free.
+func (r *waitRegistry) leave(name string, w *waiter, news bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	if i := slices.Index(q.waiters, w); i >= 0 {
 		q.waiters = slices.Delete(q.waiters, i, i+1)
-		if i == 0 && len(q.waiters) > 0 {
+		if len(q.waiters) > 0 && (news || w.freed) {
+			q.waiters[0].freed = true
+			signal(q.waiters[0].kick)
+		} else if i == 0 && len(q.waiters) > 0 {
 			// The old head took the lock or gave up; either way the new
 			// head polls, it does not try at once.
 			signal(q.waiters[0].kick)

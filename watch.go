@@ -157,7 +157,7 @@ func (w *watcher) run(ctx context.Context) {
 		token = w.drain(ctx, cs, token)
 		w.sink.streaming(false)
 		err = cs.Err()
-		cs.Close(context.Background())
+		closeStream(cs)
 		if ctx.Err() != nil {
 			return
 		}
@@ -171,8 +171,21 @@ func (w *watcher) run(ctx context.Context) {
 	}
 }
 
+// closeStream closes cs within a bound: its killCursors must not hold up
+// Locker.Close when the server is unreachable.
+func closeStream(cs eventStream) {
+	ctx, cancel := context.WithTimeout(context.Background(), streamCloseTimeout)
+	defer cancel()
+	cs.Close(ctx)
+}
+
+// streamCloseTimeout bounds the killCursors of a closing change stream.
+const streamCloseTimeout = 2 * time.Second
+
 // drain fans the stream's events out until it ends, and returns the token
-// to resume from (nil after an invalidating event).
+// to resume from: the stream's latest (which moves on past events the
+// server filtered out, with each batch's postBatchResumeToken), or nil
+// after an invalidating event.
 func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bson.Raw {
 	for cs.Next(ctx) {
 		var ev changeEvent
@@ -188,6 +201,9 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 		default:
 			w.sink.notify(ev.DocumentKey.ID)
 		}
+	}
+	if t := cs.ResumeToken(); t != nil {
+		token = t
 	}
 	return token
 }

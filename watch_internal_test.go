@@ -20,20 +20,25 @@ import (
 type step struct {
 	op, name string
 	err      error
+	token    string // moves the resume token on without an event (postBatchResumeToken)
 }
 
 type scriptStream struct {
-	steps  []step
-	i      int
-	err    error
-	token  bson.Raw
-	closed chan struct{}
+	hangClose bool // Close waits for its ctx: a server that does not answer
+	steps     []step
+	i         int
+	err       error
+	token     bson.Raw
+	closed    chan struct{}
 }
 
 func (s *scriptStream) Next(ctx context.Context) bool {
 	if s.i < len(s.steps) {
 		st := s.steps[s.i]
 		s.i++
+		if st.token != "" {
+			s.token = tokenOf(st.token)
+		}
 		if st.err != nil {
 			s.err = st.err
 			return false
@@ -55,9 +60,16 @@ func (s *scriptStream) Decode(v any) error {
 	return bson.Unmarshal(raw, v)
 }
 
-func (s *scriptStream) ResumeToken() bson.Raw           { return s.token }
-func (s *scriptStream) Err() error                      { return s.err }
-func (s *scriptStream) Close(ctx context.Context) error { close(s.closed); return nil }
+func (s *scriptStream) ResumeToken() bson.Raw { return s.token }
+func (s *scriptStream) Err() error            { return s.err }
+func (s *scriptStream) Close(ctx context.Context) error {
+	close(s.closed)
+	if s.hangClose {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
+}
 
 func tokenOf(s string) bson.Raw {
 	raw, _ := bson.Marshal(bson.D{{Key: "_data", Value: s}})
@@ -67,11 +79,12 @@ func tokenOf(s string) bson.Raw {
 // script opens the given streams in turn, recording the resume token each
 // open was given; opens past the script fail with errs[i] or block.
 type script struct {
-	mu      sync.Mutex
-	streams [][]step
-	openErr []error // per open, before streams are used; nil: use a stream
-	opens   []string
-	all     []*scriptStream
+	hangClose bool
+	mu        sync.Mutex
+	streams   [][]step
+	openErr   []error // per open, before streams are used; nil: use a stream
+	opens     []string
+	all       []*scriptStream
 }
 
 func (sc *script) open(ctx context.Context, token bson.Raw) (eventStream, error) {
@@ -93,7 +106,7 @@ func (sc *script) open(ctx context.Context, token bson.Raw) (eventStream, error)
 	if len(sc.streams) > 0 {
 		steps, sc.streams = sc.streams[0], sc.streams[1:]
 	}
-	s := &scriptStream{steps: steps, closed: make(chan struct{})}
+	s := &scriptStream{steps: steps, closed: make(chan struct{}), hangClose: sc.hangClose}
 	sc.all = append(sc.all, s)
 	return s, nil
 }

@@ -72,12 +72,14 @@ func check(c config, faultLog string, histories []string, ran, final time.Durati
 	}
 	for _, hs := range byName {
 		r.checkName(hs, c, faults)
+		r.checkBeliefs(hs, faults)
 	}
 	for _, h := range ended {
 		r.checkPause(h, faults)
 	}
 	r.print(out, c)
-	if r.overlapAccepted > 0 || r.outOfOrder > 0 || r.stuck > 0 || final < 0 || final > c.ttl+c.poll+time.Second {
+	if r.overlapAccepted > 0 || r.outOfOrder > 0 || r.stuck > 0 || r.beliefUnexplained > 0 ||
+		final < 0 || final > c.ttl+c.poll+time.Second {
 		return 1, nil
 	}
 	return 0, nil
@@ -92,6 +94,7 @@ type report struct {
 	stuck, takeovers                         int
 	paused, pausedSeen, pausedAccepted       int
 	staleAfterNewer                          int
+	beliefPaused, beliefUnexplained          int
 	details                                  []string
 	longestTakeover                          time.Duration
 }
@@ -160,6 +163,50 @@ func (r *report) checkName(hs []hold, c config, faults []fault) {
 	}
 }
 
+// checkBeliefs judges the holders' beliefs: two holds of one name whose
+// intervals from Lock returning to Done closing overlap are explained only
+// by a SIGSTOP of the older holder's worker during its hold (its timers
+// could not fire); any other overlap is a violation: a cut-off or slowed
+// holder must have let go in time. A hold whose worker was killed believed
+// until the kill.
+func (r *report) checkBeliefs(hs []hold, faults []fault) {
+	end := func(h hold) int64 {
+		if h.DoneAt != 0 {
+			return h.DoneAt
+		}
+		if k := killAfter(faults, h); k != 0 {
+			return k
+		}
+		return h.EndAt // a history of before DoneAt was recorded
+	}
+	for i, a := range hs { // sorted by LockAt
+		aEnd := end(a)
+		for _, b := range hs[i+1:] {
+			if b.LockAt >= aEnd {
+				break
+			}
+			if paused(faults, a.Worker, a.LockAt, aEnd) {
+				r.beliefPaused++ // one per older hold: it outlasted the next ones for one cause
+				break
+			}
+			r.beliefUnexplained++
+			r.details = append(r.details, fmt.Sprintf("%s: token %d (worker %d) believed it held %v after token %d (worker %d) locked, with no pause of its worker",
+				a.Name, a.Token, a.Worker, time.Duration(aEnd-b.LockAt), b.Token, b.Worker))
+		}
+	}
+}
+
+// paused reports whether worker was stopped (SIGSTOP) at some time
+// between from and to.
+func paused(faults []fault, worker int, from, to int64) bool {
+	for _, f := range faults {
+		if f.Kind == "pause" && f.Worker == worker && f.At < to && f.Until > from {
+			return true
+		}
+	}
+	return false
+}
+
 // checkPause looks at a hold whose worker was paused (SIGSTOP for longer
 // than the TTL) while it held: it should have seen Done fire before its
 // write, and the fence should have refused that write.
@@ -202,8 +249,8 @@ func quietBetween(faults []fault, from, to int64) bool {
 func (r *report) print(w io.Writer, c config) {
 	fmt.Fprintf(w, "torture: %v, %d workers x %d goroutines, %d names, TTL %v, poll %v\n",
 		r.ran.Round(time.Second), c.workers, c.goroutines, c.names, c.ttl, c.poll)
-	fmt.Fprintf(w, "faults: kill %d, pause %d, restart %d, cut %d, delay %d; clock skew on %d workers\n",
-		r.faults["kill"], r.faults["pause"], r.faults["restart"], r.faults["cut"], r.faults["delay"],
+	fmt.Fprintf(w, "faults: kill %d, pause %d, restart %d, cut %d, delay %d, wall-clock step ±15s %d; clock skew on %d workers\n",
+		r.faults["kill"], r.faults["pause"], r.faults["restart"], r.faults["cut"], r.faults["delay"], r.faults["step"],
 		min(len(skews), c.workers-1))
 	fmt.Fprintf(w, "holds: %d completed, %d cut short by a kill, %d lost before unlock\n", r.holds, r.killedHolds, r.lost)
 	fmt.Fprintf(w, "fenced writes: %d accepted, %d rejected; written after Done fired: %d (%d accepted)\n",
@@ -212,12 +259,14 @@ func (r *report) print(w io.Writer, c config) {
 	fmt.Fprintf(w, "holds spanning a pause of their worker: %d; Done seen before the write: %d; writes accepted: %d\n",
 		r.paused, r.pausedSeen, r.pausedAccepted)
 	fmt.Fprintf(w, "holds overlapping in time: %d (a paused or cut-off holder; the fence decides)\n", r.overlapping)
+	fmt.Fprintf(w, "holds still believed when a newer one's Lock returned (Done not yet closed): %d spanning a SIGSTOP of their worker, %d overlaps without\n",
+		r.beliefPaused, r.beliefUnexplained)
 	fmt.Fprintf(w, "takeovers after a kill: %d, longest %v (bound TTL + poll + 250ms = %v)\n",
 		r.takeovers, r.longestTakeover.Round(time.Millisecond), c.ttl+c.poll+250*time.Millisecond)
 	fmt.Fprintf(w, "final: every lock taken within %v\n", r.final.Round(time.Millisecond))
 	for _, d := range r.details {
 		fmt.Fprintln(w, "  overlap:", d)
 	}
-	fmt.Fprintf(w, "VIOLATIONS: overlapping accepted writes %d, accepted writes out of token order %d, stuck locks %d\n",
-		r.overlapAccepted, r.outOfOrder, r.stuck)
+	fmt.Fprintf(w, "VIOLATIONS: overlapping accepted writes %d, accepted writes out of token order %d, stuck locks %d, unexplained overlapping beliefs %d\n",
+		r.overlapAccepted, r.outOfOrder, r.stuck, r.beliefUnexplained)
 }

@@ -161,7 +161,7 @@ func (d *driver) histories() []string {
 
 // inject runs faults in turn until the deadline.
 func (d *driver) inject(ctx context.Context, deadline time.Time) {
-	kinds := []string{"kill", "pause", "restart", "cut", "delay"}
+	kinds := []string{"kill", "pause", "restart", "cut", "delay", "step"}
 	for n := 0; ; n++ {
 		if !sleepUntil(time.Now().Add(d.c.faultEvery), deadline) {
 			return
@@ -193,6 +193,13 @@ func (d *driver) inject(ctx context.Context, deadline time.Time) {
 			d.srv.Delay(d.c.ttl / 4)
 			time.Sleep(2 * d.c.ttl)
 			d.srv.Delay(0)
+		case "step": // the wall clock a worker gives the library jumps by +15s or -15s
+			f.Worker = w
+			sig := syscall.SIGUSR1
+			if rand.N(2) == 0 {
+				sig = syscall.SIGUSR2
+			}
+			d.signal(w, sig)
 		}
 		f.Until = now()
 		d.faults.add(f)

@@ -22,6 +22,7 @@ type hold struct {
 	Seq      int64  `json:"seq"`      // the resource's write sequence number, when accepted
 	Stale    bool   `json:"stale"`    // written after Done had fired (to prove the fence)
 	EndAt    int64  `json:"endAt"`    // Unlock called, or loss seen
+	DoneAt   int64  `json:"doneAt"`   // Done closed: the holder stopped believing it holds
 	Lost     bool   `json:"lost"`     // Done fired before Unlock
 }
 

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,9 +50,14 @@ func worker(args []string) int {
 	}
 	defer client.Disconnect(context.Background())
 	db := client.Database("torture")
+	clock := newStepClock(*skew)
+	steps := make(chan os.Signal, 4)
+	signal.Notify(steps, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(steps)
+	go clock.follow(steps)
 	locker, err := mongolock.New(db.Collection("locks"),
 		mongolock.WithPollInterval(*poll),
-		mongolock.WithClock(func() time.Time { return time.Now().Add(*skew) }),
+		mongolock.WithClock(clock),
 		mongolock.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -108,6 +114,12 @@ func (w *work) once(ctx context.Context, s *mongolock.Session) {
 		return
 	}
 	h.LockAt, h.Token = now(), m.Token()
+	// When Done closes: the end of this process's belief that it holds.
+	doneAt := make(chan int64, 1)
+	go func(done <-chan struct{}) {
+		<-done
+		doneAt <- now()
+	}(m.Done())
 	w.j.add(h) // begins: a worker killed now leaves this line
 	w.claim(name, h.Token)
 	time.Sleep(time.Duration(5+rand.N(20)) * time.Millisecond) // the guarded work
@@ -126,8 +138,37 @@ func (w *work) once(ctx context.Context, s *mongolock.Session) {
 	default:
 	}
 	h.EndAt = now()
-	w.j.add(h)
 	m.Unlock()
+	h.DoneAt = <-doneAt
+	w.j.add(h)
+}
+
+// stepClock is the clock the worker gives the library: the machine's,
+// with its wall time off by a skew that SIGUSR1 and SIGUSR2 step by +15s
+// and -15s (an NTP step, a resumed VM); its monotonic reading never steps.
+type stepClock struct {
+	origin time.Time
+	skew   atomic.Int64
+}
+
+func newStepClock(skew time.Duration) *stepClock {
+	c := &stepClock{origin: time.Now()}
+	c.skew.Store(int64(skew))
+	return c
+}
+
+func (c *stepClock) Now() time.Time           { return time.Now().Add(time.Duration(c.skew.Load())) }
+func (c *stepClock) Monotonic() time.Duration { return time.Since(c.origin) }
+
+// follow steps the wall clock on each signal until sigs is no longer fed.
+func (c *stepClock) follow(sigs <-chan os.Signal) {
+	for sig := range sigs {
+		if sig == syscall.SIGUSR1 {
+			c.skew.Add(int64(15 * time.Second))
+		} else {
+			c.skew.Add(int64(-15 * time.Second))
+		}
+	}
 }
 
 // claim registers a new hold's token with the resource at once: from then

@@ -31,6 +31,7 @@ import (
 const (
 	exitUsage   = 2  // bad flags, bad URI, unreachable server
 	exitTimeout = 75 // the lock stayed held for --wait (EX_TEMPFAIL, as flock -w)
+	exitLost    = 76 // run: the lock was lost while CMD ran (or before it started): CMD was terminated
 )
 
 const usage = `mongolock: a distributed lock in MongoDB, for commands and operators.

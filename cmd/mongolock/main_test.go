@@ -81,6 +81,7 @@ func (e *cliEnv) cmd(sub string, args ...string) *exec.Cmd {
 	all := append([]string{sub, "--db", "mongolock_test", "--collection", e.coll}, args...)
 	c := exec.Command(bin, all...)
 	c.Stderr = &bytes.Buffer{}
+	c.WaitDelay = 10 * time.Second // a leftover child holding the output pipes
 	return c
 }
 
@@ -205,6 +206,101 @@ func TestRunLostHold(t *testing.T) {
 	if !strings.Contains(c.Stderr.(*bytes.Buffer).String(), "lost") {
 		t.Fatalf("stderr does not say the lock was lost: %s", c.Stderr)
 	}
+	// The command exited 0 on SIGTERM; mongolock says the lock was lost.
+	if code := c.ProcessState.ExitCode(); code != 76 {
+		t.Fatalf("exit status %d after a lost lock, want 76", code)
+	}
+}
+
+// TestRunKillsWholeGroup: the job's background child is part of the job:
+// when the lock is lost it is terminated too, before mongolock exits.
+func TestRunKillsWholeGroup(t *testing.T) {
+	e := newCLIEnv(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	c := e.cmd("run", "--ttl", "3s", "group", "--", "sh", "-c", `sleep 300 >/dev/null 2>&1 & echo $! > `+pidFile+`; wait`)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := readPID(t, pidFile)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	if err := e.locker.ForceRelease(context.Background(), "group"); err != nil {
+		t.Fatal(err)
+	}
+	c.Wait()
+	if alive(pid) {
+		t.Fatalf("the job's background sleep (pid %d) outlived mongolock; stderr %s", pid, c.Stderr)
+	}
+	if code := c.ProcessState.ExitCode(); code != 76 {
+		t.Fatalf("exit status %d, want 76; stderr %s", code, c.Stderr)
+	}
+}
+
+// TestRunJobDiesWithMongolock: mongolock killed with SIGKILL takes its
+// command with it (the parent-death signal), so no job runs unguarded.
+func TestRunJobDiesWithMongolock(t *testing.T) {
+	e := newCLIEnv(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	c := e.cmd("run", "orphan", "--", "sh", "-c", `echo $$ > `+pidFile+`; exec sleep 300 >/dev/null 2>&1`)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := readPID(t, pidFile)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	c.Process.Kill()
+	c.Wait()
+	for deadline := time.Now().Add(10 * time.Second); alive(pid); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the command (pid %d) outlived mongolock's SIGKILL", pid)
+		}
+	}
+}
+
+// TestRunSignalWhileWaiting: SIGINT while waiting for the lock exits 130,
+// and the command never runs.
+func TestRunSignalWhileWaiting(t *testing.T) {
+	e := newCLIEnv(t)
+	if err := e.locker.GetLock(context.Background(), "busy", "other", 0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ran := filepath.Join(t.TempDir(), "ran")
+	c := e.cmd("run", "busy", "--", "touch", ran)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // connected and waiting; an earlier signal exits 130 too
+	c.Process.Signal(syscall.SIGINT)
+	c.Wait()
+	if code := c.ProcessState.ExitCode(); code != 130 {
+		t.Fatalf("exit status %d after SIGINT while waiting, want 130; stderr %s", code, c.Stderr)
+	}
+	if _, err := os.Stat(ran); err == nil {
+		t.Fatal("the command ran")
+	}
+}
+
+// readPID waits for path and returns the process id written in it.
+func readPID(t *testing.T, path string) int {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		data, _ := os.ReadFile(path)
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no pid in %s", path)
+		}
+	}
+}
+
+// alive reports whether the process pid exists and is not a zombie.
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return syscall.Kill(pid, 0) == nil
+	}
+	// pid (comm) STATE ...: the state follows the last ')'.
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
 }
 
 func TestAdminCommands(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,9 +21,14 @@ func (c *cli) run(args []string) int {
 		"mongolock run --wait 10s nightly-report -- ./report.sh --full",
 		"Waits for the lock NAME, runs CMD with MONGOLOCK_NAME and MONGOLOCK_TOKEN (the fencing\n"+
 			"token) in its environment, releases the lock when CMD exits and exits with CMD's status.\n"+
-			"If the lock is lost while CMD runs, CMD gets SIGTERM and then SIGKILL, both before the\n"+
-			"lease can expire on the server. SIGINT and SIGTERM sent to mongolock are passed to CMD.\n"+
-			"Gives up with exit status 75 if the lock is still held after --wait.")
+			"CMD runs in its own process group, which mongolock owns: SIGINT and SIGTERM sent to\n"+
+			"mongolock are passed to the whole group; if the lock is lost while CMD runs, the group\n"+
+			"gets SIGTERM and then SIGKILL, both before the lease can expire on the server, and\n"+
+			"mongolock exits 76 whatever CMD's status; what CMD leaves running in its group when it\n"+
+			"exits gets SIGTERM, then SIGKILL after --grace; mongolock exits, and releases the lock,\n"+
+			"only once the group is gone. On Linux, CMD gets SIGKILL if mongolock itself dies.\n"+
+			"Gives up with exit status 75 if the lock is still held after --wait, and with 128+N on\n"+
+			"signal N while waiting (130 for SIGINT).")
 	ttl := fs.Duration("ttl", mongolock.DefaultTTL, "lease length, renewed while CMD runs")
 	wait := fs.Duration("wait", -1, "give up (exit 75) if not locked within this time; 0 tries once; default waits forever")
 	grace := fs.Duration("grace", 0, "time between SIGTERM and SIGKILL when the lock is lost (default TTL/20; must be below TTL/10)")
@@ -74,11 +80,12 @@ func (c *cli) run(args []string) int {
 		return code
 	}
 	defer m.Unlock()
+	adoptOrphans()
 	return c.runHeld(m, argv, *grace, sigs)
 }
 
 // acquire takes the lock within wait (negative: forever), giving up on
-// SIGINT/SIGTERM.
+// SIGINT/SIGTERM with 128 + the signal's number.
 func (c *cli) acquire(ctx context.Context, m *mongolock.Mutex, wait time.Duration, sigs chan os.Signal) (int, bool) {
 	if wait == 0 {
 		if err := m.TryLock(ctx); err != nil {
@@ -96,53 +103,82 @@ func (c *cli) acquire(ctx context.Context, m *mongolock.Mutex, wait time.Duratio
 		wctx, cancel = context.WithTimeout(wctx, wait)
 		defer cancel()
 	}
+	var got atomic.Int32 // the signal that ended the wait
 	go func() {
 		select {
 		case sig := <-sigs:
 			fmt.Fprintf(c.stderr, "mongolock: %v while waiting for the lock\n", sig)
+			got.Store(int32(sig.(syscall.Signal)))
 			cancel()
 		case <-wctx.Done():
 		}
 	}()
 	if err := m.Lock(wctx); err != nil {
+		if sig := got.Load(); sig != 0 {
+			return 128 + int(sig), false
+		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			fmt.Fprintf(c.stderr, "mongolock: %q still held after %v\n", m.Name(), wait)
 			return exitTimeout, false
-		}
-		if errors.Is(err, context.Canceled) {
-			return 128 + int(syscall.SIGTERM), false
 		}
 		return c.fail(err), false
 	}
 	return 0, true
 }
 
-// runHeld runs argv while m is held, and returns its exit status.
+// runHeld runs argv in a process group of its own while m is held, and
+// returns its exit status, or exitLost if the hold ended first.
 func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, sigs chan os.Signal) int {
+	select {
+	case <-m.Done():
+		fmt.Fprintf(c.stderr, "mongolock: lock %q lost before the command started (%v); not running it\n", m.Name(), m.Err())
+		return exitLost
+	default:
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), "MONGOLOCK_NAME="+m.Name(), "MONGOLOCK_TOKEN="+strconv.FormatInt(m.Token(), 10))
+	cmd.SysProcAttr = jobAttr()
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintln(c.stderr, "mongolock:", err)
 		return 127
 	}
+	job := jobGroup(cmd.Process.Pid)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	lost := m.Done()
+	wasLost, killed := false, false
 	var kill <-chan time.Time
 	for {
 		select {
 		case sig := <-sigs:
-			cmd.Process.Signal(sig)
+			job.signal(sig.(syscall.Signal))
 		case <-lost:
-			lost = nil
-			fmt.Fprintf(c.stderr, "mongolock: lock %q lost (%v): terminating the command\n", m.Name(), m.Err())
-			cmd.Process.Signal(syscall.SIGTERM)
+			lost, wasLost = nil, true
+			fmt.Fprintf(c.stderr, "mongolock: lock %q lost (%v): terminating the command's process group\n", m.Name(), m.Err())
+			job.signal(syscall.SIGTERM)
 			kill = time.After(grace)
 		case <-kill:
-			cmd.Process.Kill()
+			job.signal(syscall.SIGKILL)
+			kill, killed = nil, true
 		case err := <-exited:
-			return exitStatus(err)
+			code := exitStatus(err)
+			// What the command left in its group ends before the lock is
+			// released: the job is the whole group.
+			job.end(grace, kill, killed)
+			if !wasLost {
+				select {
+				case <-m.Done(): // lost while the command ran, seen only now
+					wasLost = m.Err() != nil
+				default:
+				}
+			}
+			if wasLost {
+				fmt.Fprintf(c.stderr, "mongolock: lock %q was lost while the command ran (its status was %d): exiting %d\n",
+					m.Name(), code, exitLost)
+				return exitLost
+			}
+			return code
 		}
 	}
 }
@@ -160,4 +196,51 @@ func exitStatus(err error) int {
 		return 1
 	}
 	return 0
+}
+
+// group is a job's process group, led by the command mongolock started.
+type group int
+
+func jobGroup(pid int) group { return group(pid) }
+
+// signal sends sig to every process of the group.
+func (g group) signal(sig syscall.Signal) { syscall.Kill(-int(g), sig) }
+
+// alive reports whether any process of the group is left, reaping those
+// that were reparented to mongolock (see adoptOrphans).
+func (g group) alive() bool {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-int(g), &ws, syscall.WNOHANG, nil)
+		if err != nil || pid <= 0 {
+			break
+		}
+	}
+	return syscall.Kill(-int(g), 0) == nil
+}
+
+// end waits until the group is gone once its leader has exited: what is
+// left gets SIGTERM at once, then SIGKILL after grace, unless a kill timer
+// already runs or SIGKILL was already sent.
+func (g group) end(grace time.Duration, kill <-chan time.Time, killed bool) {
+	if !g.alive() {
+		return
+	}
+	switch {
+	case killed:
+		g.signal(syscall.SIGKILL)
+	case kill == nil:
+		g.signal(syscall.SIGTERM)
+		kill = time.After(grace)
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for g.alive() {
+		select {
+		case <-kill:
+			g.signal(syscall.SIGKILL)
+			kill = nil
+		case <-tick.C:
+		}
+	}
 }

@@ -1,6 +1,8 @@
 // Package cutproxy is a TCP forwarder for tests that can cut every
-// connection at once: to its clients the server becomes unreachable, while
-// other clients still reach it.
+// connection at once (to its clients the server becomes unreachable, while
+// other clients still reach it), restore the link, and hold the server's
+// replies back (a slow link, or with a long delay a server that stopped
+// answering).
 package cutproxy
 
 import (
@@ -24,6 +26,7 @@ type Proxy struct {
 	delay  atomic.Int64 // nanoseconds each server reply is held back
 	mu     sync.Mutex
 	conns  []net.Conn
+	cutNow chan struct{} // closed by Cut: held-back replies are dropped
 	wg     sync.WaitGroup
 }
 
@@ -62,7 +65,7 @@ func Start(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, target: target}
+	p := &Proxy{ln: ln, target: target, cutNow: make(chan struct{})}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -121,7 +124,18 @@ func (p *Proxy) pipe(dst, src net.Conn, replies bool) {
 		if _, err := io.ReadFull(src, msg[4:]); err != nil {
 			return
 		}
-		time.Sleep(time.Duration(p.delay.Load()))
+		if d := time.Duration(p.delay.Load()); d > 0 {
+			p.mu.Lock()
+			cut := p.cutNow
+			p.mu.Unlock()
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-cut:
+				t.Stop()
+				return
+			}
+		}
 		if _, err := dst.Write(msg); err != nil {
 			return
 		}
@@ -131,7 +145,8 @@ func (p *Proxy) pipe(dst, src net.Conn, replies bool) {
 // Delay holds every reply from the server back for d (0: none).
 func (p *Proxy) Delay(d time.Duration) { p.delay.Store(int64(d)) }
 
-// Cut closes every connection and refuses new ones.
+// Cut closes every connection, drops the replies held back, and refuses
+// new connections until Restore.
 func (p *Proxy) Cut() {
 	p.cut.Store(true)
 	p.mu.Lock()
@@ -139,7 +154,20 @@ func (p *Proxy) Cut() {
 		c.Close()
 	}
 	p.conns = nil
+	select {
+	case <-p.cutNow:
+	default:
+		close(p.cutNow)
+	}
 	p.mu.Unlock()
+}
+
+// Restore accepts connections again after Cut; clients reconnect.
+func (p *Proxy) Restore() {
+	p.mu.Lock()
+	p.cutNow = make(chan struct{})
+	p.mu.Unlock()
+	p.cut.Store(false)
 }
 
 // Close cuts and stops the proxy, and waits for its goroutines.

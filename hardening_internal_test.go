@@ -1,0 +1,237 @@
+package mongolock
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/mongolock/mongolock/internal/cutproxy"
+)
+
+// internalColl returns a fresh collection on MONGODB_URI, dropped at the
+// end of the test.
+func internalColl(t *testing.T) *mongo.Collection {
+	t.Helper()
+	c, err := mongo.Connect(mopt.Client().ApplyURI(os.Getenv("MONGODB_URI")).SetTimeout(30 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [4]byte
+	rand.Read(b[:])
+	coll := c.Database("mongolock_test").Collection("internal_" + hex.EncodeToString(b[:]))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		coll.Drop(ctx)
+		c.Disconnect(ctx)
+	})
+	return coll
+}
+
+func internalLocker(t *testing.T, coll *mongo.Collection, opts ...Option) *Locker {
+	t.Helper()
+	l, err := New(coll, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// TestUnlockRacingKeepalive: a keepalive tick that runs after the server
+// freed the lock for an Unlock, and before the Unlock saw the reply, does
+// not report a loss: Unlock returns nil and Err stays nil.
+func TestUnlockRacingKeepalive(t *testing.T) {
+	l := internalLocker(t, internalColl(t))
+	ctx := context.Background()
+	s, err := l.NewSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m := s.NewMutex("race")
+	if err := m.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testHookReleased = func(s *Session) { s.renew() }
+	defer func() { testHookReleased = nil }()
+	if err := m.Unlock(); err != nil {
+		t.Fatalf("Unlock racing a keepalive tick: %v", err)
+	}
+	if err := m.Err(); err != nil {
+		t.Fatalf("Err after Unlock racing a keepalive tick: %v", err)
+	}
+}
+
+// TestIsFreeLockWithinClockError: inside the window where a taker would
+// not yet count an expired lease as over (its clock's error), IsFreeLock,
+// IsUsedLock and Status say held, as GetLock acts.
+func TestIsFreeLockWithinClockError(t *testing.T) {
+	coll := internalColl(t)
+	other := internalLocker(t, coll)
+	l := internalLocker(t, coll)
+	ctx := context.Background()
+	if _, err := l.IsFreeLock(ctx, "w"); err != nil { // measures
+		t.Fatal(err)
+	}
+	l.clock.mu.Lock()
+	l.clock.rtt = 20 * time.Second // an error bound of 10s
+	l.clock.mu.Unlock()
+	if err := other.GetLock(ctx, "w", "alice", 0, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	for free := false; !free; time.Sleep(20 * time.Millisecond) { // expired for a tight clock
+		free, _ = other.IsFreeLock(ctx, "w")
+	}
+	free, err := l.IsFreeLock(ctx, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	getErr := l.GetLock(ctx, "w", "bob", 0, time.Second)
+	if free != (getErr == nil) {
+		t.Fatalf("IsFreeLock = %v but GetLock = %v", free, getErr)
+	}
+	if st, _ := l.Status(ctx, "w"); st.Held == free {
+		t.Fatalf("Status.Held = %v, IsFreeLock = %v", st.Held, free)
+	}
+}
+
+// TestHoldDeadlineUsesErrorAtSend: a hold's deadline allows for the
+// clock's error known when its acquire was sent, not for a tighter one
+// measured while the reply was on its way (the times written were off by
+// the error at sending).
+func TestHoldDeadlineUsesErrorAtSend(t *testing.T) {
+	proxy, uri, err := cutproxy.ForURI(os.Getenv("MONGODB_URI"))
+	if err != nil {
+		t.Skip(err)
+	}
+	defer proxy.Close()
+	c, err := mongo.Connect(mopt.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(context.Background())
+	l := internalLocker(t, c.Database("mongolock_test").Collection(internalColl(t).Name()))
+	ctx := context.Background()
+	s, err := l.NewSession(ctx, WithTTL(20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	setRTT := func(d time.Duration) {
+		l.clock.mu.Lock()
+		l.clock.rtt = d
+		l.clock.mu.Unlock()
+	}
+	setRTT(4 * time.Second) // an error of 2s when the acquire is sent
+	proxy.Delay(300 * time.Millisecond)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		setRTT(2 * time.Millisecond) // tight by the time the reply comes
+	}()
+	m := s.NewMutex("n")
+	if err := m.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Delay(0)
+	h := m.hold()
+	s.mu.Lock()
+	left := time.Until(h.validUntil)
+	s.mu.Unlock()
+	if most := 20*time.Second - s.margin - 2*time.Second; left > most {
+		t.Fatalf("the hold believes in %v more, beyond TTL - margin - the error at sending (%v)", left, most)
+	}
+	m.Unlock()
+}
+
+// TestWaiterPassesNews: a head told that the lock may be free gives up
+// (its ctx ends) before trying: the news goes to the next waiter, which
+// tries at once instead of at its next poll (an hour away here).
+func TestWaiterPassesNews(t *testing.T) {
+	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
+	clock := newServerClock(f, f.hello, 0)
+	clock.Ensure(context.Background())
+	r := newWaitRegistry(options{pollInterval: time.Hour, safetyPoll: time.Hour}, clock, nil)
+	headCtx, cancelHead := context.WithCancel(context.Background())
+	headTried := make(chan struct{}, 10)
+	headDone := make(chan error, 1)
+	go func() {
+		headDone <- r.wait(headCtx, "n", attempt{try: func(context.Context) (bool, error) {
+			headTried <- struct{}{}
+			return false, nil
+		}}, nil, nil)
+	}()
+	<-headTried // the head tried once and waits
+	nextTried := make(chan struct{}, 10)
+	nextDone := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		nextDone <- r.wait(ctx, "n", attempt{try: func(context.Context) (bool, error) {
+			nextTried <- struct{}{}
+			return true, nil
+		}}, nil, nil)
+	}()
+	for { // the second waiter is queued
+		r.mu.Lock()
+		n := len(r.names["n"].waiters)
+		r.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancelHead()
+	r.wake("n") // the news reaches the head as it gives up
+	<-headDone
+	select {
+	case <-nextTried:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the news that the lock may be free was lost with the head that gave up")
+	}
+	if err := <-nextDone; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWatcherResumesFromLatestToken: a stream that ends after moving its
+// resume token past the last event it passed (the server's
+// postBatchResumeToken) is resumed from that token.
+func TestWatcherResumesFromLatestToken(t *testing.T) {
+	transient := mongo.CommandError{Code: 6, Name: "HostUnreachable", Labels: []string{"ResumableChangeStreamError"}}
+	sc := &script{streams: [][]step{
+		{{op: "update", name: "a"}, {token: "later", err: transient}},
+		{{op: "update", name: "b"}},
+	}}
+	rec := newRecorder()
+	w := newTestWatcher(sc, rec, nil)
+	w.want()
+	rec.waitFor(t, 6)
+	w.close()
+	if opens := sc.openedWith(); len(opens) < 2 || opens[1] != "later" {
+		t.Fatalf("opened with tokens %q, want a resume from the stream's latest token", opens)
+	}
+}
+
+// TestWatcherCloseBounded: closing the stream (killCursors) when the
+// server does not answer does not hold up Locker.Close.
+func TestWatcherCloseBounded(t *testing.T) {
+	sc := &script{hangClose: true, streams: [][]step{{{op: "update", name: "a"}}}}
+	rec := newRecorder()
+	w := newTestWatcher(sc, rec, nil)
+	w.want()
+	rec.waitFor(t, 3)
+	done := make(chan struct{})
+	go func() { w.close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(4 * streamCloseTimeout):
+		t.Fatal("watcher.close waited for a server that does not answer")
+	}
+}
