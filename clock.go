@@ -97,6 +97,26 @@ func (c *serverClock) Now() time.Time {
 	return c.server.Add(mono - c.at)
 }
 
+// Read returns Now and Uncertainty of one estimate, read together: the
+// times a request writes and the error its holder allows for.
+func (c *serverClock) Read() (now time.Time, unc time.Duration) {
+	mono := c.local.Monotonic()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	unc = c.rtt/2 + time.Millisecond
+	if !c.measured {
+		return c.local.Now().Round(0), unc
+	}
+	return c.server.Add(mono - c.at), unc
+}
+
+// Measured reports whether the server's clock was measured at least once.
+func (c *serverClock) Measured() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.measured
+}
+
 // Uncertainty bounds the error of Now: half the round trip of the
 // measurement in use. Leases allow for it on both sides: a holder gives up
 // its hold this much earlier, a taker waits this much longer.

@@ -43,9 +43,13 @@ func (s *Session) renew() bool {
 		tokens = append(tokens, tok)
 	}
 	s.mu.Unlock()
-	if err := s.l.clock.Ensure(s.ctx); err != nil {
-		s.l.opts.logger.Warn("mongolock: could not read the server's clock", "session", s.id, "err", err)
-	}
+	// The clock is refreshed after the renewal, never before it: a slow
+	// hello must not hold a renewal back past the lease.
+	defer func() {
+		if err := s.l.clock.Ensure(s.ctx); err != nil && s.ctx.Err() == nil {
+			s.l.opts.logger.Warn("mongolock: could not read the server's clock", "session", s.id, "err", err)
+		}
+	}()
 	if len(tokens) == 0 {
 		return true
 	}
@@ -55,8 +59,9 @@ func (s *Session) renew() bool {
 	// up in time whatever this call does.
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.ttl)
 	defer cancel()
-	sent, lease := time.Now(), s.lease(s.l.clock.Uncertainty())
-	n, err := s.l.store.renew(ctx, s.id, tokens, s.opts.ttl)
+	now, unc := s.l.clock.Read()
+	sent, lease := time.Now(), s.lease(unc)
+	n, err := s.l.store.renew(ctx, s.id, tokens, now, s.opts.ttl)
 	var live map[string]bool
 	if err == nil && n < int64(len(tokens)) {
 		live, err = s.l.store.liveHolders(ctx, s.id, tokens)

@@ -66,20 +66,22 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 }
 
 // Close stops the Locker: calls waiting for a lock (Mutex.Lock,
-// Election.Campaign, GetLock) return ErrClosed at once, later calls on the
-// Locker and on its Sessions' values fail with it, and the shared change
-// stream stops. Close waits for the stream and for background clean-ups,
-// each bounded (at most cleanupTimeout, 5s, when the server is
-// unreachable). It does not release locks: close the Sessions first; holds
-// they still have go on being renewed until they are closed.
+// Election.Campaign, GetLock) return ErrClosed, at once or, for an acquire
+// already sent, when it is answered or times out; later calls that would
+// take a lock (on the Locker, or TryLock, Lock and Campaign on its
+// Sessions' values) fail with it. Unlock, Resign and Session.Close still
+// work. The shared change stream stops. Close waits for the stream (at
+// most 2s to close it) and then for background clean-ups (at most 5s)
+// when the server is unreachable. It does not release locks: close the
+// Sessions first; holds they still have go on being renewed until then.
 func (l *Locker) Close() error {
+	l.bgMu.Lock()
 	l.closeOnce.Do(func() { close(l.closed) })
+	l.bgMu.Unlock()
 	if l.waits.watch != nil {
 		l.waits.watch.close()
 	}
-	l.bgMu.Lock()
-	l.bg.Wait()
-	l.bgMu.Unlock()
+	l.bg.Wait() // no clean-up is added once closed
 	return nil
 }
 
@@ -161,24 +163,37 @@ type taken struct {
 // its outcome is unknown (a lost reply), so that a lost reply never leaves
 // a lock behind: if ctx ends first, the lock is released in the background
 // in case the last attempt took it, and take returns ctx.Err() at once.
-// It refreshes the estimate of the server's clock when it has grown old,
-// so that a long wait keeps judging leases on a fresh one.
-func (l *Locker) take(ctx context.Context, c claim) (t taken, ok bool, err error) {
+// Retries also stop when the Locker closes (ErrClosed) or stop closes
+// (stopErr()). It refreshes the estimate of the server's clock when it
+// has grown old, so that a long wait keeps judging leases on a fresh one;
+// a failed refresh keeps the old estimate.
+func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopErr func() error) (t taken, ok bool, err error) {
 	if err := l.isClosed(); err != nil {
 		return t, false, err
 	}
 	if err := l.clock.Ensure(ctx); err != nil {
-		return t, false, err
+		if ctx.Err() != nil {
+			return t, false, ctx.Err()
+		}
+		if !l.clock.Measured() {
+			return t, false, err
+		}
+		l.opts.logger.Debug("mongolock: refreshing the server's clock failed; keeping the last estimate", "err", err)
 	}
 	pause := 10 * time.Millisecond
 	for {
-		t = taken{sent: time.Now(), unc: l.clock.Uncertainty()}
-		t.fence, ok, err = l.store.acquire(ctx, c)
+		now, unc := l.clock.Read()
+		t = taken{sent: time.Now(), unc: unc}
+		t.fence, ok, err = l.store.acquire(ctx, c, now, unc)
 		if err == nil {
 			return t, ok, nil
 		}
 		if !ambiguous(err) || !sleep(ctx, pause) {
 			break
+		}
+		if stopped := l.stopped(stop, stopErr); stopped != nil {
+			l.cleanupLater(c.name, c.holder)
+			return t, false, stopped
 		}
 		l.opts.logger.Debug("mongolock: acquire outcome unknown; retrying with the same token", "name", c.name, "err", err)
 		pause = min(2*pause, time.Second)
@@ -190,6 +205,20 @@ func (l *Locker) take(ctx context.Context, c claim) (t taken, ok bool, err error
 		return t, false, ctx.Err()
 	}
 	return t, false, fmt.Errorf("mongolock: acquiring %q: %w", c.name, err)
+}
+
+// stopped returns ErrClosed after Close, stopErr() once stop is closed,
+// and otherwise nil.
+func (l *Locker) stopped(stop <-chan struct{}, stopErr func() error) error {
+	if err := l.isClosed(); err != nil {
+		return err
+	}
+	select {
+	case <-stop:
+		return stopErr()
+	default:
+		return nil
+	}
 }
 
 // isClosed returns ErrClosed after Close.
@@ -217,19 +246,30 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // cleanupLater releases, in the background and within cleanupTimeout, a
 // hold whose acquire may have succeeded unseen: the caller's context may be
 // gone, and its caller must not wait for the server. Close waits for these.
+// After Close it runs in the caller instead, so that nothing outlives it.
 func (l *Locker) cleanupLater(name, holder string) {
 	l.bgMu.Lock()
-	defer l.bgMu.Unlock()
+	if l.isClosed() != nil {
+		l.bgMu.Unlock()
+		l.cleanup(name, holder)
+		return
+	}
 	l.bg.Add(1)
+	l.bgMu.Unlock()
 	go func() {
 		defer l.bg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		defer cancel()
-		if _, err := l.store.release(ctx, name, holder); err != nil {
-			l.opts.logger.Warn("mongolock: could not release a lock whose acquire was not confirmed; it expires with its lease",
-				"name", name, "err", err)
-		}
+		l.cleanup(name, holder)
 	}()
+}
+
+// cleanup releases holder's possible hold of name within cleanupTimeout.
+func (l *Locker) cleanup(name, holder string) {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	if _, err := l.store.release(ctx, name, holder); err != nil {
+		l.opts.logger.Warn("mongolock: could not release a lock whose acquire was not confirmed; it expires with its lease",
+			"name", name, "err", err)
+	}
 }
 
 // cleanupTimeout bounds releases made after the caller's context is gone.

@@ -53,7 +53,8 @@ func (l *Locker) NewSession(ctx context.Context, opts ...SessionOption) (*Sessio
 	// clock's error: it must leave room for two renewals.
 	if lease := o.ttl - o.ttl/10 - l.clock.Uncertainty(); 2*o.renewInterval > lease {
 		return nil, fmt.Errorf("%w: TTL %v leaves a lease of %v once the safety margin (%v) and the error of "+
-			"the server-clock estimate (%v) are taken off, too short for two renewals every %v",
+			"the server-clock estimate (%v, half the round trip measured to the server) are taken off, "+
+			"too short for two renewals every %v",
 			ErrInvalidTTL, o.ttl, lease, o.ttl/10, l.clock.Uncertainty(), o.renewInterval)
 	}
 	s := &Session{
@@ -171,17 +172,18 @@ func (s *Session) acquire(ctx context.Context, name, value string) (*hold, bool,
 		return nil, false, err
 	}
 	c := claim{name: name, owner: s.opts.owner, holder: newToken(), session: s.id, value: value, ttl: s.opts.ttl}
-	t, ok, err := s.l.take(ctx, c)
+	t, ok, err := s.l.take(ctx, c, s.done, s.ended)
 	if err != nil || !ok {
 		return nil, ok, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if err := s.endedErrLocked(); err != nil {
+		s.mu.Unlock()
 		// The session ended while the acquire was on its way.
 		s.l.cleanupLater(name, c.holder)
 		return nil, false, err
 	}
+	defer s.mu.Unlock()
 	h := &hold{s: s, name: name, token: c.holder, fence: t.fence, done: make(chan struct{})}
 	h.validUntil = t.sent.Add(s.lease(t.unc))
 	h.timer = time.AfterFunc(time.Until(h.validUntil), func() { s.expired(h) })

@@ -55,10 +55,13 @@ var acquireOpts = mopt.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(mopt
 // lease (the upsert's insert then fails on the duplicate _id). The filter
 // also matches the lock when c.holder already holds it, so that an attempt
 // whose reply was lost can be repeated with the same token.
-func (s *store) acquire(ctx context.Context, c claim) (fence int64, ok bool, err error) {
-	now := s.clock.Now()
+//
+// now and unc are one reading of the server-clock estimate and its error.
+// The lease's end is written with $max: an attempt applied late (after a
+// retry of it got through) cannot move it back.
+func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Duration) (fence int64, ok bool, err error) {
 	// A lease is over only when it is over whatever our clock's error.
-	surelyPast := now.Add(-s.clock.Uncertainty())
+	surelyPast := now.Add(-unc)
 	free := bson.A{
 		bson.D{{Key: "holder", Value: nil}},
 		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: surelyPast}}}},
@@ -75,9 +78,12 @@ func (s *store) acquire(ctx context.Context, c claim) (fence int64, ok bool, err
 		{Key: "session", Value: session},
 		{Key: "value", Value: c.value},
 		{Key: "acquiredAt", Value: now},
-		{Key: "expiresAt", Value: now.Add(c.ttl)},
 	}
-	update := bson.D{{Key: "$set", Value: set}, {Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}}}
+	update := bson.D{
+		{Key: "$set", Value: set},
+		{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: now.Add(c.ttl)}}},
+		{Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}},
+	}
 	var doc lockDoc
 	err = s.coll.FindOneAndUpdate(ctx, filter, update, acquireOpts).Decode(&doc)
 	switch {
@@ -129,8 +135,9 @@ func (s *store) releaseAll(ctx context.Context, session string, holders []string
 // brings back a lock that was released or has expired, and never moves a
 // lease's end backward: a renewal applied late (its reply lost, the next
 // one already through) cannot shorten a later one.
-func (s *store) renew(ctx context.Context, session string, holders []string, ttl time.Duration) (int64, error) {
-	now := s.clock.Now()
+//
+// now is the server-clock estimate when the renewal is sent.
+func (s *store) renew(ctx context.Context, session string, holders []string, now time.Time, ttl time.Duration) (int64, error) {
 	res, err := s.coll.UpdateMany(ctx,
 		bson.D{
 			{Key: "session", Value: session},

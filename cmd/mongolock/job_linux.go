@@ -1,20 +1,92 @@
 package main
 
-import "syscall"
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"unsafe"
+)
 
-// jobAttr puts the job in a process group of its own and has the kernel
-// kill it if mongolock dies (kill -9, the OOM killer). The parent-death
-// signal reaches the command mongolock started; its own children are
-// reached through the group by every signal mongolock sends.
-func jobAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+// jobCommand returns the command that runs argv as a job: a guard (this
+// program again, see guard) that leads a new process group and runs argv
+// in it. The kernel sends the guard SIGUSR1 when mongolock dies (kill -9,
+// the OOM killer), and the guard then kills the whole group, so that no
+// part of the job runs on without the lock.
+func jobCommand(argv []string) (*exec.Cmd, error) {
+	if _, err := exec.LookPath(argv[0]); err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{guardCommand, strconv.Itoa(os.Getpid()), "--"}, argv...)
+	cmd := exec.Command(self, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGUSR1}
+	return cmd, nil
 }
 
 // prSetChildSubreaper is prctl's PR_SET_CHILD_SUBREAPER.
 const prSetChildSubreaper = 36
 
 // adoptOrphans makes mongolock the parent of the job's processes whose own
-// parent exits, so that it can reap them and tell when the group is gone.
+// parent exits, so that it can reap them, signal them and tell when the
+// job is gone.
 func adoptOrphans() {
 	syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0)
+}
+
+// leader is the pid of the job's leader while mongolock has not waited
+// for it: adopted and reapOrphans leave it to os/exec.
+var leader int
+
+// adopted returns mongolock's children other than the job's leader: the
+// job's orphans (including those that left its process group).
+func adopted() []int {
+	var pids []int
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	for _, t := range tasks {
+		data, _ := os.ReadFile(t)
+		for _, f := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid != leader {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// reapOrphans waits for the adopted children that exited, so that they do
+// not linger as zombies while the job runs. except is the leader's pid
+// while it runs (0 once waited for).
+func reapOrphans(except int) {
+	leader = except
+	for _, pid := range adopted() {
+		var ws syscall.WaitStatus
+		syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+	}
+}
+
+// foreground makes the job the terminal's foreground process group when
+// mongolock runs in the foreground of a terminal (so that the job can read
+// it, and Ctrl-C and Ctrl-Z reach it), and returns a function that takes
+// the terminal back.
+func foreground(cmd *exec.Cmd) (restore func()) {
+	var pgrp int32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, 0, syscall.TIOCGPGRP, uintptr(unsafe.Pointer(&pgrp))); e != 0 ||
+		int(pgrp) != syscall.Getpgrp() {
+		return func() {}
+	}
+	cmd.SysProcAttr.Foreground = true
+	cmd.SysProcAttr.Ctty = 0
+	return func() {
+		// Taking the terminal back from a background group raises SIGTTOU.
+		p := int32(syscall.Getpgrp())
+		ignoreTTOU(func() {
+			syscall.Syscall(syscall.SYS_IOCTL, 0, syscall.TIOCSPGRP, uintptr(unsafe.Pointer(&p)))
+		})
+	}
 }

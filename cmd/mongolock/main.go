@@ -59,6 +59,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if args[0] == guardCommand {
+		return guard(args[1:])
+	}
 	cmds := map[string]func(*cli, []string) int{
 		"run": (*cli).run, "status": (*cli).status, "list": (*cli).list,
 		"release": (*cli).release, "leader": (*cli).leader,

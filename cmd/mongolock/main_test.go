@@ -235,12 +235,13 @@ func TestRunKillsWholeGroup(t *testing.T) {
 	}
 }
 
-// TestRunJobDiesWithMongolock: mongolock killed with SIGKILL takes its
-// command with it (the parent-death signal), so no job runs unguarded.
+// TestRunJobDiesWithMongolock: mongolock killed with SIGKILL takes the
+// whole job with it, its background child included (the guard's
+// parent-death signal), so no part of the job runs unguarded.
 func TestRunJobDiesWithMongolock(t *testing.T) {
 	e := newCLIEnv(t)
 	pidFile := filepath.Join(t.TempDir(), "pid")
-	c := e.cmd("run", "orphan", "--", "sh", "-c", `echo $$ > `+pidFile+`; exec sleep 300 >/dev/null 2>&1`)
+	c := e.cmd("run", "orphan", "--", "sh", "-c", `sleep 300 >/dev/null 2>&1 & echo $! > `+pidFile+`; wait`)
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +251,7 @@ func TestRunJobDiesWithMongolock(t *testing.T) {
 	c.Wait()
 	for deadline := time.Now().Add(10 * time.Second); alive(pid); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the command (pid %d) outlived mongolock's SIGKILL", pid)
+			t.Fatalf("the job's background sleep (pid %d) outlived mongolock's SIGKILL", pid)
 		}
 	}
 }
@@ -275,6 +276,29 @@ func TestRunSignalWhileWaiting(t *testing.T) {
 	}
 	if _, err := os.Stat(ran); err == nil {
 		t.Fatal("the command ran")
+	}
+}
+
+// TestRunKillsSetsidChild: a job's child that leaves the process group
+// (setsid) is still part of the job: mongolock ends it before it exits.
+func TestRunKillsSetsidChild(t *testing.T) {
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("no setsid")
+	}
+	e := newCLIEnv(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	c := e.cmd("run", "daemon", "--", "sh", "-c", `setsid sh -c 'echo $$ > `+pidFile+`; exec sleep 300' >/dev/null 2>&1 &`)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := readPID(t, pidFile)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	c.Wait()
+	if alive(pid) {
+		t.Fatalf("the job's setsid child (pid %d) outlived mongolock; stderr %s", pid, c.Stderr)
+	}
+	if st, _ := e.locker.Status(context.Background(), "daemon"); st.Held {
+		t.Fatal("the lock is still held after mongolock exited")
 	}
 }
 

@@ -21,14 +21,14 @@ func (c *cli) run(args []string) int {
 		"mongolock run --wait 10s nightly-report -- ./report.sh --full",
 		"Waits for the lock NAME, runs CMD with MONGOLOCK_NAME and MONGOLOCK_TOKEN (the fencing\n"+
 			"token) in its environment, releases the lock when CMD exits and exits with CMD's status.\n"+
-			"CMD runs in its own process group, which mongolock owns: SIGINT and SIGTERM sent to\n"+
-			"mongolock are passed to the whole group; if the lock is lost while CMD runs, the group\n"+
+			"The job (CMD, in a process group of its own, and what it starts) is mongolock's: signals\n"+
+			"sent to mongolock are passed to the whole job; if the lock is lost while CMD runs, the job\n"+
 			"gets SIGTERM and then SIGKILL, both before the lease can expire on the server, and\n"+
-			"mongolock exits 76 whatever CMD's status; what CMD leaves running in its group when it\n"+
-			"exits gets SIGTERM, then SIGKILL after --grace; mongolock exits, and releases the lock,\n"+
-			"only once the group is gone. On Linux, CMD gets SIGKILL if mongolock itself dies.\n"+
+			"mongolock exits 76 whatever CMD's status; what CMD leaves running when it exits gets\n"+
+			"SIGTERM, then SIGKILL after --grace; mongolock exits, and releases the lock, only once\n"+
+			"the job is gone. On Linux the whole job gets SIGKILL if mongolock itself dies.\n"+
 			"Gives up with exit status 75 if the lock is still held after --wait, and with 128+N on\n"+
-			"signal N while waiting (130 for SIGINT).")
+			"signal N before CMD starts (130 for SIGINT).")
 	ttl := fs.Duration("ttl", mongolock.DefaultTTL, "lease length, renewed while CMD runs")
 	wait := fs.Duration("wait", -1, "give up (exit 75) if not locked within this time; 0 tries once; default waits forever")
 	grace := fs.Duration("grace", 0, "time between SIGTERM and SIGKILL when the lock is lost (default TTL/20; must be below TTL/10)")
@@ -51,16 +51,46 @@ func (c *cli) run(args []string) int {
 		return exitUsage
 	}
 
-	// Signals arrive from here on: while waiting they cancel the wait;
-	// while CMD runs they are passed to it.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	// Signals arrive from here on: until CMD starts, a terminating one
+	// ends the wait (exit 128+N); while CMD runs, each is passed to its
+	// process group.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwarded...)
 	defer signal.Stop(sigs)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var got atomic.Int32 // the terminating signal received before CMD started
+	handoff := make(chan struct{})
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		for {
+			select {
+			case sig := <-sigs:
+				if terminating(sig) {
+					got.CompareAndSwap(0, int32(sig.(syscall.Signal)))
+					cancel()
+				}
+			case <-handoff:
+				return
+			}
+		}
+	}()
+	stopWatching := func() int {
+		close(handoff)
+		<-watching
+		if sig := got.Load(); sig != 0 {
+			fmt.Fprintf(c.stderr, "mongolock: %v before the command started\n", syscall.Signal(sig))
+			return 128 + int(sig)
+		}
+		return 0
+	}
 
 	l := c.locker(ctx)
 	if l == nil {
+		if code := stopWatching(); code != 0 {
+			return code
+		}
 		return exitUsage
 	}
 	defer c.disconnect()
@@ -71,12 +101,22 @@ func (c *cli) run(args []string) int {
 	}
 	s, err := l.NewSession(ctx, opts...)
 	if err != nil {
+		if code := stopWatching(); code != 0 {
+			return code
+		}
 		return c.fail(err)
 	}
 	defer s.Close()
 	m := s.NewMutex(name)
 
-	if code, ok := c.acquire(ctx, m, *wait, sigs); !ok {
+	code, ok := c.acquire(ctx, m, *wait)
+	if sig := stopWatching(); sig != 0 {
+		if ok {
+			m.Unlock()
+		}
+		return sig
+	}
+	if !ok {
 		return code
 	}
 	defer m.Unlock()
@@ -84,9 +124,9 @@ func (c *cli) run(args []string) int {
 	return c.runHeld(m, argv, *grace, sigs)
 }
 
-// acquire takes the lock within wait (negative: forever), giving up on
-// SIGINT/SIGTERM with 128 + the signal's number.
-func (c *cli) acquire(ctx context.Context, m *mongolock.Mutex, wait time.Duration, sigs chan os.Signal) (int, bool) {
+// acquire takes the lock within wait (negative: forever); ctx ends on a
+// terminating signal.
+func (c *cli) acquire(ctx context.Context, m *mongolock.Mutex, wait time.Duration) (int, bool) {
 	if wait == 0 {
 		if err := m.TryLock(ctx); err != nil {
 			if errors.Is(err, mongolock.ErrLocked) {
@@ -97,27 +137,13 @@ func (c *cli) acquire(ctx context.Context, m *mongolock.Mutex, wait time.Duratio
 		}
 		return 0, true
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	wctx, cancel := ctx, context.CancelFunc(func() {})
 	if wait > 0 {
-		wctx, cancel = context.WithTimeout(wctx, wait)
-		defer cancel()
+		wctx, cancel = context.WithTimeout(ctx, wait)
 	}
-	var got atomic.Int32 // the signal that ended the wait
-	go func() {
-		select {
-		case sig := <-sigs:
-			fmt.Fprintf(c.stderr, "mongolock: %v while waiting for the lock\n", sig)
-			got.Store(int32(sig.(syscall.Signal)))
-			cancel()
-		case <-wctx.Done():
-		}
-	}()
+	defer cancel()
 	if err := m.Lock(wctx); err != nil {
-		if sig := got.Load(); sig != 0 {
-			return 128 + int(sig), false
-		}
-		if errors.Is(err, context.DeadlineExceeded) {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 			fmt.Fprintf(c.stderr, "mongolock: %q still held after %v\n", m.Name(), wait)
 			return exitTimeout, false
 		}
@@ -135,24 +161,37 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, si
 		return exitLost
 	default:
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd, err := jobCommand(argv)
+	if err != nil {
+		fmt.Fprintln(c.stderr, "mongolock:", err)
+		return 127
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), "MONGOLOCK_NAME="+m.Name(), "MONGOLOCK_TOKEN="+strconv.FormatInt(m.Token(), 10))
-	cmd.SysProcAttr = jobAttr()
+	restore := foreground(cmd)
+	defer restore()
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintln(c.stderr, "mongolock:", err)
 		return 127
 	}
-	job := jobGroup(cmd.Process.Pid)
+	job := group(cmd.Process.Pid)
+	reapOrphans(cmd.Process.Pid) // os/exec waits for the leader
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	lost := m.Done()
 	wasLost, killed := false, false
 	var kill <-chan time.Time
+	reap := time.NewTicker(time.Second) // orphans of the job that exited
+	defer reap.Stop()
 	for {
 		select {
+		case <-reap.C:
+			reapOrphans(cmd.Process.Pid)
 		case sig := <-sigs:
 			job.signal(sig.(syscall.Signal))
+			if sig != syscall.SIGCONT && sig != syscall.SIGTSTP {
+				job.signal(syscall.SIGCONT) // a stopped job must act on it
+			}
 		case <-lost:
 			lost, wasLost = nil, true
 			fmt.Fprintf(c.stderr, "mongolock: lock %q lost (%v): terminating the command's process group\n", m.Name(), m.Err())
@@ -163,6 +202,7 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, si
 			kill, killed = nil, true
 		case err := <-exited:
 			code := exitStatus(err)
+			reapOrphans(0) // the leader was waited for
 			// What the command left in its group ends before the lock is
 			// released: the job is the whole group.
 			job.end(grace, kill, killed)
@@ -196,51 +236,4 @@ func exitStatus(err error) int {
 		return 1
 	}
 	return 0
-}
-
-// group is a job's process group, led by the command mongolock started.
-type group int
-
-func jobGroup(pid int) group { return group(pid) }
-
-// signal sends sig to every process of the group.
-func (g group) signal(sig syscall.Signal) { syscall.Kill(-int(g), sig) }
-
-// alive reports whether any process of the group is left, reaping those
-// that were reparented to mongolock (see adoptOrphans).
-func (g group) alive() bool {
-	for {
-		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-int(g), &ws, syscall.WNOHANG, nil)
-		if err != nil || pid <= 0 {
-			break
-		}
-	}
-	return syscall.Kill(-int(g), 0) == nil
-}
-
-// end waits until the group is gone once its leader has exited: what is
-// left gets SIGTERM at once, then SIGKILL after grace, unless a kill timer
-// already runs or SIGKILL was already sent.
-func (g group) end(grace time.Duration, kill <-chan time.Time, killed bool) {
-	if !g.alive() {
-		return
-	}
-	switch {
-	case killed:
-		g.signal(syscall.SIGKILL)
-	case kill == nil:
-		g.signal(syscall.SIGTERM)
-		kill = time.After(grace)
-	}
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for g.alive() {
-		select {
-		case <-kill:
-			g.signal(syscall.SIGKILL)
-			kill = nil
-		case <-tick.C:
-		}
-	}
 }
