@@ -32,8 +32,9 @@ func rawAcquire(ctx context.Context, coll *mongo.Collection, name string) error 
 	update := bson.D{
 		{Key: "$set", Value: bson.D{
 			{Key: "owner", Value: "bench"}, {Key: "holder", Value: "raw"}, {Key: "session", Value: "s"},
-			{Key: "value", Value: ""}, {Key: "acquiredAt", Value: now}, {Key: "expiresAt", Value: now.Add(time.Minute)},
+			{Key: "value", Value: ""}, {Key: "acquiredAt", Value: now},
 		}},
+		{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: now.Add(time.Minute)}}},
 		{Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}},
 	}
 	return coll.FindOneAndUpdate(ctx, filter, update,

@@ -129,6 +129,9 @@ func (c *cli) run(args []string) int {
 func (c *cli) acquire(ctx context.Context, m *mongolock.Mutex, wait time.Duration) (int, bool) {
 	if wait == 0 {
 		if err := m.TryLock(ctx); err != nil {
+			if ctx.Err() != nil {
+				return 0, false // a signal: the caller reports it
+			}
 			if errors.Is(err, mongolock.ErrLocked) {
 				fmt.Fprintf(c.stderr, "mongolock: %q is held by another\n", m.Name())
 				return exitTimeout, false
@@ -143,7 +146,10 @@ func (c *cli) acquire(ctx context.Context, m *mongolock.Mutex, wait time.Duratio
 	}
 	defer cancel()
 	if err := m.Lock(wctx); err != nil {
-		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		if ctx.Err() != nil {
+			return 0, false // a signal: the caller reports it
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
 			fmt.Fprintf(c.stderr, "mongolock: %q still held after %v\n", m.Name(), wait)
 			return exitTimeout, false
 		}
