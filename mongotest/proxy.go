@@ -24,7 +24,8 @@ type proxy struct {
 	ln      net.Listener
 	backend func() string // current backend address
 
-	serial sync.Mutex // held for one request/reply exchange
+	serial  sync.Mutex // held for one request/reply exchange
+	streams *streams   // change streams served here; nil when off
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -83,9 +84,19 @@ func (p *proxy) serve(client net.Conn) {
 		if err != nil {
 			return
 		}
-		reply, err := p.exchange(server, req)
-		if err != nil {
-			return
+		body, name := command(req)
+		var reply []byte
+		handled := false
+		if p.streams != nil && body != nil {
+			reply, handled = p.streams.handle(req, body, name)
+		}
+		if !handled {
+			if reply, err = p.exchange(server, req); err != nil {
+				return
+			}
+			if p.streams != nil && body != nil && reply != nil {
+				p.streams.wrote(body, name, reply)
+			}
 		}
 		if reply == nil {
 			continue // moreToCome: the server sends no reply
@@ -197,4 +208,7 @@ func (p *proxy) close() {
 	p.ln.Close()
 	p.dropAll()
 	p.wg.Wait()
+	if p.streams != nil {
+		p.streams.close()
+	}
 }

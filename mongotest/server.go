@@ -33,10 +33,24 @@ type Server struct {
 type Option func(*options)
 
 type options struct {
-	addr    string
-	dataDir string
-	logger  *slog.Logger
+	addr          string
+	dataDir       string
+	logger        *slog.Logger
+	changeStreams bool
+	oplogDocs     int64
 }
+
+// WithChangeStreams turns the change streams mongotest serves on FerretDB's
+// oplog on or off. Off, an aggregate with $changeStream fails as FerretDB
+// makes it fail (NotImplemented), as on a server without change streams.
+// The default is off for now (issue 10 is in progress: the library's
+// waiters are not yet tuned for a stream that wakes every process at once).
+func WithChangeStreams(on bool) Option { return func(o *options) { o.changeStreams = on } }
+
+// WithOplogSize sets how many oplog entries mongotest keeps for change
+// streams (default 20,000); a stream that falls further behind, or resumes
+// from a token older than that, fails with ChangeStreamHistoryLost (286).
+func WithOplogSize(entries int64) Option { return func(o *options) { o.oplogDocs = entries } }
 
 // WithAddr sets the address the server listens on. The default is
 // "127.0.0.1:0", a free port on the loopback interface.
@@ -53,7 +67,8 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // Start starts FerretDB with its SQLite backend and the proxy in front of it,
 // and returns once the server answers. On failure nothing is left running.
 func Start(ctx context.Context, opts ...Option) (*Server, error) {
-	o := options{addr: "127.0.0.1:0", logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	o := options{addr: "127.0.0.1:0", logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		changeStreams: false, oplogDocs: defaultOplogDocs}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -77,6 +92,9 @@ func Start(ctx context.Context, opts ...Option) (*Server, error) {
 		s.removeTmp()
 		return nil, err
 	}
+	if o.changeStreams {
+		p.streams = newStreams(p.addr, s.backendAddr, &p.serial, o.oplogDocs, p.done)
+	}
 	s.proxy = p
 	return s, nil
 }
@@ -84,6 +102,17 @@ func Start(ctx context.Context, opts ...Option) (*Server, error) {
 // URI returns the connection string of the server, through the proxy.
 func (s *Server) URI() string {
 	return "mongodb://" + s.proxy.addr() + "/?directConnection=true"
+}
+
+// ChangeStreams returns how many change-stream cursors are open (not yet
+// exhausted, invalidated or killed).
+func (s *Server) ChangeStreams() int {
+	if s.proxy.streams == nil {
+		return 0
+	}
+	s.proxy.streams.mu.Lock()
+	defer s.proxy.streams.mu.Unlock()
+	return len(s.proxy.streams.cursors)
 }
 
 // Addr returns the host:port the server listens on.
@@ -145,6 +174,13 @@ func (s *Server) startBackend(ctx context.Context) error {
 		cancel()
 		<-stopped
 		return err
+	}
+	if s.opts.changeStreams {
+		if err := ensureOplog(ctx, addr); err != nil {
+			cancel()
+			<-stopped
+			return err
+		}
 	}
 	s.mu.Lock()
 	s.backend, s.stop, s.stopped = addr, cancel, stopped

@@ -1,0 +1,559 @@
+package mongotest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// streams serves change streams on FerretDB's oplog, in the proxy: an
+// aggregate whose first stage is $changeStream opens one of its cursors,
+// whose getMore and killCursors it answers; everything else goes to
+// FerretDB. Events follow MongoDB's documented format; the stages after
+// $changeStream are evaluated by FerretDB on the events (see filter).
+type streams struct {
+	proxyAddr func() string
+	tail      *tailer
+	done      <-chan struct{}
+
+	connectOnce sync.Once
+	client      *mongo.Client // through the proxy: the filters' scratch collections
+	connectErr  error
+
+	kick chan struct{} // 1-buffered: the tailer should step
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	cursors map[int64]*stream
+	nextID  int64
+}
+
+// drop is a dropped collection (coll "" for a dropped database), recorded
+// as the proxy saw the command succeed, after the oplog's entries then.
+type drop struct {
+	pos      position
+	db, coll string
+}
+
+func newStreams(proxyAddr, backend func() string, serial *sync.Mutex, ringSize int64, done <-chan struct{}) *streams {
+	ss := &streams{proxyAddr: proxyAddr, tail: newTailer(backend, serial, ringSize), done: done,
+		kick: make(chan struct{}, 1), cursors: map[int64]*stream{}, nextID: 1 << 40}
+	ss.wg.Add(1)
+	go ss.tailLoop()
+	return ss
+}
+
+// tailLoop steps the tailer after writes, at most every couple of
+// milliseconds, until the proxy closes.
+func (ss *streams) tailLoop() {
+	defer ss.wg.Done()
+	for {
+		select {
+		case <-ss.done:
+			return
+		case <-ss.kick:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := ss.tail.step(ctx)
+		cancel()
+		if err != nil { // the backend restarts, or is gone: try again soon
+			select {
+			case ss.kick <- struct{}{}:
+			default:
+			}
+			select {
+			case <-ss.done:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// scratch returns the client the filters use, connected through the proxy.
+func (ss *streams) scratch() (*mongo.Client, error) {
+	ss.connectOnce.Do(func() {
+		ss.client, ss.connectErr = mongo.Connect(mopt.Client().
+			ApplyURI("mongodb://" + ss.proxyAddr() + "/?directConnection=true").SetTimeout(10 * time.Second))
+	})
+	return ss.client, ss.connectErr
+}
+
+func (ss *streams) close() {
+	ss.wg.Wait()
+	ss.tail.close()
+	if ss.client != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		ss.client.Disconnect(ctx)
+	}
+}
+
+// handle answers req if it belongs to change streams, and reports whether
+// it did.
+func (ss *streams) handle(req []byte, body bson.Raw, name string) ([]byte, bool) {
+	switch name {
+	case "aggregate":
+		spec, ok := changeStreamSpec(body)
+		if !ok {
+			return nil, false
+		}
+		return reply(req, ss.open(body, spec)), true
+	case "getMore":
+		id, _ := body.Lookup("getMore").AsInt64OK()
+		ss.mu.Lock()
+		st := ss.cursors[id]
+		ss.mu.Unlock()
+		if st == nil {
+			return nil, false
+		}
+		maxWait := time.Second
+		if ms, ok := body.Lookup("maxTimeMS").AsInt64OK(); ok && ms > 0 {
+			maxWait = time.Duration(ms) * time.Millisecond
+		}
+		return reply(req, ss.getMore(st, maxWait)), true
+	case "killCursors":
+		vals, _ := body.Lookup("cursors").Array().Values()
+		var killed, notFound bson.A
+		ours := false
+		ss.mu.Lock()
+		for _, v := range vals {
+			id, _ := v.AsInt64OK()
+			if ss.cursors[id] != nil {
+				ours = true
+				delete(ss.cursors, id)
+				killed = append(killed, id)
+			} else {
+				notFound = append(notFound, id)
+			}
+		}
+		ss.mu.Unlock()
+		if !ours {
+			return nil, false
+		}
+		return reply(req, bson.D{{Key: "cursorsKilled", Value: killed}, {Key: "cursorsNotFound", Value: notFound},
+			{Key: "cursorsAlive", Value: bson.A{}}, {Key: "cursorsUnknown", Value: bson.A{}}, {Key: "ok", Value: 1.0}}), true
+	}
+	return nil, false
+}
+
+// changeStreamSpec returns the $changeStream stage's options if body is an
+// aggregate that starts with one.
+func changeStreamSpec(body bson.Raw) (bson.Raw, bool) {
+	pipe, ok := body.Lookup("pipeline").ArrayOK()
+	if !ok {
+		return nil, false
+	}
+	first, err := pipe.IndexErr(0)
+	if err != nil {
+		return nil, false
+	}
+	stage, ok := first.DocumentOK()
+	if !ok {
+		return nil, false
+	}
+	spec, ok := stage.Lookup("$changeStream").DocumentOK()
+	return spec, ok
+}
+
+// wrote is told of every command the proxy forwarded: writes have the
+// tailer step, and drops are recorded (FerretDB does not log them).
+func (ss *streams) wrote(body bson.Raw, name string, answer []byte) {
+	switch name {
+	case "insert", "update", "delete", "findAndModify", "drop", "dropDatabase":
+	default:
+		return
+	}
+	if db, _ := body.Lookup("$db").StringValueOK(); db == scratchDB || db == oplogDB {
+		return // the streams' own filtering
+	}
+	if name == "drop" || name == "dropDatabase" {
+		if res, _ := command(answer); res != nil {
+			if ok, _ := res.Lookup("ok").AsFloat64OK(); ok == 1 {
+				db, _ := body.Lookup("$db").StringValueOK()
+				d := drop{db: db}
+				if name == "drop" {
+					d.coll, _ = body.Lookup("drop").StringValueOK()
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				ss.tail.addDrop(ctx, d)
+				cancel()
+				return
+			}
+		}
+	}
+	select {
+	case ss.kick <- struct{}{}:
+	default:
+	}
+}
+
+// open starts a stream for the aggregate body with the $changeStream
+// options spec, and returns the reply with an empty first batch.
+func (ss *streams) open(body bson.Raw, spec bson.Raw) bson.D {
+	db, _ := body.Lookup("$db").StringValueOK()
+	st := &stream{db: db, images: map[string]bson.Raw{}, fullDocument: "default"}
+	if coll, ok := body.Lookup("aggregate").StringValueOK(); ok {
+		st.coll = coll
+	}
+	if all, _ := spec.Lookup("allChangesForCluster").BooleanOK(); all {
+		st.db = ""
+	}
+	if fd, ok := spec.Lookup("fullDocument").StringValueOK(); ok {
+		st.fullDocument = fd
+	}
+	pipe, _ := body.Lookup("pipeline").Array().Values()
+	for _, v := range pipe[1:] {
+		st.pipeline = append(st.pipeline, v.Document())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// What was written before the aggregate is not the stream's.
+	head, err := ss.tail.step(ctx)
+	if err != nil {
+		return commandError(6, "HostUnreachable", err.Error(), "ResumableChangeStreamError")
+	}
+	var tok bson.Raw
+	resumeAfter := false
+	if v, ok := spec.Lookup("resumeAfter").DocumentOK(); ok {
+		tok, resumeAfter = v, true
+	} else if v, ok := spec.Lookup("startAfter").DocumentOK(); ok {
+		tok = v
+	}
+	switch {
+	case tok != nil:
+		p, err := parseToken(tok)
+		if err != nil {
+			return commandError(260, "InvalidResumeToken", "mongotest: not a resume token of this server")
+		}
+		if p.kind == kindInvalidate && resumeAfter {
+			return commandError(260, "InvalidResumeToken", "cannot resume after an invalidate; use startAfter")
+		}
+		if ss.tail.lost(p) {
+			return commandError(286, "ChangeStreamHistoryLost",
+				"Resume of change stream was not possible, as the resume point may no longer be in the oplog.")
+		}
+		st.pos = p
+	default:
+		if at, _, ok := spec.Lookup("startAtOperationTime").TimestampOK(); ok {
+			st.pos = position{ts: bson.Timestamp{T: at}, kind: kindEntry}
+			if at > 0 {
+				st.pos.ts = bson.Timestamp{T: at - 1, I: ^uint32(0)}
+			}
+		} else {
+			st.pos = head
+		}
+	}
+	ss.mu.Lock()
+	ss.nextID++
+	st.id = ss.nextID
+	ss.cursors[st.id] = st
+	ss.mu.Unlock()
+	return cursorReply(st, "firstBatch", nil)
+}
+
+func cursorReply(st *stream, batch string, events []bson.Raw) bson.D {
+	if events == nil {
+		events = []bson.Raw{}
+	}
+	id := st.id
+	if st.invalidated {
+		id = 0
+	}
+	return bson.D{{Key: "cursor", Value: bson.D{
+		{Key: batch, Value: events},
+		{Key: "postBatchResumeToken", Value: st.pos.token()},
+		{Key: "id", Value: id},
+		{Key: "ns", Value: st.cursorNS()},
+	}}, {Key: "ok", Value: 1.0}}
+}
+
+// getMore waits up to maxWait for events of st, without holding the
+// proxy's serial lock: other clients go on meanwhile.
+func (ss *streams) getMore(st *stream, maxWait time.Duration) bson.D {
+	st.mu.Lock() // one getMore of a cursor at a time
+	defer st.mu.Unlock()
+	deadline := time.NewTimer(maxWait)
+	defer deadline.Stop()
+	for {
+		_, grown := ss.tail.head()
+		if ss.tail.lost(st.pos) {
+			return commandError(286, "ChangeStreamHistoryLost",
+				"Resume of change stream was not possible, as the resume point may no longer be in the oplog.")
+		}
+		items := ss.tail.since(st.pos, 500)
+		events, err := ss.next(st, items)
+		if err == nil && len(events) > 0 {
+			var raws []bson.Raw
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			raws, err = ss.filter(ctx, st, events)
+			cancel()
+			if err == nil && len(raws) > 0 {
+				return ss.batch(st, raws)
+			}
+		}
+		if err != nil {
+			return commandError(6, "HostUnreachable", err.Error(), "ResumableChangeStreamError")
+		}
+		if st.invalidated {
+			return ss.batch(st, nil)
+		}
+		select {
+		case <-grown:
+		case <-deadline.C:
+			return cursorReply(st, "nextBatch", nil)
+		case <-ss.done:
+			return commandError(11600, "InterruptedAtShutdown", "mongotest is shutting down", "ResumableChangeStreamError")
+		}
+	}
+}
+
+// batch replies with events, and forgets an invalidated cursor.
+func (ss *streams) batch(st *stream, events []bson.Raw) bson.D {
+	if st.invalidated {
+		ss.mu.Lock()
+		delete(ss.cursors, st.id)
+		ss.mu.Unlock()
+	}
+	return cursorReply(st, "nextBatch", events)
+}
+
+// next turns items into st's events, moving st.pos past them.
+func (ss *streams) next(st *stream, items []item) ([]bson.D, error) {
+	var events []bson.D
+	for _, it := range items {
+		st.pos = it.pos
+		if it.drop != nil {
+			if ev := st.dropEvents(*it.drop); ev != nil {
+				events = append(events, ev...)
+				if st.invalidated {
+					return events, nil
+				}
+			}
+			continue
+		}
+		if !st.watches(it.e.NS) {
+			continue
+		}
+		if ev := st.event(ss.tail, it); ev != nil {
+			events = append(events, ev)
+		}
+	}
+	return events, nil
+}
+
+// filter has FerretDB evaluate st's pipeline stages on events, in a
+// scratch collection, so that they match with MongoDB's semantics.
+func (ss *streams) filter(ctx context.Context, st *stream, events []bson.D) ([]bson.Raw, error) {
+	out := make([]bson.Raw, 0, len(events))
+	if len(st.pipeline) == 0 {
+		for _, ev := range events {
+			raw, err := bson.Marshal(ev)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, raw)
+		}
+		return out, nil
+	}
+	client, err := ss.scratch()
+	if err != nil {
+		return nil, err
+	}
+	scratch := client.Database(scratchDB).Collection(fmt.Sprint("cursor_", st.id))
+	docs := make([]any, len(events))
+	for i, ev := range events {
+		docs[i] = ev
+	}
+	if _, err := scratch.InsertMany(ctx, docs); err != nil {
+		return nil, err
+	}
+	defer scratch.DeleteMany(context.Background(), bson.D{})
+	pipe := append(bson.A{bson.D{{Key: "$sort", Value: bson.D{{Key: "_id._data", Value: 1}}}}}, toA(st.pipeline)...)
+	cur, err := scratch.Aggregate(ctx, pipe)
+	if err != nil {
+		return nil, err
+	}
+	defer cur.Close(ctx)
+	for cur.Next(ctx) {
+		out = append(out, append(bson.Raw(nil), cur.Current...))
+	}
+	return out, cur.Err()
+}
+
+// scratchDB holds the events being filtered; change streams never report
+// it.
+const scratchDB = "mongotest_changestreams"
+
+func toA(docs []bson.Raw) bson.A {
+	a := make(bson.A, len(docs))
+	for i, d := range docs {
+		a[i] = d
+	}
+	return a
+}
+
+// stream is one change-stream cursor.
+type stream struct {
+	id           int64
+	db, coll     string // db "" for the whole cluster, coll "" for a whole database
+	pipeline     []bson.Raw
+	fullDocument string
+
+	mu          sync.Mutex
+	pos         position
+	invalidated bool
+	images      map[string]bson.Raw // last known state of documents, by _id
+}
+
+func (st *stream) cursorNS() string {
+	switch {
+	case st.db == "":
+		return "admin.$cmd.aggregate"
+	case st.coll == "":
+		return st.db + ".$cmd.aggregate"
+	}
+	return st.db + "." + st.coll
+}
+
+// watches reports whether st reports changes of the namespace ns.
+func (st *stream) watches(ns string) bool {
+	db, coll, _ := strings.Cut(ns, ".")
+	if db == oplogDB || db == scratchDB || db == "admin" || db == "config" || strings.HasPrefix(coll, "system.") {
+		return false
+	}
+	return (st.db == "" || st.db == db) && (st.coll == "" || st.coll == coll)
+}
+
+// dropEvents returns the drop (and invalidate) events d gives st, or nil.
+func (st *stream) dropEvents(d drop) []bson.D {
+	if st.db != "" && st.db != d.db || d.coll != "" && st.coll != "" && st.coll != d.coll {
+		return nil
+	}
+	var events []bson.D
+	if d.coll != "" && (st.coll != "" || st.db != "") {
+		events = append(events, bson.D{
+			{Key: "_id", Value: d.pos.token()},
+			{Key: "operationType", Value: "drop"},
+			{Key: "clusterTime", Value: d.pos.ts},
+			{Key: "wallTime", Value: time.Now()},
+			{Key: "ns", Value: bson.D{{Key: "db", Value: d.db}, {Key: "coll", Value: d.coll}}},
+		})
+	}
+	if d.coll == "" {
+		events = append(events, bson.D{
+			{Key: "_id", Value: d.pos.token()},
+			{Key: "operationType", Value: "dropDatabase"},
+			{Key: "clusterTime", Value: d.pos.ts},
+			{Key: "wallTime", Value: time.Now()},
+			{Key: "ns", Value: bson.D{{Key: "db", Value: d.db}}},
+		})
+	}
+	if st.db == "" || (st.coll == "" && d.coll != "") {
+		return events // a database or cluster stream goes on after a collection's drop
+	}
+	inv := position{ts: d.pos.ts, kind: kindInvalidate}
+	st.pos, st.invalidated = inv, true
+	return append(events, bson.D{
+		{Key: "_id", Value: inv.token()},
+		{Key: "operationType", Value: "invalidate"},
+		{Key: "clusterTime", Value: d.pos.ts},
+		{Key: "wallTime", Value: time.Now()},
+	})
+}
+
+// event turns one oplog entry into st's change event.
+func (st *stream) event(t *tailer, it item) bson.D {
+	e, p := it.e, it.pos
+	db, coll, _ := strings.Cut(e.NS, ".")
+	ev := bson.D{
+		{Key: "_id", Value: p.token()},
+		{Key: "operationType", Value: ""},
+		{Key: "clusterTime", Value: e.TS},
+		{Key: "wallTime", Value: e.Wall},
+	}
+	ns := bson.E{Key: "ns", Value: bson.D{{Key: "db", Value: db}, {Key: "coll", Value: coll}}}
+	switch e.Op {
+	case "i":
+		id := e.O.Lookup("_id")
+		st.images[imageKey(e.NS, id)] = e.O
+		ev[1].Value = "insert"
+		return append(ev, bson.E{Key: "fullDocument", Value: e.O}, ns,
+			bson.E{Key: "documentKey", Value: bson.D{{Key: "_id", Value: id}}})
+	case "d":
+		id := e.O.Lookup("_id")
+		delete(st.images, imageKey(e.NS, id))
+		ev[1].Value = "delete"
+		return append(ev, ns, bson.E{Key: "documentKey", Value: bson.D{{Key: "_id", Value: id}}})
+	case "u":
+		post, ok := e.O.Lookup("$set").DocumentOK()
+		if !ok {
+			return nil
+		}
+		id := e.O2.Lookup("_id")
+		key := imageKey(e.NS, id)
+		pre, known := st.images[key]
+		if !known {
+			pre, _ = t.before(e.NS, id, p)
+		}
+		st.images[key] = post
+		ev[1].Value = "update"
+		if st.fullDocument != "default" {
+			ev = append(ev, bson.E{Key: "fullDocument", Value: post})
+		}
+		return append(ev, ns, bson.E{Key: "documentKey", Value: bson.D{{Key: "_id", Value: id}}},
+			bson.E{Key: "updateDescription", Value: describe(pre, post)})
+	}
+	return nil
+}
+
+func imageKey(ns string, id bson.RawValue) string {
+	return ns + "\x00" + string(rune(id.Type)) + string(id.Value)
+}
+
+// stateAfter returns the document as an oplog entry left it, nil if gone
+// or unknown.
+func stateAfter(e *entry) bson.Raw {
+	switch {
+	case e == nil || e.Op == "d":
+		return nil
+	case e.Op == "u":
+		d, _ := e.O.Lookup("$set").DocumentOK()
+		return d
+	}
+	return e.O
+}
+
+// describe returns the updateDescription from pre to post: top-level
+// fields set or changed, and removed. With no known pre-image every field
+// counts as set.
+func describe(pre, post bson.Raw) bson.D {
+	updated := bson.D{}
+	removed := bson.A{}
+	elems, _ := post.Elements()
+	for _, el := range elems {
+		if el.Key() == "_id" {
+			continue
+		}
+		old, err := pre.LookupErr(el.Key())
+		if pre == nil || err != nil || !old.Equal(el.Value()) {
+			updated = append(updated, bson.E{Key: el.Key(), Value: el.Value()})
+		}
+	}
+	if pre != nil {
+		old, _ := pre.Elements()
+		for _, el := range old {
+			if _, err := post.LookupErr(el.Key()); err != nil {
+				removed = append(removed, el.Key())
+			}
+		}
+	}
+	return bson.D{{Key: "updatedFields", Value: updated}, {Key: "removedFields", Value: removed},
+		{Key: "truncatedArrays", Value: bson.A{}}}
+}

@@ -1,0 +1,245 @@
+package mongotest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/mongolock/mongolock/mongotest"
+)
+
+// nextEvent returns the stream's next event, failing the test after 10s.
+func nextEvent(t *testing.T, cs *mongo.ChangeStream) bson.M {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if !cs.Next(ctx) {
+		t.Fatalf("no event: %v", cs.Err())
+	}
+	var ev bson.M
+	if err := cs.Decode(&ev); err != nil {
+		t.Fatal(err)
+	}
+	ev["key"] = cs.Current.Lookup("documentKey", "_id")
+	return ev
+}
+
+func TestChangeStreamEvents(t *testing.T) {
+	srv := startStreams(t)
+	coll := connect(t, srv.URI()).Database("cs").Collection("events")
+	ctx := context.Background()
+	cs, err := coll.Watch(ctx, mongo.Pipeline{}, options.ChangeStream().SetFullDocument(options.UpdateLookup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close(ctx)
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}, {Key: "x", Value: 1}, {Key: "y", Value: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "a"}}, bson.D{{Key: "$set", Value: bson.D{{Key: "x", Value: 5}}}, {Key: "$unset", Value: bson.D{{Key: "y", Value: ""}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"insert", "update", "delete"} {
+		ev := nextEvent(t, cs)
+		t.Logf("%v", ev)
+		if ev["operationType"] != want {
+			t.Fatalf("event %v, want %s", ev, want)
+		}
+	}
+}
+
+// startStreams starts a server with change streams on.
+func startStreams(t *testing.T, opts ...mongotest.Option) *mongotest.Server {
+	return start(t, append([]mongotest.Option{mongotest.WithChangeStreams(true)}, opts...)...)
+}
+
+func watch(t *testing.T, coll *mongo.Collection, pipeline any, opts ...options.Lister[options.ChangeStreamOptions]) *mongo.ChangeStream {
+	t.Helper()
+	cs, err := coll.Watch(context.Background(), pipeline, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close(context.Background()) })
+	return cs
+}
+
+// TestChangeStreamDrop: dropping the watched collection gives drop, then
+// invalidate, and the stream ends.
+func TestChangeStreamDrop(t *testing.T) {
+	srv := startStreams(t)
+	coll := connect(t, srv.URI()).Database("cs").Collection("dropped")
+	ctx := context.Background()
+	coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+	cs := watch(t, coll, mongo.Pipeline{})
+	if err := coll.Drop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"drop", "invalidate"} {
+		if ev := nextEvent(t, cs); ev["operationType"] != want {
+			t.Fatalf("event %v, want %s", ev, want)
+		}
+	}
+	if cs.Next(ctx) {
+		t.Fatal("an event after invalidate")
+	}
+	if srv.ChangeStreams() != 0 {
+		t.Fatalf("%d cursors open after invalidate", srv.ChangeStreams())
+	}
+}
+
+// TestChangeStreamMatchNull: the library's filter, evaluated by FerretDB
+// on the events: a release (holder set to null) passes, a renewal
+// (expiresAt only) does not.
+func TestChangeStreamMatchNull(t *testing.T) {
+	srv := startStreams(t)
+	coll := connect(t, srv.URI()).Database("cs").Collection("locks")
+	ctx := context.Background()
+	coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "l"}, {Key: "holder", Value: "h1"}, {Key: "expiresAt", Value: time.Now()}})
+	cs := watch(t, coll, mongo.Pipeline{
+		{{Key: "$match", Value: bson.D{{Key: "operationType", Value: "update"},
+			{Key: "updateDescription.updatedFields.holder", Value: bson.D{{Key: "$type", Value: "null"}}}}}},
+		{{Key: "$project", Value: bson.D{{Key: "operationType", Value: 1}, {Key: "documentKey", Value: 1}}}},
+	})
+	set := func(d bson.D) {
+		if _, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "l"}}, bson.D{{Key: "$set", Value: d}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(bson.D{{Key: "expiresAt", Value: time.Now().Add(time.Minute)}}) // a renewal
+	set(bson.D{{Key: "holder", Value: nil}})                            // a release
+	ev := nextEvent(t, cs)
+	if ev["operationType"] != "update" || ev["key"].(bson.RawValue).StringValue() != "l" || ev["updateDescription"] != nil {
+		t.Fatalf("event %v, want the release, projected", ev)
+	}
+	set(bson.D{{Key: "holder", Value: "h2"}})
+	set(bson.D{{Key: "holder", Value: nil}})
+	nextEvent(t, cs) // the second release; the acquire in between is filtered out
+	ctx2, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if cs.Next(ctx2) {
+		t.Fatalf("unexpected event %v", cs.Current)
+	}
+}
+
+// TestChangeStreamResume: after the server is cut off and after it
+// restarts on its data, the driver resumes the stream with no event lost
+// or repeated.
+func TestChangeStreamResume(t *testing.T) {
+	srv := startStreams(t, mongotest.WithDataDir(t.TempDir()))
+	coll := connect(t, srv.URI()).Database("cs").Collection("resume")
+	ctx := context.Background()
+	cs := watch(t, coll, mongo.Pipeline{})
+	n := 0
+	insert := func() {
+		t.Helper()
+		n++
+		for {
+			if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: n}}); err == nil || mongo.IsDuplicateKeyError(err) {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	expect := func() {
+		t.Helper()
+		ev := nextEvent(t, cs)
+		if got := ev["key"].(bson.RawValue).Int32(); got != int32(n) {
+			t.Fatalf("event for %v, want %d", got, n)
+		}
+	}
+	insert()
+	expect()
+	srv.Cut(true)
+	time.Sleep(100 * time.Millisecond)
+	srv.Cut(false)
+	insert()
+	expect()
+	if err := srv.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	insert()
+	expect()
+	insert()
+	expect()
+}
+
+// TestChangeStreamHistoryLost: a stream resumed from a token the capped
+// oplog no longer holds fails with ChangeStreamHistoryLost (286).
+func TestChangeStreamHistoryLost(t *testing.T) {
+	srv := startStreams(t, mongotest.WithOplogSize(50))
+	coll := connect(t, srv.URI()).Database("cs").Collection("lost")
+	ctx := context.Background()
+	cs := watch(t, coll, mongo.Pipeline{})
+	coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 0}})
+	nextEvent(t, cs)
+	token := cs.ResumeToken()
+	for i := 1; i <= 100; i++ {
+		coll.InsertOne(ctx, bson.D{{Key: "_id", Value: i}})
+	}
+	_, err := coll.Watch(ctx, mongo.Pipeline{}, options.ChangeStream().SetResumeAfter(token))
+	var se mongo.ServerError
+	if !errors.As(err, &se) || !se.HasErrorCode(286) {
+		t.Fatalf("resume after the oplog wrapped: %v, want ChangeStreamHistoryLost (286)", err)
+	}
+}
+
+// TestChangeStreamsManyDoNotBlockWriters: 50 streams wait while 8 clients
+// write: every write goes through, and every stream sees every write.
+func TestChangeStreamsManyDoNotBlockWriters(t *testing.T) {
+	srv := startStreams(t)
+	ctx := context.Background()
+	const streams, writers, each = 50, 8, 10
+	var css []*mongo.ChangeStream
+	for range streams {
+		css = append(css, watch(t, connect(t, srv.URI()).Database("cs").Collection("many"), mongo.Pipeline{}))
+	}
+	var wg sync.WaitGroup
+	for w := range writers {
+		coll := connect(t, srv.URI()).Database("cs").Collection("many")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: fmt.Sprint(w, "-", i)}}); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, cs := range css {
+		for range writers * each {
+			nextEvent(t, cs)
+		}
+	}
+	if got := srv.ChangeStreams(); got != streams {
+		t.Fatalf("%d cursors open, want %d", got, streams)
+	}
+	for _, cs := range css {
+		cs.Close(ctx) // killCursors
+	}
+	if got := srv.ChangeStreams(); got != 0 {
+		t.Fatalf("%d cursors open after closing every stream", got)
+	}
+}
+
+// TestChangeStreamsOff: without change streams, Watch fails as on a
+// server that has none.
+func TestChangeStreamsOff(t *testing.T) {
+	srv := start(t, mongotest.WithChangeStreams(false))
+	_, err := connect(t, srv.URI()).Database("cs").Collection("off").Watch(context.Background(), mongo.Pipeline{})
+	var se mongo.ServerError
+	if !errors.As(err, &se) || !se.HasErrorCode(238) {
+		t.Fatalf("Watch without change streams: %v, want NotImplemented (238)", err)
+	}
+}
