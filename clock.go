@@ -153,6 +153,25 @@ func (c *serverClock) Ensure(ctx context.Context) error {
 	return c.measure(ctx)
 }
 
+// Refresh measures the clock if the estimate is stale and no other call is
+// measuring it; it never waits for another measurement. The keepalive
+// uses it so that a slow hello cannot hold its next renewal back.
+func (c *serverClock) Refresh(ctx context.Context) error {
+	if !c.stale() {
+		return nil
+	}
+	select {
+	case c.refresh <- struct{}{}:
+	default:
+		return nil // another call measures
+	}
+	defer func() { <-c.refresh }()
+	if !c.stale() {
+		return nil
+	}
+	return c.measure(ctx)
+}
+
 func (c *serverClock) stale() bool {
 	mono := c.local.Monotonic()
 	c.mu.Lock()

@@ -46,7 +46,9 @@ func (s *Session) renew() bool {
 	// The clock is refreshed after the renewal, never before it: a slow
 	// hello must not hold a renewal back past the lease.
 	defer func() {
-		if err := s.l.clock.Ensure(s.ctx); err != nil && s.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(s.ctx, s.opts.renewInterval/2)
+		defer cancel()
+		if err := s.l.clock.Refresh(ctx); err != nil && s.ctx.Err() == nil {
 			s.l.opts.logger.Warn("mongolock: could not read the server's clock", "session", s.id, "err", err)
 		}
 	}()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -201,10 +202,23 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 	if ambiguous(err) || ctx.Err() != nil {
 		l.cleanupLater(c.name, c.holder)
 	}
-	if ctx.Err() != nil {
-		return t, false, ctx.Err()
+	if err := deadlineNear(ctx, err); err != nil {
+		return t, false, err
 	}
 	return t, false, fmt.Errorf("mongolock: acquiring %q: %w", c.name, err)
+}
+
+// deadlineNear returns ctx.Err() when ctx ended, or when err says the
+// driver did not send a command because ctx's deadline was closer than a
+// round trip (then after waiting for it, a round trip at most): the
+// caller's deadline, not the server, ended the call. Otherwise nil.
+func deadlineNear(ctx context.Context, err error) error {
+	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		if _, ok := ctx.Deadline(); ok {
+			<-ctx.Done()
+		}
+	}
+	return ctx.Err()
 }
 
 // stopped returns ErrClosed after Close, stopErr() once stop is closed,

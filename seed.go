@@ -45,6 +45,9 @@ func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time
 		// never frees the lock its owner already had.
 		ok, err = l.store.updateOwned(ctx, name, owner, extendUpdate(l.clock.Now().Add(ttl)))
 		if err != nil {
+			if err := deadlineNear(ctx, err); err != nil {
+				return false, err
+			}
 			return false, fmt.Errorf("mongolock: taking %q again: %w", name, err)
 		}
 		return ok, nil

@@ -26,7 +26,17 @@ func guard(args []string) int {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, append([]os.Signal{syscall.SIGUSR1}, forwarded...)...)
 	orphaned := func() bool { return os.Getppid() != parent }
-	killJob := func() { syscall.Kill(-syscall.Getpgrp(), syscall.SIGKILL) }
+	adoptOrphans() // the job's orphans come to the guard, which can kill them
+	self := os.Getpid()
+	killJob := func() {
+		syscall.Kill(-syscall.Getpgrp(), syscall.SIGKILL)
+		leader = self
+		for _, pid := range jobProcesses(self) {
+			if pid != self {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
 	if orphaned() { // mongolock died before the parent-death signal was set
 		killJob()
 		return 1
@@ -43,7 +53,7 @@ func guard(args []string) int {
 	defer tick.Stop()
 	for {
 		select {
-		case <-sigs: // SIGUSR1 from the kernel, or one passed to the group
+		case <-sigs: // SIGUSR1 from the kernel, or one mongolock passed to the job
 			if orphaned() {
 				killJob()
 			}
@@ -51,8 +61,20 @@ func guard(args []string) int {
 			if orphaned() {
 				killJob()
 			}
+			reapExcept(cmd.Process.Pid)
 		case err := <-exited:
 			return exitStatus(err)
+		}
+	}
+}
+
+// reapExcept waits for the guard's exited children other than pid (the
+// command, which os/exec waits for): orphans it adopted.
+func reapExcept(pid int) {
+	for _, c := range children("self") {
+		if c != pid {
+			var ws syscall.WaitStatus
+			syscall.Wait4(c, &ws, syscall.WNOHANG, nil)
 		}
 	}
 }

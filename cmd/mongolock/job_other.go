@@ -24,6 +24,8 @@ func adoptOrphans() {}
 
 func adopted() []int { return nil }
 
+func jobProcesses(int) []int { return nil }
+
 func reapOrphans(int) {}
 
 // foreground leaves the terminal alone here.

@@ -302,6 +302,33 @@ func TestRunKillsSetsidChild(t *testing.T) {
 	}
 }
 
+// TestRunKillsCommandThatLeftGroup: a command that moves to a session of
+// its own (as GNU timeout moves to a group of its own) is still the job:
+// when the lock is lost it is terminated before mongolock exits.
+func TestRunKillsCommandThatLeftGroup(t *testing.T) {
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("no setsid")
+	}
+	e := newCLIEnv(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	c := e.cmd("run", "--ttl", "3s", "escaped", "--", "setsid", "sh", "-c", `echo $$ > `+pidFile+`; exec sleep 300 >/dev/null 2>&1`)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := readPID(t, pidFile)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	if err := e.locker.ForceRelease(context.Background(), "escaped"); err != nil {
+		t.Fatal(err)
+	}
+	c.Wait()
+	if alive(pid) {
+		t.Fatalf("the command that left the group (pid %d) outlived mongolock; stderr %s", pid, c.Stderr)
+	}
+	if code := c.ProcessState.ExitCode(); code != 76 {
+		t.Fatalf("exit status %d, want 76; stderr %s", code, c.Stderr)
+	}
+}
+
 // readPID waits for path and returns the process id written in it.
 func readPID(t *testing.T, path string) int {
 	t.Helper()

@@ -55,7 +55,7 @@ func (c *cli) run(args []string) int {
 	// ends the wait (exit 128+N); while CMD runs, each is passed to its
 	// process group.
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwarded...)
+	signal.Notify(sigs, notifiable()...)
 	defer signal.Stop(sigs)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -79,6 +79,16 @@ func (c *cli) run(args []string) int {
 	stopWatching := func() int {
 		close(handoff)
 		<-watching
+		for drained := false; !drained; { // a signal queued as the watcher stopped
+			select {
+			case sig := <-sigs:
+				if terminating(sig) {
+					got.CompareAndSwap(0, int32(sig.(syscall.Signal)))
+				}
+			default:
+				drained = true
+			}
+		}
 		if sig := got.Load(); sig != 0 {
 			fmt.Fprintf(c.stderr, "mongolock: %v before the command started\n", syscall.Signal(sig))
 			return 128 + int(sig)
@@ -180,6 +190,10 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, si
 		fmt.Fprintln(c.stderr, "mongolock:", err)
 		return 127
 	}
+	// In the background of a terminal now, mongolock must not be stopped
+	// by writing to it (stty tostop): its keepalive and kill timer run on.
+	// Set after Start, so that the job does not inherit it.
+	signal.Ignore(syscall.SIGTTOU)
 	job := group(cmd.Process.Pid)
 	reapOrphans(cmd.Process.Pid) // os/exec waits for the leader
 	exited := make(chan error, 1)
@@ -193,6 +207,9 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, si
 		select {
 		case <-reap.C:
 			reapOrphans(cmd.Process.Pid)
+			if killed { // processes adopted since the first SIGKILL
+				job.signal(syscall.SIGKILL)
+			}
 		case sig := <-sigs:
 			job.signal(sig.(syscall.Signal))
 			if sig != syscall.SIGCONT && sig != syscall.SIGTSTP {
@@ -200,9 +217,9 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, si
 			}
 		case <-lost:
 			lost, wasLost = nil, true
-			fmt.Fprintf(c.stderr, "mongolock: lock %q lost (%v): terminating the command's process group\n", m.Name(), m.Err())
-			job.signal(syscall.SIGTERM)
+			job.signal(syscall.SIGTERM) // before anything that could block
 			kill = time.After(grace)
+			fmt.Fprintf(c.stderr, "mongolock: lock %q lost (%v): terminating the job\n", m.Name(), m.Err())
 		case <-kill:
 			job.signal(syscall.SIGKILL)
 			kill, killed = nil, true
@@ -211,7 +228,7 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, si
 			reapOrphans(0) // the leader was waited for
 			// What the command left in its group ends before the lock is
 			// released: the job is the whole group.
-			job.end(grace, kill, killed)
+			job.end(grace, kill, killed, c.stderr)
 			if !wasLost {
 				select {
 				case <-m.Done(): // lost while the command ran, seen only now
