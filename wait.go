@@ -312,6 +312,16 @@ func (r *waitRegistry) notify(name string) {
 	}
 }
 
+// taken is the watcher's news that name was taken: observers (Election's
+// Observe) look at it; waiters wait on for its release.
+func (r *waitRegistry) taken(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.names[name]; q != nil {
+		signalAll(q.observers)
+	}
+}
+
 // notifyAll wakes the head of every name not held in this process.
 func (r *waitRegistry) notifyAll() {
 	r.mu.Lock()

@@ -20,6 +20,7 @@ const watchLinger = time.Second
 // *mongo.ChangeStream is one, tests script others.
 type eventStream interface {
 	Next(ctx context.Context) bool
+	RemainingBatchLength() int
 	Decode(v any) error
 	ResumeToken() bson.Raw
 	Err() error
@@ -32,6 +33,7 @@ type openStream func(ctx context.Context, token bson.Raw) (eventStream, error)
 // wakeSink receives the watcher's news.
 type wakeSink interface {
 	notify(name string) // a lock of that name may have been freed
+	taken(name string)  // a lock of that name was taken
 	notifyAll()         // any lock may have been freed: events may have been missed
 	streaming(on bool)  // whether releases are being watched
 }
@@ -41,6 +43,22 @@ type changeEvent struct {
 	DocumentKey   struct {
 		ID string `bson:"_id"`
 	} `bson:"documentKey"`
+	UpdateDescription struct {
+		UpdatedFields bson.Raw `bson:"updatedFields"`
+	} `bson:"updateDescription"`
+}
+
+// freed reports whether the event may have freed its lock; false when it
+// shows the lock taken (an acquire sets a holder).
+func (ev *changeEvent) freed() bool {
+	switch ev.OperationType {
+	case "insert":
+		return false
+	case "update":
+		h, err := ev.UpdateDescription.UpdatedFields.LookupErr("holder")
+		return err != nil || h.Type == bson.TypeNull
+	}
+	return true
 }
 
 // watcher runs ONE change stream per Locker while goroutines of the
@@ -185,8 +203,25 @@ const streamCloseTimeout = 2 * time.Second
 // drain fans the stream's events out until it ends, and returns the token
 // to resume from: the stream's latest (which moves on past events the
 // server filtered out, with each batch's postBatchResumeToken), or nil
-// after an invalidating event.
+// after an invalidating event. The events of one batch are folded by name
+// first: a release followed by a new acquire of the same name wakes no one
+// (the waiters would only find it taken), so a release that another
+// process follows at once with its own acquire costs the others nothing.
 func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bson.Raw {
+	state := map[string]bool{} // name: freed (true) or taken (false), last event wins
+	var order []string
+	flush := func() {
+		for _, name := range order {
+			if state[name] {
+				w.sink.notify(name)
+			} else {
+				w.sink.taken(name)
+			}
+		}
+		clear(state)
+		order = order[:0]
+	}
+	defer flush()
 	for cs.Next(ctx) {
 		var ev changeEvent
 		if err := cs.Decode(&ev); err != nil {
@@ -196,10 +231,17 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 		token = cs.ResumeToken()
 		switch ev.OperationType {
 		case "invalidate", "drop", "dropDatabase", "rename":
+			flush()
 			w.sink.notifyAll()
 			return nil
-		default:
-			w.sink.notify(ev.DocumentKey.ID)
+		}
+		name := ev.DocumentKey.ID
+		if _, seen := state[name]; !seen {
+			order = append(order, name)
+		}
+		state[name] = ev.freed()
+		if cs.RemainingBatchLength() == 0 {
+			flush()
 		}
 	}
 	if t := cs.ResumeToken(); t != nil {
@@ -238,18 +280,21 @@ func historyLost(err error) bool {
 	return se.HasErrorCode(286) || se.HasErrorCode(280) || se.HasErrorCode(260)
 }
 
-// releasePipeline passes only the events that can free a lock, with only
-// the fields the watcher reads.
+// releasePipeline passes only the events that change a lock's holder (a
+// release frees it, an acquire takes it; renewals, which touch only
+// expiresAt, are filtered out on the server), with only the fields the
+// watcher reads.
 var releasePipeline = mongo.Pipeline{
 	{{Key: "$match", Value: bson.D{{Key: "$or", Value: bson.A{
 		bson.D{{Key: "operationType", Value: bson.D{{Key: "$in", Value: bson.A{
-			"delete", "replace", "invalidate", "drop", "dropDatabase", "rename"}}}}},
+			"insert", "delete", "replace", "invalidate", "drop", "dropDatabase", "rename"}}}}},
 		bson.D{
 			{Key: "operationType", Value: "update"},
-			{Key: "updateDescription.updatedFields.holder", Value: bson.D{{Key: "$type", Value: "null"}}},
+			{Key: "updateDescription.updatedFields.holder", Value: bson.D{{Key: "$exists", Value: true}}},
 		},
 	}}}}},
-	{{Key: "$project", Value: bson.D{{Key: "operationType", Value: 1}, {Key: "documentKey", Value: 1}}}},
+	{{Key: "$project", Value: bson.D{{Key: "operationType", Value: 1}, {Key: "documentKey", Value: 1},
+		{Key: "updateDescription", Value: 1}}}},
 }
 
 // openReleases opens the Locker's change stream of releases.

@@ -21,9 +21,11 @@ type step struct {
 	op, name string
 	err      error
 	token    string // moves the resume token on without an event (postBatchResumeToken)
+	taken    bool   // an update that sets a holder (an acquire), not a release
 }
 
 type scriptStream struct {
+	batched   bool // the events come in one batch (see RemainingBatchLength)
 	hangClose bool // Close waits for its ctx: a server that does not answer
 	steps     []step
 	i         int
@@ -53,15 +55,36 @@ func (s *scriptStream) Next(ctx context.Context) bool {
 
 func (s *scriptStream) Decode(v any) error {
 	st := s.steps[s.i-1]
+	var holder any // null: a release
+	if st.taken {
+		holder = "h"
+	}
 	raw, _ := bson.Marshal(bson.D{
 		{Key: "operationType", Value: st.op},
 		{Key: "documentKey", Value: bson.D{{Key: "_id", Value: st.name}}},
+		{Key: "updateDescription", Value: bson.D{{Key: "updatedFields", Value: bson.D{{Key: "holder", Value: holder}}}}},
 	})
 	return bson.Unmarshal(raw, v)
 }
 
 func (s *scriptStream) ResumeToken() bson.Raw { return s.token }
-func (s *scriptStream) Err() error            { return s.err }
+
+// RemainingBatchLength says the rest of the script up to its next error is
+// one batch when batched is set, and that every event is a batch otherwise.
+func (s *scriptStream) RemainingBatchLength() int {
+	if !s.batched {
+		return 0
+	}
+	n := 0
+	for _, st := range s.steps[s.i:] {
+		if st.err != nil {
+			break
+		}
+		n++
+	}
+	return n
+}
+func (s *scriptStream) Err() error { return s.err }
 func (s *scriptStream) Close(ctx context.Context) error {
 	close(s.closed)
 	if s.hangClose {
@@ -79,6 +102,7 @@ func tokenOf(s string) bson.Raw {
 // script opens the given streams in turn, recording the resume token each
 // open was given; opens past the script fail with errs[i] or block.
 type script struct {
+	batched   bool
 	hangClose bool
 	mu        sync.Mutex
 	streams   [][]step
@@ -106,7 +130,7 @@ func (sc *script) open(ctx context.Context, token bson.Raw) (eventStream, error)
 	if len(sc.streams) > 0 {
 		steps, sc.streams = sc.streams[0], sc.streams[1:]
 	}
-	s := &scriptStream{steps: steps, closed: make(chan struct{}), hangClose: sc.hangClose}
+	s := &scriptStream{steps: steps, closed: make(chan struct{}), hangClose: sc.hangClose, batched: sc.batched}
 	sc.all = append(sc.all, s)
 	return s, nil
 }
@@ -137,6 +161,7 @@ func (r *recorder) add(s string) {
 }
 func (r *recorder) notify(name string) { r.add("wake " + name) }
 func (r *recorder) notifyAll()         { r.add("wake all") }
+func (r *recorder) taken(name string)  { r.add("taken " + name) }
 func (r *recorder) streaming(on bool) {
 	if on {
 		r.add("on")
@@ -303,5 +328,23 @@ func TestWatcherStopsAfterLastWaiter(t *testing.T) {
 	w.close()
 	if errors.Is(s.err, context.Canceled) == false {
 		t.Fatalf("stream ended with %v", s.err)
+	}
+}
+
+// TestWatcherFoldsBatch: in one batch, a release of a that is followed by
+// a new acquire of a wakes no one; a release of b that stays released
+// does.
+func TestWatcherFoldsBatch(t *testing.T) {
+	sc := &script{batched: true, streams: [][]step{{
+		{op: "update", name: "a"}, {op: "update", name: "b"}, {op: "update", name: "a", taken: true},
+	}}}
+	rec := newRecorder()
+	w := newTestWatcher(sc, rec, nil)
+	w.want()
+	got := rec.waitFor(t, 4)
+	w.close()
+	want := []string{"wake all", "on", "taken a", "wake b"}
+	if !slices.Equal(got[:4], want) {
+		t.Fatalf("got %q, want %q", got, want)
 	}
 }
