@@ -81,12 +81,11 @@ func (l *Locker) ForceRelease(ctx context.Context, name string) error {
 	if err := l.readyFor(ctx, name); err != nil {
 		return err
 	}
-	surelyPast := l.clock.Now().Add(-l.clock.Uncertainty())
 	res, err := l.store.coll.UpdateOne(ctx,
 		bson.D{
 			{Key: "_id", Value: name},
 			{Key: "holder", Value: bson.D{{Key: "$ne", Value: nil}}},
-			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: surelyPast}}},
+			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: l.clock.SurelyPast()}}},
 		},
 		l.store.freeUpdate())
 	if err != nil {

@@ -88,13 +88,24 @@ func helloTime(db *mongo.Database) func(context.Context) (time.Time, error) {
 // measurement in use plus the monotonic time elapsed since. Before the
 // first measurement it is the local wall clock.
 func (c *serverClock) Now() time.Time {
-	mono := c.local.Monotonic()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.measured {
-		return c.local.Now().Round(0)
-	}
-	return c.server.Add(mono - c.at)
+	now, _ := c.Read()
+	return now
+}
+
+// Uncertainty bounds the error of Now: half the round trip of the
+// measurement in use. Leases allow for it on both sides: a holder gives up
+// its hold this much earlier, a taker waits this much longer.
+func (c *serverClock) Uncertainty() time.Duration {
+	_, unc := c.Read()
+	return unc
+}
+
+// SurelyPast returns the latest server time that has surely passed,
+// whatever the estimate's error: a lease that ended by then is over for
+// every reader.
+func (c *serverClock) SurelyPast() time.Time {
+	now, unc := c.Read()
+	return now.Add(-unc)
 }
 
 // Read returns Now and Uncertainty of one estimate, read together: the
@@ -103,7 +114,7 @@ func (c *serverClock) Read() (now time.Time, unc time.Duration) {
 	mono := c.local.Monotonic()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	unc = c.rtt/2 + time.Millisecond
+	unc = c.rtt/2 + time.Millisecond // localTime has millisecond precision
 	if !c.measured {
 		return c.local.Now().Round(0), unc
 	}
@@ -117,26 +128,30 @@ func (c *serverClock) Measured() bool {
 	return c.measured
 }
 
-// Uncertainty bounds the error of Now: half the round trip of the
-// measurement in use. Leases allow for it on both sides: a holder gives up
-// its hold this much earlier, a taker waits this much longer.
-func (c *serverClock) Uncertainty() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.rtt/2 + time.Millisecond // localTime has millisecond precision
-}
-
 // Ensure measures the offset if it was never measured or is older than the
 // refresh interval. It returns ctx.Err() if ctx ends while another call
 // measures.
-func (c *serverClock) Ensure(ctx context.Context) error {
+func (c *serverClock) Ensure(ctx context.Context) error { return c.ensure(ctx, true) }
+
+// Refresh is Ensure that never waits for another call's measurement: then
+// it returns at once. The keepalive uses it so that a slow hello cannot
+// hold its next renewal back.
+func (c *serverClock) Refresh(ctx context.Context) error { return c.ensure(ctx, false) }
+
+func (c *serverClock) ensure(ctx context.Context, wait bool) error {
 	if !c.stale() {
 		return nil
+	}
+	var busy <-chan time.Time // nil: wait for the slot
+	if !wait {
+		busy = closedTime
 	}
 	select {
 	case c.refresh <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-busy:
+		return nil // another call measures
 	}
 	defer func() { <-c.refresh }()
 	if !c.stale() { // measured while we waited
@@ -153,24 +168,12 @@ func (c *serverClock) Ensure(ctx context.Context) error {
 	return c.measure(ctx)
 }
 
-// Refresh measures the clock if the estimate is stale and no other call is
-// measuring it; it never waits for another measurement. The keepalive
-// uses it so that a slow hello cannot hold its next renewal back.
-func (c *serverClock) Refresh(ctx context.Context) error {
-	if !c.stale() {
-		return nil
-	}
-	select {
-	case c.refresh <- struct{}{}:
-	default:
-		return nil // another call measures
-	}
-	defer func() { <-c.refresh }()
-	if !c.stale() {
-		return nil
-	}
-	return c.measure(ctx)
-}
+// closedTime is always ready: a select case that never waits.
+var closedTime = func() chan time.Time {
+	c := make(chan time.Time)
+	close(c)
+	return c
+}()
 
 func (c *serverClock) stale() bool {
 	mono := c.local.Monotonic()

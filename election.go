@@ -162,7 +162,7 @@ func (e *Election) observe(ctx context.Context, out chan<- string) {
 		doc, err := e.s.l.readLive(ctx, e.name)
 		pause := jitter(l.opts.pollInterval)
 		if err == nil && doc != nil {
-			if until := doc.ExpiresAt.Sub(l.clock.Now()) + l.clock.Uncertainty(); until > 0 && until < pause {
+			if until := doc.ExpiresAt.Sub(l.clock.SurelyPast()); until > 0 && until < pause {
 				pause = until + time.Millisecond
 			}
 			if doc.Fence != last {

@@ -144,7 +144,7 @@ func TestHoldDeadlineUsesErrorAtSend(t *testing.T) {
 	s.mu.Lock()
 	left := time.Until(h.validUntil)
 	s.mu.Unlock()
-	if most := 20*time.Second - s.margin - 2*time.Second; left > most {
+	if most := 20*time.Second - safetyMargin(20*time.Second) - 2*time.Second; left > most {
 		t.Fatalf("the hold believes in %v more, beyond TTL - margin - the error at sending (%v)", left, most)
 	}
 	m.Unlock()

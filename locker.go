@@ -61,7 +61,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 		closed: closed,
 	}
 	if o.watch {
-		l.waits.watch = &watcher{open: l.openReleases, sink: l.waits, log: o.logger}
+		l.waits.watch = &watcher{open: l.openHolderChanges, sink: l.waits, log: o.logger}
 	}
 	return l, nil
 }
@@ -305,7 +305,7 @@ func (l *Locker) peek(name string) func(context.Context) time.Time {
 // reads that tell whether a lock is used, so that IsFreeLock and Status
 // agree with what GetLock and TryLock would do.
 func (l *Locker) held(doc *lockDoc) bool {
-	return doc.live(l.clock.Now().Add(-l.clock.Uncertainty()))
+	return doc.live(l.clock.SurelyPast())
 }
 
 // newToken returns a random holder token: knowing a lock's owner is not

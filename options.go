@@ -136,9 +136,9 @@ func newSessionOptions(opts []SessionOption) (sessionOptions, error) {
 	if o.renewInterval == 0 {
 		o.renewInterval = o.ttl / 3
 	}
-	if o.renewInterval <= 0 || 2*o.renewInterval > o.ttl-o.ttl/10 {
+	if most := (o.ttl - safetyMargin(o.ttl)) / 2; o.renewInterval <= 0 || o.renewInterval > most {
 		return o, fmt.Errorf("%w: renew interval %v must be positive and at most %v, so that two renewals "+
-			"are tried before a hold of TTL %v is given up", ErrInvalidTTL, o.renewInterval, (o.ttl-o.ttl/10)/2, o.ttl)
+			"are tried before a hold of TTL %v is given up", ErrInvalidTTL, o.renewInterval, most, o.ttl)
 	}
 	return o, validOwner(o.owner)
 }

@@ -19,10 +19,9 @@ import (
 // server, so that the margin before their end is left to the holders' work
 // to stop. A Session is safe for concurrent use.
 type Session struct {
-	l      *Locker
-	id     string
-	opts   sessionOptions
-	margin time.Duration // a hold is given up this long before its lease ends
+	l    *Locker
+	id   string
+	opts sessionOptions
 
 	ctx    context.Context // the keepalive's; cancelled when the session ends
 	cancel context.CancelFunc
@@ -51,17 +50,17 @@ func (l *Locker) NewSession(ctx context.Context, opts ...SessionOption) (*Sessio
 	}
 	// The lease a holder believes in is the TTL less the margin and the
 	// clock's error: it must leave room for two renewals.
-	if lease := o.ttl - o.ttl/10 - l.clock.Uncertainty(); 2*o.renewInterval > lease {
+	unc := l.clock.Uncertainty()
+	if lease := leaseOf(o.ttl, unc); 2*o.renewInterval > lease {
 		return nil, fmt.Errorf("%w: TTL %v leaves a lease of %v once the safety margin (%v) and the error of "+
 			"the server-clock estimate (%v, half the round trip measured to the server) are taken off, "+
 			"too short for two renewals every %v",
-			ErrInvalidTTL, o.ttl, lease, o.ttl/10, l.clock.Uncertainty(), o.renewInterval)
+			ErrInvalidTTL, o.ttl, lease, safetyMargin(o.ttl), unc, o.renewInterval)
 	}
 	s := &Session{
 		l:       l,
 		id:      newToken(),
 		opts:    o,
-		margin:  o.ttl / 10,
 		holds:   map[string]*hold{},
 		done:    make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -196,9 +195,15 @@ func (s *Session) acquire(ctx context.Context, name, value string) (*hold, bool,
 // took the session believes in its hold: the TTL less the safety margin and
 // unc, the error of its estimate of the server's clock when the request was
 // sent (the times it wrote were off by that much).
-func (s *Session) lease(unc time.Duration) time.Duration {
-	return s.opts.ttl - s.margin - unc
-}
+func (s *Session) lease(unc time.Duration) time.Duration { return leaseOf(s.opts.ttl, unc) }
+
+// leaseOf is the lease a hold of a session with this TTL believes in when
+// the clock's error was unc.
+func leaseOf(ttl, unc time.Duration) time.Duration { return ttl - safetyMargin(ttl) - unc }
+
+// safetyMargin is how long before its lease ends a hold whose renewals
+// fail is given up: time for the holder's work to stop.
+func safetyMargin(ttl time.Duration) time.Duration { return ttl / 10 }
 
 // expired runs when a hold's lease was not renewed in time: the session's
 // lease is lost.

@@ -112,14 +112,13 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	for {
 		if tryNow {
 			ok, err := a.try(ctx)
-			if ok {
-				news = false
-				return nil
-			}
 			if err != nil {
 				return err // an attempt that did not conclude leaves the news to the next
 			}
-			news = false
+			news = false // tried since
+			if ok {
+				return nil
+			}
 			if !wanted {
 				wanted = true
 				r.want()
@@ -173,7 +172,7 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 	if local > 0 {
 		return d
 	}
-	now := r.clock.Now()
+	now, unc := r.clock.Read()
 	if !expiry.After(now) && peek != nil && d >= peekAfter {
 		// What we knew is out of date: learn the current lease end once.
 		// While polls come quickly a timer for it would add little.
@@ -183,7 +182,7 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 		r.mu.Unlock()
 	}
 	// The taker's filter allows for its clock's error: try once that passed.
-	if until := expiry.Sub(now) + r.clock.Uncertainty() + time.Millisecond; expiry.After(now) && until < d {
+	if until := expiry.Sub(now) + unc + time.Millisecond; expiry.After(now) && until < d {
 		d = until
 	}
 	return d
@@ -212,12 +211,10 @@ func (r *waitRegistry) leave(name string, w *waiter, news bool) {
 	q := r.queue(name)
 	if i := slices.Index(q.waiters, w); i >= 0 {
 		q.waiters = slices.Delete(q.waiters, i, i+1)
-		if len(q.waiters) > 0 && (news || w.freed) {
-			q.waiters[0].freed = true
-			signal(q.waiters[0].kick)
-		} else if i == 0 && len(q.waiters) > 0 {
-			// The old head took the lock or gave up; either way the new
-			// head polls, it does not try at once.
+		// A new head polls (the old one took the lock or gave up), or
+		// tries at once with the news that w did not use.
+		if len(q.waiters) > 0 && (i == 0 || news || w.freed) {
+			q.waiters[0].freed = q.waiters[0].freed || news || w.freed
 			signal(q.waiters[0].kick)
 		}
 	}

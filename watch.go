@@ -231,8 +231,7 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 		token = cs.ResumeToken()
 		switch ev.OperationType {
 		case "invalidate", "drop", "dropDatabase", "rename":
-			flush()
-			w.sink.notifyAll()
+			w.sink.notifyAll() // and the deferred flush: wakes every waiter anyway
 			return nil
 		}
 		name := ev.DocumentKey.ID
@@ -280,11 +279,11 @@ func historyLost(err error) bool {
 	return se.HasErrorCode(286) || se.HasErrorCode(280) || se.HasErrorCode(260)
 }
 
-// releasePipeline passes only the events that change a lock's holder (a
+// holderPipeline passes only the events that change a lock's holder (a
 // release frees it, an acquire takes it; renewals, which touch only
 // expiresAt, are filtered out on the server), with only the fields the
 // watcher reads.
-var releasePipeline = mongo.Pipeline{
+var holderPipeline = mongo.Pipeline{
 	{{Key: "$match", Value: bson.D{{Key: "$or", Value: bson.A{
 		bson.D{{Key: "operationType", Value: bson.D{{Key: "$in", Value: bson.A{
 			"insert", "delete", "replace", "invalidate", "drop", "dropDatabase", "rename"}}}}},
@@ -297,11 +296,11 @@ var releasePipeline = mongo.Pipeline{
 		{Key: "updateDescription", Value: 1}}}},
 }
 
-// openReleases opens the Locker's change stream of releases.
-func (l *Locker) openReleases(ctx context.Context, token bson.Raw) (eventStream, error) {
+// openHolderChanges opens the Locker's change stream of holder changes.
+func (l *Locker) openHolderChanges(ctx context.Context, token bson.Raw) (eventStream, error) {
 	opts := mopt.ChangeStream()
 	if token != nil {
 		opts.SetResumeAfter(token)
 	}
-	return l.store.coll.Watch(ctx, releasePipeline, opts)
+	return l.store.coll.Watch(ctx, holderPipeline, opts)
 }

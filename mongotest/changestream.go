@@ -287,19 +287,16 @@ func (ss *streams) getMore(st *stream, maxWait time.Duration) bson.D {
 			return commandError(286, "ChangeStreamHistoryLost",
 				"Resume of change stream was not possible, as the resume point may no longer be in the oplog.")
 		}
-		items := ss.tail.since(st.pos, 500)
-		events, err := ss.next(st, items)
-		if err == nil && len(events) > 0 {
-			var raws []bson.Raw
+		if events := st.next(ss.tail, ss.tail.since(st.pos, 500)); len(events) > 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			raws, err = ss.filter(ctx, st, events)
+			raws, err := ss.filter(ctx, st, events)
 			cancel()
-			if err == nil && len(raws) > 0 {
+			if err != nil {
+				return commandError(6, "HostUnreachable", err.Error(), "ResumableChangeStreamError")
+			}
+			if len(raws) > 0 {
 				return ss.batch(st, raws)
 			}
-		}
-		if err != nil {
-			return commandError(6, "HostUnreachable", err.Error(), "ResumableChangeStreamError")
 		}
 		if st.invalidated {
 			return ss.batch(st, nil)
@@ -325,7 +322,7 @@ func (ss *streams) batch(st *stream, events []bson.Raw) bson.D {
 }
 
 // next turns items into st's events, moving st.pos past them.
-func (ss *streams) next(st *stream, items []item) ([]bson.D, error) {
+func (st *stream) next(t *tailer, items []item) []bson.D {
 	var events []bson.D
 	for _, it := range items {
 		st.pos = it.pos
@@ -333,7 +330,7 @@ func (ss *streams) next(st *stream, items []item) ([]bson.D, error) {
 			if ev := st.dropEvents(*it.drop); ev != nil {
 				events = append(events, ev...)
 				if st.invalidated {
-					return events, nil
+					return events
 				}
 			}
 			continue
@@ -341,11 +338,11 @@ func (ss *streams) next(st *stream, items []item) ([]bson.D, error) {
 		if !st.watches(it.e.NS) {
 			continue
 		}
-		if ev := st.event(ss.tail, it); ev != nil {
+		if ev := st.event(t, it); ev != nil {
 			events = append(events, ev)
 		}
 	}
-	return events, nil
+	return events
 }
 
 // filter has FerretDB evaluate st's pipeline stages on events, in a

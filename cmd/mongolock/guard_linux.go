@@ -61,20 +61,9 @@ func guard(args []string) int {
 			if orphaned() {
 				killJob()
 			}
-			reapExcept(cmd.Process.Pid)
+			reapOrphans(cmd.Process.Pid) // orphans the guard adopted
 		case err := <-exited:
 			return exitStatus(err)
-		}
-	}
-}
-
-// reapExcept waits for the guard's exited children other than pid (the
-// command, which os/exec waits for): orphans it adopted.
-func reapExcept(pid int) {
-	for _, c := range children("self") {
-		if c != pid {
-			var ws syscall.WaitStatus
-			syscall.Wait4(c, &ws, syscall.WNOHANG, nil)
 		}
 	}
 }

@@ -62,8 +62,8 @@ func (g group) alive() bool {
 			break
 		}
 	}
-	err := syscall.Kill(-int(g), 0)
-	return (err != nil && err != syscall.ESRCH) || err == nil || len(jobProcesses(int(g))) > 0
+	// EPERM (a process of another user) counts as alive: only ESRCH is gone.
+	return syscall.Kill(-int(g), 0) != syscall.ESRCH || len(jobProcesses(int(g))) > 0
 }
 
 // endBound bounds how long mongolock waits for processes that survive
@@ -79,9 +79,7 @@ func (g group) end(grace time.Duration, kill <-chan time.Time, killed bool, stde
 	if !g.alive() {
 		return
 	}
-	switch {
-	case killed:
-	case kill == nil:
+	if !killed && kill == nil {
 		g.signal(syscall.SIGTERM)
 		kill = time.After(grace)
 	}
