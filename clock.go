@@ -142,16 +142,18 @@ func (c *serverClock) ensure(ctx context.Context, wait bool) error {
 	if !c.stale() {
 		return nil
 	}
-	var busy <-chan time.Time // nil: wait for the slot
-	if !wait {
-		busy = closedTime
-	}
-	select {
-	case c.refresh <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-busy:
-		return nil // another call measures
+	if wait {
+		select {
+		case c.refresh <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	} else {
+		select {
+		case c.refresh <- struct{}{}:
+		default:
+			return nil // another call measures
+		}
 	}
 	defer func() { <-c.refresh }()
 	if !c.stale() { // measured while we waited
@@ -167,13 +169,6 @@ func (c *serverClock) ensure(ctx context.Context, wait bool) error {
 	// a loose estimate: measure again on the warm one, keep the tighter.
 	return c.measure(ctx)
 }
-
-// closedTime is always ready: a select case that never waits.
-var closedTime = func() chan time.Time {
-	c := make(chan time.Time)
-	close(c)
-	return c
-}()
 
 func (c *serverClock) stale() bool {
 	mono := c.local.Monotonic()

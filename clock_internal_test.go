@@ -102,3 +102,24 @@ func TestClockIgnoresWallSteps(t *testing.T) {
 		}
 	}
 }
+
+// TestRefreshMeasuresWhenFree: a stale estimate is measured again by
+// Refresh whenever no other call is measuring, every time.
+func TestRefreshMeasuresWhenFree(t *testing.T) {
+	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{time.Millisecond, time.Millisecond}}}
+	hellos := 0
+	c := newServerClock(f, func(ctx context.Context) (time.Time, error) { hellos++; return f.hello(ctx) }, 0)
+	if err := c.Ensure(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		f.now = f.now.Add(2 * defaultClockRefresh)
+		before := hellos
+		if err := c.Refresh(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if hellos != before+1 {
+			t.Fatalf("refresh %d of a stale estimate sent %d hellos, want 1", i, hellos-before)
+		}
+	}
+}
