@@ -454,3 +454,30 @@ func TestForceReleaseExpired(t *testing.T) {
 		t.Fatalf("ForceRelease of an expired lock: %v, want ErrNotHeld", err)
 	}
 }
+
+// TestLateAcquireReplyHoldsNothing: an acquire whose reply comes after the
+// hold would already have been given up (the link held it back longer than
+// the lease; a stopped process is the same) does not return a hold that
+// another may have by now: TryLock fails with ErrLockLost, and the lock is
+// freed.
+func TestLateAcquireReplyHoldsNothing(t *testing.T) {
+	e := newEnv(t)
+	proxy, uri := newCutProxy(t)
+	slow, _ := e.locker(uri)
+	other, _ := e.locker("")
+	ctx := ctxT(t, time.Minute)
+	s := session(t, slow, mongolock.WithTTL(time.Second), mongolock.WithRenewInterval(300*time.Millisecond))
+	proxy.Delay(1200 * time.Millisecond)
+	m := s.NewMutex("late")
+	if err := m.TryLock(ctx); !errors.Is(err, mongolock.ErrLockLost) {
+		t.Fatalf("TryLock answered after its lease: %v, want ErrLockLost", err)
+	}
+	if m.Token() != 0 {
+		t.Fatalf("a hold with token %d after a late reply", m.Token())
+	}
+	proxy.Delay(0)
+	slow.Close() // waits for the release of what the server gave
+	if free, err := other.IsFreeLock(ctx, "late"); err != nil || !free {
+		t.Fatalf("the late-acquired lock was left taken: free %v, %v", free, err)
+	}
+}

@@ -175,16 +175,24 @@ func (s *Session) acquire(ctx context.Context, name, value string) (*hold, bool,
 	if err != nil || !ok {
 		return nil, ok, err
 	}
+	validUntil := t.sent.Add(s.lease(t.unc))
 	s.mu.Lock()
-	if err := s.endedErrLocked(); err != nil {
+	err = s.endedErrLocked()
+	if err == nil && !time.Now().Before(validUntil) {
+		// The reply came after the hold would have been given up (this
+		// process was stopped, or the link held the reply back): another
+		// may hold the lock by now. Nothing is held; what the server may
+		// still count as ours is freed.
+		err = fmt.Errorf("%w: %q: the acquire was answered after its lease would have run out", ErrLockLost, name)
+	}
+	if err != nil {
 		s.mu.Unlock()
-		// The session ended while the acquire was on its way.
 		s.l.cleanupLater(name, c.holder)
 		return nil, false, err
 	}
 	defer s.mu.Unlock()
 	h := &hold{s: s, name: name, token: c.holder, fence: t.fence, done: make(chan struct{})}
-	h.validUntil = t.sent.Add(s.lease(t.unc))
+	h.validUntil = validUntil
 	h.timer = time.AfterFunc(time.Until(h.validUntil), func() { s.expired(h) })
 	s.holds[h.token] = h
 	s.l.waits.held(name)

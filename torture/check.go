@@ -165,10 +165,11 @@ func (r *report) checkName(hs []hold, c config, faults []fault) {
 
 // checkBeliefs judges the holders' beliefs: two holds of one name whose
 // intervals from Lock returning to Done closing overlap are explained only
-// by a SIGSTOP of the older holder's worker during its hold (its timers
-// could not fire); any other overlap is a violation: a cut-off or slowed
-// holder must have let go in time. A hold whose worker was killed believed
-// until the kill.
+// by a SIGSTOP of the older holder's worker (the lower token: the hold that
+// should have let go) between its Lock call and its Done (its timers could
+// not fire, or its Lock returned late); any other overlap is a violation:
+// a cut-off or slowed holder must have let go in time. A hold whose worker
+// was killed believed until the kill.
 func (r *report) checkBeliefs(hs []hold, faults []fault) {
 	end := func(h hold) int64 {
 		if h.DoneAt != 0 {
@@ -179,19 +180,27 @@ func (r *report) checkBeliefs(hs []hold, faults []fault) {
 		}
 		return h.EndAt // a history of before DoneAt was recorded
 	}
-	for i, a := range hs { // sorted by LockAt
+	explained := map[int64]bool{} // older holds already counted as paused
+	for i, a := range hs {        // sorted by LockAt
 		aEnd := end(a)
 		for _, b := range hs[i+1:] {
 			if b.LockAt >= aEnd {
 				break
 			}
-			if paused(faults, a.Worker, a.LockAt, aEnd) {
-				r.beliefPaused++ // one per older hold: it outlasted the next ones for one cause
-				break
+			older := a
+			if b.Token < a.Token {
+				older = b
+			}
+			if paused(faults, older.Worker, older.CalledAt, end(older)) {
+				if !explained[older.Token] {
+					explained[older.Token] = true
+					r.beliefPaused++ // one per older hold
+				}
+				continue
 			}
 			r.beliefUnexplained++
-			r.details = append(r.details, fmt.Sprintf("%s: token %d (worker %d) believed it held %v after token %d (worker %d) locked, with no pause of its worker",
-				a.Name, a.Token, a.Worker, time.Duration(aEnd-b.LockAt), b.Token, b.Worker))
+			r.details = append(r.details, fmt.Sprintf("%s: token %d (worker %d) and token %d (worker %d) both believed they held, for %v, with no pause of the older one's worker",
+				a.Name, a.Token, a.Worker, b.Token, b.Worker, time.Duration(min(aEnd, end(b))-b.LockAt)))
 		}
 	}
 }
