@@ -185,18 +185,23 @@ func BenchmarkGetLockRelease(b *testing.B) {
 // a session; cross-session, each has its own client. The baseline is one
 // raw acquire round trip, measured in the same run.
 func BenchmarkHandoff(b *testing.B) {
-	for _, where := range []string{"in-process", "cross-session"} {
+	for _, where := range []string{"in-process", "cross-session, change stream", "cross-session, polling"} {
 		b.Run(where, func(b *testing.B) {
 			st := newBenchSetup(b)
 			ctx := context.Background()
 			var waiterS *mongolock.Session
 			var poll time.Duration
-			if where == "in-process" {
+			switch where {
+			case "in-process":
 				waiterS = st.s
-			} else {
+			case "cross-session, change stream":
+				e := &env{t: b, coll: st.raw.Name()}
+				l, _ := e.locker("")
+				waiterS = session(b, l)
+			default:
 				e := &env{t: b, coll: st.raw.Name()}
 				poll = 50 * time.Millisecond
-				l, _ := e.locker("", mongolock.WithPollInterval(poll))
+				l, _ := e.locker("", mongolock.WithChangeStreams(false), mongolock.WithPollInterval(poll))
 				waiterS = session(b, l)
 			}
 			var acq samples
@@ -220,7 +225,7 @@ func BenchmarkHandoff(b *testing.B) {
 			row := benchRow{scenario: "handoff, " + where, median: handoffs.quantile(.5), p99: handoffs.quantile(.99),
 				ratio: float64(handoffs.quantile(.5)) / float64(acq.quantile(.5)), baseline: "1 acquire round trip"}
 			if poll > 0 {
-				row.note = fmt.Sprintf("no change streams: polls, pause up to %v", poll)
+				row.note = fmt.Sprintf("waiter without change streams: polls, pause up to %v", poll)
 			}
 			record(row)
 			b.ReportMetric(float64(handoffs.quantile(.5).Microseconds()), "median-µs")
@@ -262,10 +267,17 @@ func handoff(b *testing.B, x, y *mongolock.Mutex, n int) samples {
 }
 
 // BenchmarkContention: 8 sessions on separate clients, 4 goroutines each,
-// take one name in turn for a while: acquisitions per second, server
-// commands per acquisition, and the spread between the sessions that got
-// the fewest and the most.
+// take one name in turn for a while, with change streams and then with
+// polling: acquisitions per second, server commands per acquisition (the
+// change streams' own not counted), acquires that failed, and the spread
+// between the sessions that got the fewest and the most, after a warm-up.
 func BenchmarkContention(b *testing.B) {
+	for _, mode := range []string{"change streams", "polling"} {
+		b.Run(mode, func(b *testing.B) { contention(b, mode, mongolock.WithChangeStreams(mode == "change streams")) })
+	}
+}
+
+func contention(b *testing.B, mode string, opt mongolock.Option) {
 	e := newEnv(b)
 	const sessions, goroutines = 8, 4
 	var counters []*counter
@@ -277,7 +289,7 @@ func BenchmarkContention(b *testing.B) {
 	defer cancel()
 	var mutexes [][]*mongolock.Mutex
 	for range sessions {
-		l, cnt := e.locker("")
+		l, cnt := e.locker("", opt)
 		counters = append(counters, cnt)
 		s := session(b, l)
 		var ms []*mongolock.Mutex
@@ -286,27 +298,36 @@ func BenchmarkContention(b *testing.B) {
 		}
 		mutexes = append(mutexes, ms)
 	}
-	for _, c := range counters {
-		c.Reset()
-	}
+	// The first warmUp acquisitions (everyone's first attempt, the change
+	// streams opening) are not measured: the figures are the steady state.
+	const warmUp = 64
+	var start time.Time
+	measured := make(chan struct{})
 	b.ResetTimer()
-	start := time.Now()
 	var total atomic.Int64
 	for i, ms := range mutexes {
 		for _, m := range ms {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for total.Load() < int64(b.N) {
+				for total.Load() < int64(warmUp+b.N) {
 					t := time.Now()
 					if err := m.Lock(ctx); err != nil {
 						return
 					}
-					holdMu.Lock()
-					hold = append(hold, time.Since(t))
-					holdMu.Unlock()
-					perSession[i].Add(1)
-					total.Add(1)
+					switch n := total.Add(1); {
+					case n == warmUp:
+						for _, c := range counters {
+							c.Reset()
+						}
+						start = time.Now()
+						close(measured)
+					case n > warmUp:
+						holdMu.Lock()
+						hold = append(hold, time.Since(t))
+						holdMu.Unlock()
+						perSession[i].Add(1)
+					}
 					m.Unlock()
 				}
 				cancel()
@@ -314,21 +335,31 @@ func BenchmarkContention(b *testing.B) {
 		}
 	}
 	wg.Wait()
+	<-measured
 	elapsed := time.Since(start)
 	b.StopTimer()
-	cmds := 0
+	cmds, acquires := 0, 0
 	for _, c := range counters {
-		cmds += c.Count()
+		for _, name := range c.Commands() {
+			switch name {
+			case "aggregate", "getMore", "killCursors": // the change stream's own
+			case "findAndModify":
+				acquires++
+				cmds++
+			default:
+				cmds++
+			}
+		}
 	}
 	lo, hi := int64(1<<62), int64(0)
 	for i := range perSession {
 		lo, hi = min(lo, perSession[i].Load()), max(hi, perSession[i].Load())
 	}
-	n := total.Load()
-	record(benchRow{scenario: "contention 8 sessions x 4", median: hold.quantile(.5), p99: hold.quantile(.99),
+	n := total.Load() - warmUp
+	record(benchRow{scenario: "contention 8 sessions x 4, " + mode, median: hold.quantile(.5), p99: hold.quantile(.99),
 		opsPerS: float64(n) / elapsed.Seconds(),
-		note: fmt.Sprintf("%.2f commands/acquisition; per session %d..%d acquisitions; latency = wait for Lock",
-			float64(cmds)/float64(n), lo, hi)})
+		note: fmt.Sprintf("%.2f commands/acquisition, %.2f failed acquires/acquisition; per session %d..%d acquisitions; latency = wait for Lock; after %d acquisitions of warm-up",
+			float64(cmds)/float64(n), float64(acquires-int(n))/float64(n), lo, hi, warmUp)})
 	b.ReportMetric(float64(cmds)/float64(n), "commands/acq")
 }
 
@@ -415,8 +446,9 @@ func BenchmarkManyNames(b *testing.B) {
 		ratio:   ratios[len(ratios)/2], baseline: "raw, 8 in parallel"})
 }
 
-// BenchmarkIdleWaiters: commands per second sent while 1 and then 1,000
-// goroutines wait on one held name.
+// BenchmarkIdleWaiters: commands per second, other than the change
+// stream's own, sent while 1 and then 1,000 goroutines (across 4 sessions
+// on separate clients) wait on one held name.
 func BenchmarkIdleWaiters(b *testing.B) {
 	e := newEnv(b)
 	holder, _ := e.locker("")
@@ -426,33 +458,47 @@ func BenchmarkIdleWaiters(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer hm.Unlock()
-	const watch = 2 * time.Second
-	perSec := func(waiters int) float64 {
-		l, cnt := e.locker("")
-		s := session(b, l, mongolock.WithTTL(time.Hour))
+	const watch = 5 * time.Second
+	perSec := func(sessions, waiters int) (float64, map[string]int) {
 		wctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
-		for range waiters {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.NewMutex("busy").Lock(wctx)
-			}()
+		var counters []*counter
+		for range sessions {
+			l, cnt := e.locker("")
+			counters = append(counters, cnt)
+			s := session(b, l, mongolock.WithTTL(time.Hour))
+			for range waiters / sessions {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					s.NewMutex("busy").Lock(wctx)
+				}()
+			}
 		}
-		time.Sleep(time.Second) // past the first polls
-		cnt.Reset()
+		time.Sleep(time.Second) // past the first attempts
+		for _, c := range counters {
+			c.Reset()
+		}
 		time.Sleep(watch)
-		n := cnt.Count()
+		n, byName := 0, map[string]int{}
+		for _, c := range counters {
+			for _, name := range c.Commands() {
+				if name != "getMore" {
+					n++
+					byName[name]++
+				}
+			}
+		}
 		cancel()
 		wg.Wait()
-		return float64(n) / watch.Seconds()
+		return float64(n) / watch.Seconds(), byName
 	}
 	b.ResetTimer()
-	one := perSec(1)
-	many := perSec(1000)
+	one, oneBy := perSec(1, 1)
+	many, manyBy := perSec(4, 1000)
 	b.StopTimer()
-	record(benchRow{scenario: "idle waiters: 1", note: fmt.Sprintf("%.1f commands/s", one)})
-	record(benchRow{scenario: "idle waiters: 1,000", note: fmt.Sprintf("%.1f commands/s", many)})
+	record(benchRow{scenario: "idle waiters: 1", note: fmt.Sprintf("%.1f commands/s besides the stream's getMores %v", one, oneBy)})
+	record(benchRow{scenario: "idle waiters: 1,000 in 4 sessions", note: fmt.Sprintf("%.1f commands/s besides the streams' getMores %v", many, manyBy)})
 }
 
 // BenchmarkKeepalive: commands per keepalive tick for a session holding 1,

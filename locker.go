@@ -21,6 +21,7 @@ import (
 // that own Mutex and Election values. A Locker is safe for concurrent use;
 // make one per collection and client, and share it.
 type Locker struct {
+	id    string // this Locker's name among a lock's waiting Lockers (turns.go)
 	opts  options
 	store *store
 	clock *serverClock
@@ -54,6 +55,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 	clock := newServerClock(o.clock, helloTime(coll.Database()), o.clockRefresh)
 	closed := make(chan struct{})
 	l := &Locker{
+		id:     newToken(),
 		opts:   o,
 		store:  &store{coll: coll, clock: clock},
 		clock:  clock,
@@ -61,8 +63,11 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 		closed: closed,
 	}
 	if o.watch {
-		l.waits.watch = &watcher{open: l.openHolderChanges, sink: l.waits, log: o.logger}
+		l.waits.watch = &watcher{open: l.openHolderChanges, sink: l.waits, log: o.logger, self: l.id}
 	}
+	l.waits.self = l.id
+	l.waits.joinTurns = l.joinTurns
+	l.waits.leaveTurns = l.leaveTurns
 	return l, nil
 }
 
@@ -151,13 +156,14 @@ func (l *Locker) probe(ctx context.Context) {
 	}
 }
 
-// taken describes a successful acquire: the fencing token, and the local
-// time the attempt was sent with the clock's error then, from which the
-// holder counts its lease.
+// taken describes a successful acquire: the fencing token, the local time
+// the attempt was sent with the clock's error then, from which the holder
+// counts its lease, and the other Lockers waiting for the lock.
 type taken struct {
-	fence int64
-	sent  time.Time
-	unc   time.Duration
+	fence   int64
+	sent    time.Time
+	unc     time.Duration
+	waiting waiters
 }
 
 // take runs one acquire for c, repeated with the same holder token while
@@ -181,11 +187,12 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 		}
 		l.opts.logger.Debug("mongolock: refreshing the server's clock failed; keeping the last estimate", "err", err)
 	}
+	c.locker = l.id
 	pause := 10 * time.Millisecond
 	for {
 		now, unc := l.clock.Read()
 		t = taken{sent: time.Now(), unc: unc}
-		t.fence, ok, err = l.store.acquire(ctx, c, now, unc)
+		t.fence, t.waiting, ok, err = l.store.acquire(ctx, c, now, unc)
 		if err == nil {
 			return t, ok, nil
 		}
@@ -280,20 +287,53 @@ func (l *Locker) cleanupLater(name, holder string) {
 func (l *Locker) cleanup(name, holder string) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
-	if _, err := l.store.release(ctx, name, holder); err != nil {
+	if _, err := l.store.release(ctx, name, holder, turn{}); err != nil {
 		l.opts.logger.Warn("mongolock: could not release a lock whose acquire was not confirmed; it expires with its lease",
 			"name", name, "err", err)
 	}
 }
 
+// joinTurns adds this Locker to the Lockers waiting for name: one whose
+// change stream runs, so that a release names it heir in its turn, or a
+// poller, so that releases name no heir while it waits.
+func (l *Locker) joinTurns(ctx context.Context, name string, streaming bool) error {
+	return l.store.join(ctx, name, l.id, streaming)
+}
+
+// leaveTurns takes this Locker out of the Lockers waiting for name, in the
+// background: its last waiter gave up.
+func (l *Locker) leaveTurns(name string) {
+	l.bgMu.Lock()
+	if l.isClosed() != nil {
+		l.bgMu.Unlock()
+		return // the turn it would be given passes after turnGrace
+	}
+	l.bg.Add(1)
+	l.bgMu.Unlock()
+	go func() {
+		defer l.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		if err := l.store.leave(ctx, name, l.id); err != nil {
+			l.opts.logger.Debug("mongolock: leaving the waiting Lockers failed; a turn given to this one passes unused", "name", name, "err", err)
+		}
+	}()
+}
+
 // cleanupTimeout bounds releases made after the caller's context is gone.
 const cleanupTimeout = 5 * time.Second
 
-// peek returns a function reading the lease end of name's live holder.
+// peek returns a function reading the lease end of name's live holder, or
+// the end of another Locker's turn at it.
 func (l *Locker) peek(name string) func(context.Context) time.Time {
 	return func(ctx context.Context) time.Time {
 		doc, err := l.store.read(ctx, name)
-		if err != nil || !l.held(doc) {
+		switch {
+		case err != nil || doc == nil:
+			return time.Time{}
+		case doc.Holder == "" && doc.Heir != "" && doc.Heir != l.id:
+			return doc.ExpiresAt // another Locker's turn ends then
+		case !l.held(doc):
 			return time.Time{}
 		}
 		return doc.ExpiresAt

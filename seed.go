@@ -37,6 +37,9 @@ func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time
 	c := claim{name: name, owner: owner, holder: newToken(), ttl: ttl}
 	try := func(ctx context.Context) (bool, error) {
 		_, ok, err := l.take(ctx, c, nil, nil)
+		if ok {
+			l.waits.took(name)
+		}
 		if ok || err != nil {
 			return ok, err
 		}

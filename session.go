@@ -191,7 +191,7 @@ func (s *Session) acquire(ctx context.Context, name, value string) (*hold, bool,
 		return nil, false, err
 	}
 	defer s.mu.Unlock()
-	h := &hold{s: s, name: name, token: c.holder, fence: t.fence, done: make(chan struct{})}
+	h := &hold{s: s, name: name, token: c.holder, fence: t.fence, waiting: t.waiting, done: make(chan struct{})}
 	h.validUntil = validUntil
 	h.timer = time.AfterFunc(time.Until(h.validUntil), func() { s.expired(h) })
 	s.holds[h.token] = h
@@ -234,11 +234,12 @@ var testHookReleased func(*Session)
 // hold is one holding of a lock by a session, with its own random token.
 // Its fields after fence are guarded by s.mu.
 type hold struct {
-	s     *Session
-	name  string
-	token string
-	fence int64
-	done  chan struct{}
+	s       *Session
+	name    string
+	token   string
+	fence   int64
+	waiting waiters // who else waited, as the acquire saw it
+	done    chan struct{}
 
 	err        error
 	isEnded    bool
@@ -280,8 +281,10 @@ func (h *hold) extend(until time.Time) {
 // release frees the hold on the server, for Unlock and Resign, within an
 // internal timeout. The hold ends in this process (Done closes, Err stays
 // nil) BEFORE the release is sent: once the server may give the lock to
-// another, no goroutine of ours may still believe it holds it. This
-// process's waiters are woken once the release has been answered.
+// another, no goroutine of ours may still believe it holds it. The release
+// gives the next turn to another waiting process, if any (turns.go). This
+// process's waiters are woken once the release has been answered, or when
+// that turn ends.
 func (h *hold) release() error {
 	s := h.s
 	s.mu.Lock()
@@ -295,16 +298,29 @@ func (h *hold) release() error {
 	}
 	h.endLocal(nil)
 	s.mu.Unlock()
-	defer s.l.waits.released(h.name)
+	waits := s.l.waits
+	t := waits.turnFor(h.name, h.waiting, s.l.clock.Now())
+	handedOn := false
+	defer func() {
+		switch {
+		case handedOn && t.heir == s.l.id:
+			waits.keptTurn(h.name)
+		case handedOn:
+			waits.handedOn(h.name, t)
+		default:
+			waits.released(h.name)
+		}
+	}()
 
 	ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.ttl, cleanupTimeout))
 	defer cancel()
-	ok, err := s.l.store.release(ctx, h.name, h.token)
+	ok, err := s.l.store.release(ctx, h.name, h.token, t)
 	lostReply := false
 	for err != nil && ambiguous(err) && sleep(ctx, 20*time.Millisecond) {
 		lostReply = true
-		ok, err = s.l.store.release(ctx, h.name, h.token)
+		ok, err = s.l.store.release(ctx, h.name, h.token, t)
 	}
+	handedOn = ok && err == nil && !lostReply && t.heir != ""
 	if testHookReleased != nil {
 		testHookReleased(s)
 	}

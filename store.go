@@ -20,7 +20,14 @@ type lockDoc struct {
 	Fence      int64     `bson:"fence"`
 	Value      string    `bson:"value"`
 	AcquiredAt time.Time `bson:"acquiredAt"`
-	ExpiresAt  time.Time `bson:"expiresAt"`
+	ExpiresAt  time.Time `bson:"expiresAt"` // for a free lock with an heir: the end of its turn
+	// Heir is the Locker whose waiters alone may take the lock after a
+	// release, until ExpiresAt; Waiting holds the Lockers whose waiters
+	// wait for it and learn of releases from a change stream, Pollers those
+	// that poll, each with the server time it joined (see turns.go).
+	Heir    string               `bson:"heir"`
+	Waiting map[string]time.Time `bson:"waiting"`
+	Pollers map[string]time.Time `bson:"pollers"`
 }
 
 // live reports whether the document shows a holder whose lease has not
@@ -35,6 +42,7 @@ type claim struct {
 	owner   string
 	holder  string // random token of this hold
 	session string // "" for the seed API's locks
+	locker  string // the Locker taking it: the heir it may be
 	value   string // the leader's value, for elections
 	ttl     time.Duration
 }
@@ -51,19 +59,22 @@ type store struct {
 var acquireOpts = mopt.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(mopt.After)
 
 // acquire takes the lock for c in one findOneAndUpdate with upsert. It
-// returns the new fencing token, or ok false when another holder has a live
-// lease (the upsert's insert then fails on the duplicate _id). The filter
+// returns the new fencing token and who else waits for the lock, or ok
+// false when another holder has a live lease or another Locker's turn
+// runs (the upsert's insert then fails on the duplicate _id). The filter
 // also matches the lock when c.holder already holds it, so that an attempt
-// whose reply was lost can be repeated with the same token.
+// whose reply was lost can be repeated with the same token. The taker
+// leaves the waiting Lockers (its turn came).
 //
 // now and unc are one reading of the server-clock estimate and its error.
 // The lease's end is written with $max: an attempt applied late (after a
 // retry of it got through) cannot move it back.
-func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Duration) (fence int64, ok bool, err error) {
-	// A lease is over only when it is over whatever our clock's error.
+func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Duration) (fence int64, w waiters, ok bool, err error) {
+	// A lease (or an heir's turn) is over only when it is over whatever
+	// our clock's error.
 	surelyPast := now.Add(-unc)
 	free := bson.A{
-		bson.D{{Key: "holder", Value: nil}},
+		bson.D{{Key: "holder", Value: nil}, {Key: "heir", Value: bson.D{{Key: "$in", Value: bson.A{nil, c.locker}}}}},
 		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: surelyPast}}}},
 		bson.D{{Key: "holder", Value: c.holder}},
 	}
@@ -78,9 +89,11 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 		{Key: "session", Value: session},
 		{Key: "value", Value: c.value},
 		{Key: "acquiredAt", Value: now},
+		{Key: "heir", Value: nil},
 	}
 	update := bson.D{
 		{Key: "$set", Value: set},
+		{Key: "$unset", Value: bson.D{{Key: waitingKey(c.locker), Value: ""}, {Key: pollerKey(c.locker), Value: ""}}},
 		{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: now.Add(c.ttl)}}},
 		{Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}},
 	}
@@ -88,25 +101,69 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 	err = s.coll.FindOneAndUpdate(ctx, filter, update, acquireOpts).Decode(&doc)
 	switch {
 	case err == nil:
-		return doc.Fence, true, nil
+		return doc.Fence, doc.waiters(now), true, nil
 	case mongo.IsDuplicateKeyError(err):
-		return 0, false, nil
+		return 0, waiters{}, false, nil
 	default:
-		return 0, false, err
+		return 0, waiters{}, false, err
 	}
 }
 
 // release frees the lock if holder still holds it, and reports whether it
-// did.
-func (s *store) release(ctx context.Context, name, holder string) (bool, error) {
+// did. With t.heir set, only that Locker's waiters may take it until
+// t.until; it leaves the waiting Lockers (its turn comes), and t.locker,
+// when t.stay, joins them.
+func (s *store) release(ctx context.Context, name, holder string, t turn) (bool, error) {
+	update := s.freeUpdate()
+	if t.heir != "" {
+		set := bson.D{
+			{Key: "holder", Value: nil},
+			{Key: "expiresAt", Value: t.until},
+			{Key: "heir", Value: t.heir},
+		}
+		if t.stay {
+			set = append(set, bson.E{Key: waitingKey(t.locker), Value: t.until})
+		}
+		update = bson.D{
+			{Key: "$set", Value: set},
+			{Key: "$unset", Value: bson.D{{Key: waitingKey(t.heir), Value: ""}}},
+		}
+	}
 	res, err := s.coll.UpdateOne(ctx,
 		bson.D{{Key: "_id", Value: name}, {Key: "holder", Value: holder}},
-		s.freeUpdate())
+		update)
 	if err != nil {
 		return false, err
 	}
 	return res.MatchedCount == 1, nil
 }
+
+// join adds locker to the Lockers waiting for the lock name, as one
+// told of releases by a change stream (streaming) or as a poller, in one
+// round trip.
+func (s *store) join(ctx context.Context, name, locker string, streaming bool) error {
+	in, out := waitingKey(locker), pollerKey(locker)
+	if !streaming {
+		in, out = out, in
+	}
+	_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}}, bson.D{
+		{Key: "$set", Value: bson.D{{Key: in, Value: s.clock.Now()}}},
+		{Key: "$unset", Value: bson.D{{Key: out, Value: ""}}},
+	})
+	return err
+}
+
+// leave takes locker out of the Lockers waiting for the lock name, in one
+// round trip.
+func (s *store) leave(ctx context.Context, name, locker string) error {
+	_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}}, bson.D{
+		{Key: "$unset", Value: bson.D{{Key: waitingKey(locker), Value: ""}, {Key: pollerKey(locker), Value: ""}}},
+	})
+	return err
+}
+
+func waitingKey(locker string) string { return "waiting." + locker }
+func pollerKey(locker string) string  { return "pollers." + locker }
 
 // freeUpdate marks a lock free; the fence, owner and times stay for the
 // record.

@@ -22,6 +22,9 @@ type waitRegistry struct {
 	clock       *serverClock
 	watch       *watcher        // nil: no change streams
 	closed      <-chan struct{} // the Locker's: waits end with ErrClosed
+	self        string          // the Locker's id among waiting Lockers
+	joinTurns   func(ctx context.Context, name string, streaming bool) error
+	leaveTurns  func(name string) // in the background
 
 	mu       sync.Mutex
 	names    map[string]*nameQueue
@@ -34,6 +37,14 @@ type nameQueue struct {
 	local     int             // holds of this process on the name
 	pause     time.Duration   // next poll pause, shared by successive heads
 	expiry    time.Time       // server time the last seen holder's lease ends
+	joined    bool            // this Locker is among the lock's waiting Lockers
+	// how it joined (told by its change stream, or polling), and when
+	joinedStreaming bool
+	joinedAt        time.Time
+	run             int         // holds in a row this process gave itself (turns.go)
+	ownTurn         time.Time   // end of the last turn this process gave itself
+	turnGen         uint64      // ends the turn timer's claim when it changes
+	turnTimer       *time.Timer // wakes the head when another's turn ends
 }
 
 type waiter struct {
@@ -76,6 +87,7 @@ func (r *waitRegistry) queue(name string) *nameQueue {
 // drop forgets name's queue when nothing refers to it; r.mu must be held.
 func (r *waitRegistry) drop(name string, q *nameQueue) {
 	if len(q.waiters) == 0 && q.local == 0 && len(q.observers) == 0 {
+		r.stopTurnLocked(q)
 		delete(r.names, name)
 	}
 }
@@ -119,6 +131,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			if ok {
 				return nil
 			}
+			r.join(ctx, name)
 			if !wanted {
 				wanted = true
 				r.want()
@@ -204,11 +217,16 @@ func (r *waitRegistry) pauseLocked(q *nameQueue) time.Duration {
 
 // leave takes w out of name's queue; a new head is told to start polling,
 // or to try at once when w leaves with news (news, or a wake-up not yet
-// read) that the lock may be free.
+// read) that the lock may be free. The last waiter to leave without a hold
+// takes this Locker out of the lock's waiting Lockers.
 func (r *waitRegistry) leave(name string, w *waiter, news bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
+	if len(q.waiters) == 1 && q.waiters[0] == w && q.local == 0 && q.joined && r.leaveTurns != nil {
+		q.joined = false
+		r.leaveTurns(name) // starts a goroutine: does not block
+	}
 	if i := slices.Index(q.waiters, w); i >= 0 {
 		q.waiters = slices.Delete(q.waiters, i, i+1)
 		// A new head polls (the old one took the lock or gave up), or
@@ -227,6 +245,8 @@ func (r *waitRegistry) held(name string) {
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	q.local++
+	q.joined = false // the acquire left the waiting Lockers
+	r.stopTurnLocked(q)
 	signalAll(q.observers)
 }
 
@@ -274,6 +294,7 @@ func (r *waitRegistry) wake(name string) {
 // The poll pause is not reset: a head woken in vain (someone else took the
 // lock first) goes on backing off rather than starting a burst of polls.
 func (r *waitRegistry) wakeLocked(q *nameQueue) {
+	r.stopTurnLocked(q)
 	signalAll(q.observers)
 	if len(q.waiters) > 0 {
 		q.waiters[0].freed = true
@@ -315,6 +336,7 @@ func (r *waitRegistry) taken(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if q := r.names[name]; q != nil {
+		r.stopTurnLocked(q)
 		signalAll(q.observers)
 	}
 }
@@ -336,6 +358,9 @@ func (r *waitRegistry) streaming(on bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.streamOn = on
+	for _, q := range r.names {
+		q.joined = false // joined the other way, or turns were missed: join again
+	}
 	if !on {
 		for _, q := range r.names {
 			q.pause = min(q.pause, r.maxPause)

@@ -34,8 +34,10 @@ type openStream func(ctx context.Context, token bson.Raw) (eventStream, error)
 type wakeSink interface {
 	notify(name string) // a lock of that name may have been freed
 	taken(name string)  // a lock of that name was taken
-	notifyAll()         // any lock may have been freed: events may have been missed
-	streaming(on bool)  // whether releases are being watched
+	// turn: a lock of that name was freed for heir alone until then.
+	turn(name, heir string, until time.Time)
+	notifyAll()        // any lock may have been freed: events may have been missed
+	streaming(on bool) // whether releases are being watched
 }
 
 type changeEvent struct {
@@ -46,6 +48,21 @@ type changeEvent struct {
 	UpdateDescription struct {
 		UpdatedFields bson.Raw `bson:"updatedFields"`
 	} `bson:"updateDescription"`
+}
+
+// heir returns the Locker a release gave the next turn to ("" for
+// anyone), and the server time that turn ends.
+func (ev *changeEvent) heir() (string, time.Time) {
+	f := ev.UpdateDescription.UpdatedFields
+	h, err := f.LookupErr("heir")
+	if err != nil || h.Type != bson.TypeString {
+		return "", time.Time{}
+	}
+	until, ok := f.Lookup("expiresAt").TimeOK()
+	if !ok {
+		return "", time.Time{}
+	}
+	return h.StringValue(), until
 }
 
 // freed reports whether the event may have freed its lock; false when it
@@ -69,6 +86,7 @@ type watcher struct {
 	open openStream
 	sink wakeSink
 	log  *slog.Logger
+	self string // this Locker's id: turns given to it are never folded away
 
 	mu          sync.Mutex
 	demand      int                // waiters that want news
@@ -117,6 +135,13 @@ func (w *watcher) unwant() {
 			w.cancel = nil
 		}
 	})
+}
+
+// isUnsupported reports whether the server said it has no change streams.
+func (w *watcher) isUnsupported() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.unsupported
 }
 
 // close stops the stream and waits for its goroutine.
@@ -208,14 +233,18 @@ const streamCloseTimeout = 2 * time.Second
 // (the waiters would only find it taken), so a release that another
 // process follows at once with its own acquire costs the others nothing.
 func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bson.Raw {
-	state := map[string]bool{} // name: freed (true) or taken (false), last event wins
+	state := map[string]*changeEvent{} // by name, last event wins
 	var order []string
 	flush := func() {
 		for _, name := range order {
-			if state[name] {
-				w.sink.notify(name)
-			} else {
+			ev := state[name]
+			switch heir, until := ev.heir(); {
+			case !ev.freed():
 				w.sink.taken(name)
+			case heir != "":
+				w.sink.turn(name, heir, until)
+			default:
+				w.sink.notify(name)
 			}
 		}
 		clear(state)
@@ -235,10 +264,18 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 			return nil
 		}
 		name := ev.DocumentKey.ID
+		if heir, until := ev.heir(); heir != "" && heir == w.self && ev.freed() {
+			// This Locker's turn: it must hear of it even if the lock is
+			// taken again later in the batch (by another, once the turn
+			// ended), or it would not know it left the waiting Lockers.
+			flush()
+			w.sink.turn(name, heir, until)
+			continue
+		}
 		if _, seen := state[name]; !seen {
 			order = append(order, name)
 		}
-		state[name] = ev.freed()
+		state[name] = &ev
 		if cs.RemainingBatchLength() == 0 {
 			flush()
 		}

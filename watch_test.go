@@ -46,8 +46,9 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// TestFallbackToPolling: on a server without change streams (the embedded
-// one), the watcher says so once and every waiter still gets the lock.
+// TestFallbackToPolling: on a server without change streams (a standalone
+// mongod, or mongotest -change-streams=false as make test-polling runs it),
+// the watcher says so once and every waiter still gets the lock.
 func TestFallbackToPolling(t *testing.T) {
 	if hasChangeStreams(t) {
 		t.Skip("the server has change streams: the fallback is not taken")
@@ -91,12 +92,12 @@ func TestFallbackToPolling(t *testing.T) {
 	}
 }
 
-// TestChangeStreamHandoff needs a replica set: a release by another
-// session wakes the waiter through the change stream, with no poll between
-// the Unlock and the next acquire.
+// TestChangeStreamHandoff needs change streams (mongotest's, or a replica
+// set's): a release by another session wakes the waiter through the change
+// stream, with no poll between the Unlock and the next acquire.
 func TestChangeStreamHandoff(t *testing.T) {
 	if !hasChangeStreams(t) {
-		t.Skip("needs change streams: set MONGODB_URI to a replica set (e.g. mongodb://localhost:27017/?replicaSet=rs0)")
+		t.Skip("needs change streams: run on mongotest with its change streams, or a replica set")
 	}
 	e := newEnv(t)
 	holder, _ := e.locker("")
@@ -126,8 +127,10 @@ func TestChangeStreamHandoff(t *testing.T) {
 }
 
 // TestContentionCost: 8 sessions on separate clients, 4 goroutines each,
-// take one name in turn; all the clients together send at most 3 commands
-// per acquisition, release included.
+// take one name in turn; all the clients together send at most 2.5
+// commands per acquisition, release included, the change streams' own
+// (aggregate, getMore, killCursors) not counted. make bench reports the
+// exact figure.
 func TestContentionCost(t *testing.T) {
 	e := newEnv(t)
 	const sessions, goroutines, each = 8, 4, 10
@@ -167,16 +170,20 @@ func TestContentionCost(t *testing.T) {
 	total := 0
 	byName := map[string]int{}
 	for _, c := range counters {
-		total += c.Count()
 		for _, n := range c.Commands() {
 			byName[n]++
+			switch n {
+			case "aggregate", "getMore", "killCursors":
+			default:
+				total++
+			}
 		}
 	}
 	t.Logf("commands by name: %v", byName)
 	acq := sessions * goroutines * each
 	perAcq := float64(total) / float64(acq)
 	t.Logf("%d acquisitions in %v: %d commands, %.2f per acquisition", acq, time.Since(start).Round(time.Millisecond), total, perAcq)
-	if perAcq > 3 {
-		t.Fatalf("%.2f commands per acquisition, want at most 3", perAcq)
+	if perAcq > 2.5 {
+		t.Fatalf("%.2f commands per acquisition, want at most 2.5", perAcq)
 	}
 }

@@ -2,7 +2,6 @@ package mongotest
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -18,16 +17,18 @@ import (
 // FerretDB. Events follow MongoDB's documented format; the stages after
 // $changeStream are evaluated by FerretDB on the events (see filter).
 type streams struct {
-	proxyAddr func() string
-	tail      *tailer
-	done      <-chan struct{}
+	backend func() string // FerretDB's address, direct
+	tail    *tailer
+	done    <-chan struct{}
 
-	connectOnce sync.Once
-	client      *mongo.Client // through the proxy: the filters' scratch collections
-	connectErr  error
+	clientMu   sync.Mutex
+	client     *mongo.Client // to FerretDB: the filters' scratch collections
+	clientAddr string
 
 	kick chan struct{} // 1-buffered: the tailer should step
 	wg   sync.WaitGroup
+
+	memo filterMemo // evaluations of pipelines shared by streams
 
 	mu      sync.Mutex
 	cursors map[int64]*stream
@@ -41,8 +42,8 @@ type drop struct {
 	db, coll string
 }
 
-func newStreams(proxyAddr, backend func() string, serial *sync.Mutex, ringSize int64, done <-chan struct{}) *streams {
-	ss := &streams{proxyAddr: proxyAddr, tail: newTailer(backend, serial, ringSize), done: done,
+func newStreams(backend func() string, serial *sync.Mutex, ringSize int64, done <-chan struct{}) *streams {
+	ss := &streams{backend: backend, tail: newTailer(backend, serial, ringSize), done: done,
 		kick: make(chan struct{}, 1), cursors: map[int64]*stream{}, nextID: 1 << 40}
 	ss.wg.Add(1)
 	go ss.tailLoop()
@@ -76,18 +77,35 @@ func (ss *streams) tailLoop() {
 	}
 }
 
-// scratch returns the client the filters use, connected through the proxy.
+// scratch returns the client the filters use, connected to FerretDB
+// directly: the scratch collections are mongotest's own, so their commands
+// need not queue behind the clients' on the proxy's serial lock (SQLite
+// keeps each database in its own file).
 func (ss *streams) scratch() (*mongo.Client, error) {
-	ss.connectOnce.Do(func() {
-		ss.client, ss.connectErr = mongo.Connect(mopt.Client().
-			ApplyURI("mongodb://" + ss.proxyAddr() + "/?directConnection=true").SetTimeout(10 * time.Second))
-	})
-	return ss.client, ss.connectErr
+	ss.clientMu.Lock()
+	defer ss.clientMu.Unlock()
+	addr := ss.backend()
+	if ss.client != nil && ss.clientAddr == addr {
+		return ss.client, nil
+	}
+	if ss.client != nil {
+		go ss.client.Disconnect(context.Background())
+		ss.client = nil
+	}
+	c, err := mongo.Connect(mopt.Client().
+		ApplyURI("mongodb://" + addr + "/?directConnection=true").SetTimeout(10 * time.Second))
+	if err != nil {
+		return nil, err
+	}
+	ss.client, ss.clientAddr = c, addr
+	return c, nil
 }
 
 func (ss *streams) close() {
 	ss.wg.Wait()
 	ss.tail.close()
+	ss.clientMu.Lock()
+	defer ss.clientMu.Unlock()
 	if ss.client != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -343,57 +361,6 @@ func (st *stream) next(t *tailer, items []item) []bson.D {
 		}
 	}
 	return events
-}
-
-// filter has FerretDB evaluate st's pipeline stages on events, in a
-// scratch collection, so that they match with MongoDB's semantics.
-func (ss *streams) filter(ctx context.Context, st *stream, events []bson.D) ([]bson.Raw, error) {
-	out := make([]bson.Raw, 0, len(events))
-	if len(st.pipeline) == 0 {
-		for _, ev := range events {
-			raw, err := bson.Marshal(ev)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, raw)
-		}
-		return out, nil
-	}
-	client, err := ss.scratch()
-	if err != nil {
-		return nil, err
-	}
-	scratch := client.Database(scratchDB).Collection(fmt.Sprint("cursor_", st.id))
-	docs := make([]any, len(events))
-	for i, ev := range events {
-		docs[i] = ev
-	}
-	if _, err := scratch.InsertMany(ctx, docs); err != nil {
-		return nil, err
-	}
-	defer scratch.DeleteMany(context.Background(), bson.D{})
-	pipe := append(bson.A{bson.D{{Key: "$sort", Value: bson.D{{Key: "_id._data", Value: 1}}}}}, toA(st.pipeline)...)
-	cur, err := scratch.Aggregate(ctx, pipe)
-	if err != nil {
-		return nil, err
-	}
-	defer cur.Close(ctx)
-	for cur.Next(ctx) {
-		out = append(out, append(bson.Raw(nil), cur.Current...))
-	}
-	return out, cur.Err()
-}
-
-// scratchDB holds the events being filtered; change streams never report
-// it.
-const scratchDB = "mongotest_changestreams"
-
-func toA(docs []bson.Raw) bson.A {
-	a := make(bson.A, len(docs))
-	for i, d := range docs {
-		a[i] = d
-	}
-	return a
 }
 
 // stream is one change-stream cursor.

@@ -243,3 +243,37 @@ func TestChangeStreamsOff(t *testing.T) {
 		t.Fatalf("Watch without change streams: %v, want NotImplemented (238)", err)
 	}
 }
+
+// TestFilteredStreamsLoseNothing: while 8 streams, each with its own
+// $match (so FerretDB evaluates each one's filter on every batch, beside
+// the tailer's rotation of the oplog), watch 4 clients writing one document
+// at a time, every stream sees every write.
+func TestFilteredStreamsLoseNothing(t *testing.T) {
+	srv := startStreams(t)
+	ctx := context.Background()
+	const streams, writers, each = 8, 4, 50
+	var css []*mongo.ChangeStream
+	for i := range streams {
+		match := mongo.Pipeline{{{Key: "$match", Value: bson.D{{Key: "fullDocument.n", Value: bson.D{{Key: "$gte", Value: -i}}}}}}}
+		css = append(css, watch(t, connect(t, srv.URI()).Database("cs").Collection("filtered"), match))
+	}
+	var wg sync.WaitGroup
+	for w := range writers {
+		coll := connect(t, srv.URI()).Database("cs").Collection("filtered")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: fmt.Sprint(w, "-", i)}, {Key: "n", Value: i}}); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, cs := range css {
+		for range writers * each {
+			nextEvent(t, cs)
+		}
+	}
+}

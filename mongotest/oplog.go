@@ -193,21 +193,41 @@ func (t *tailer) step(ctx context.Context) (position, error) {
 		err = cur.All(ctx, &entries)
 	}
 	if err == nil && len(entries) > 0 {
-		if err = coll.Drop(ctx); err == nil {
-			err = c.Database(oplogDB).CreateCollection(ctx, oplogColl)
+		// The filters' scratch writes, which do not take the serial lock,
+		// may create the collection again between the two: it is there
+		// all the same. Entries not dropped are read again, and skipped.
+		if dropErr := coll.Drop(ctx); dropErr == nil {
+			if testHookRotated != nil {
+				testHookRotated(c)
+			}
+			if createErr := c.Database(oplogDB).CreateCollection(ctx, oplogColl); createErr != nil && !namespaceExists(createErr) {
+				err = createErr
+			}
 		}
 	}
 	t.serial.Unlock()
-	if err != nil {
-		return t.headLocked(), err
-	}
+	// What was read is kept even if the rotation failed: it has left the
+	// oplog.
 	for _, e := range entries {
 		if db, _, _ := strings.Cut(e.NS, "."); db == scratchDB || db == oplogDB {
 			continue // the streams' own writes
 		}
 		t.addLocked(item{pos: position{ts: e.TS}, e: e})
 	}
+	if err != nil {
+		return t.headLocked(), err
+	}
 	return t.headLocked(), nil
+}
+
+// testHookRotated, when a test sets it, runs between the oplog's drop and
+// its creation.
+var testHookRotated func(*mongo.Client)
+
+// namespaceExists reports whether err says the collection exists already.
+func namespaceExists(err error) bool {
+	var se mongo.ServerError
+	return errors.As(err, &se) && se.HasErrorCode(48)
 }
 
 // addDrop records a drop after everything the oplog holds now.

@@ -41,10 +41,9 @@ type options struct {
 }
 
 // WithChangeStreams turns the change streams mongotest serves on FerretDB's
-// oplog on or off. Off, an aggregate with $changeStream fails as FerretDB
-// makes it fail (NotImplemented), as on a server without change streams.
-// The default is off for now (issue 10 is in progress: the library's
-// waiters are not yet tuned for a stream that wakes every process at once).
+// oplog on (the default) or off. Off, an aggregate with $changeStream fails
+// as FerretDB makes it fail (NotImplemented), as on a standalone server:
+// that keeps clients' fallback without change streams tested.
 func WithChangeStreams(on bool) Option { return func(o *options) { o.changeStreams = on } }
 
 // WithOplogSize sets how many oplog entries mongotest keeps for change
@@ -68,7 +67,7 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // and returns once the server answers. On failure nothing is left running.
 func Start(ctx context.Context, opts ...Option) (*Server, error) {
 	o := options{addr: "127.0.0.1:0", logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		changeStreams: false, oplogDocs: defaultOplogDocs}
+		changeStreams: true, oplogDocs: defaultOplogDocs}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -93,7 +92,7 @@ func Start(ctx context.Context, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	if o.changeStreams {
-		p.streams = newStreams(p.addr, s.backendAddr, &p.serial, o.oplogDocs, p.done)
+		p.streams = newStreams(s.backendAddr, &p.serial, o.oplogDocs, p.done)
 	}
 	s.proxy = p
 	return s, nil

@@ -256,8 +256,12 @@ func quietBetween(faults []fault, from, to int64) bool {
 }
 
 func (r *report) print(w io.Writer, c config) {
-	fmt.Fprintf(w, "torture: %v, %d workers x %d goroutines, %d names, TTL %v, poll %v\n",
-		r.ran.Round(time.Second), c.workers, c.goroutines, c.names, c.ttl, c.poll)
+	wake := "change streams"
+	if !c.streams {
+		wake = "polling (no change streams)"
+	}
+	fmt.Fprintf(w, "torture: %v, %d workers x %d goroutines, %d names, TTL %v, poll %v, waiters woken by %s\n",
+		r.ran.Round(time.Second), c.workers, c.goroutines, c.names, c.ttl, c.poll, wake)
 	fmt.Fprintf(w, "faults: kill %d, pause %d, restart %d, cut %d, delay %d, wall-clock step ±15s %d; clock skew on %d workers\n",
 		r.faults["kill"], r.faults["pause"], r.faults["restart"], r.faults["cut"], r.faults["delay"], r.faults["step"],
 		min(len(skews), c.workers-1))

@@ -28,6 +28,7 @@ type config struct {
 	names      int
 	ttl        time.Duration
 	poll       time.Duration
+	streams    bool
 	faultEvery time.Duration
 	dir        string
 }
@@ -42,6 +43,7 @@ func drive(args []string, out io.Writer) (int, error) {
 	fs.IntVar(&c.names, "names", 3, "lock names")
 	fs.DurationVar(&c.ttl, "ttl", 2*time.Second, "session TTL")
 	fs.DurationVar(&c.poll, "poll", 200*time.Millisecond, "poll interval of the workers")
+	fs.BoolVar(&c.streams, "change-streams", true, "the server serves change streams (false: the workers poll)")
 	fs.DurationVar(&c.faultEvery, "fault-every", 4*time.Second, "pause between two faults")
 	fs.StringVar(&c.dir, "dir", "", "folder for the server's data and the histories (default: temporary)")
 	if err := fs.Parse(args); err != nil {
@@ -56,7 +58,8 @@ func drive(args []string, out io.Writer) (int, error) {
 		c.dir = dir
 	}
 	ctx := context.Background()
-	srv, err := mongotest.Start(ctx, mongotest.WithDataDir(filepath.Join(c.dir, "data")))
+	srv, err := mongotest.Start(ctx, mongotest.WithDataDir(filepath.Join(c.dir, "data")),
+		mongotest.WithChangeStreams(c.streams))
 	if err != nil {
 		return 2, err
 	}

@@ -28,14 +28,14 @@ func main() {
 
 func run() int {
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: mongotest [-addr HOST:PORT] [-data DIR] [-change-streams] -- CMD ARGS...\n\n"+
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: mongotest [-addr HOST:PORT] [-data DIR] [-change-streams=false] -- CMD ARGS...\n\n"+
 			"Starts the embedded server, runs CMD with MONGODB_URI set, and exits with CMD's status.\n"+
 			"If MONGODB_URI is already set, CMD runs against it and no server is started.\n\n")
 		flag.PrintDefaults()
 	}
 	addr := flag.String("addr", "127.0.0.1:0", "address to listen on")
 	data := flag.String("data", "", "data folder kept after exit (default: a temporary folder)")
-	streams := flag.Bool("change-streams", false, "serve change streams on FerretDB's oplog")
+	streams := flag.Bool("change-streams", true, "serve change streams on FerretDB's oplog (false: as a standalone server, without)")
 	flag.Parse()
 	args := flag.Args()
 	if len(args) == 0 {

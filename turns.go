@@ -1,0 +1,247 @@
+package mongolock
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// Turns among processes. When several processes wait for one lock, a
+// release names the next of them, in turn, as the lock's heir: for a short
+// while (turnGrace) only the heir's waiters may take it, and the others,
+// told by the change stream, do not even try. So a release wakes one
+// process instead of a herd of failed attempts, and every waiting process
+// gets the lock in its turn, whichever one's goroutines are more numerous
+// or closer to the server.
+//
+// A process (a Locker) joins the lock's waiting Lockers, stored in its
+// document, after an attempt of its failed; the taker leaves them, and a
+// releaser whose process still has waiters joins again. Turns go round the
+// waiting Lockers in the order of their ids, starting after the
+// releaser's. An heir that does not come (its waiters gave up, its process
+// died, its stream lagged) delays the lock by turnGrace at most, and is
+// out of the waiting Lockers from then on.
+//
+// A releaser whose own process has waiters may name itself heir, up to
+// runLength holds in a row: a handoff within the process needs no change
+// event, so it is quicker, and the others still do not try in vain.
+//
+// Only a Locker whose change stream runs can learn in time that its turn
+// came. One without (the server has none, or it is off) joins as a poller
+// instead: while a poller waits, releases name no heir, so that it keeps
+// its chance to find the lock free. A poller's entry counts for
+// pollerFresh after it joined; a waiting poller joins again before that.
+
+// turnGrace is how long only the heir may take a released lock: time for
+// the change stream to tell it and for its attempt to arrive.
+const turnGrace = 100 * time.Millisecond
+
+// runLength is how many holds in a row a process may have while others
+// wait, when its own goroutines wait too.
+const runLength = 4
+
+// rejoinAfter is how long a waiting Locker trusts its entry among the
+// waiting Lockers: after that, a failed attempt joins again (a release may
+// have taken it out unseen).
+const rejoinAfter = 20 * time.Second
+
+// pollerFresh is how long after joining a poller's entry holds releases
+// back from naming an heir.
+const pollerFresh = 3 * rejoinAfter
+
+// waiters is who waits for a lock, as an acquire saw it.
+type waiters struct {
+	streaming []string // Lockers told of releases by a change stream
+	polling   bool     // a poller waits
+}
+
+// waiters returns who waits for the lock, at server time now.
+func (d *lockDoc) waiters(now time.Time) waiters {
+	var w waiters
+	for l := range d.Waiting {
+		w.streaming = append(w.streaming, l)
+	}
+	for _, at := range d.Pollers {
+		w.polling = w.polling || now.Sub(at) < pollerFresh
+	}
+	return w
+}
+
+// turn is what a release says about who takes the lock next.
+type turn struct {
+	heir   string    // the Locker whose waiters alone may take it; "" for anyone
+	until  time.Time // server time the heir's turn ends
+	locker string    // the releasing Locker
+	stay   bool      // it still has waiters: it joins the waiting Lockers
+}
+
+// nextTurn returns the turn a release by locker gives, when w waits for the
+// lock (as the releaser's acquire saw it), localWaiters says whether the
+// releaser's own process has waiters, streaming whether its change stream
+// runs, and run how many holds in a row it had before this one.
+func nextTurn(locker string, w waiters, localWaiters, streaming bool, run int, now time.Time) turn {
+	t := turn{locker: locker}
+	if w.polling {
+		return t
+	}
+	next := nextHeir(locker, w.streaming)
+	switch {
+	case next == "":
+	case localWaiters && streaming && run < runLength-1:
+		t.heir, t.until = locker, now.Add(turnGrace)
+	default:
+		t.heir, t.until = next, now.Add(turnGrace)
+		t.stay = localWaiters && streaming
+	}
+	return t
+}
+
+// turnFor returns the turn a release of name by this process gives, when
+// w waited for it, and counts the process's run of holds.
+func (r *waitRegistry) turnFor(name string, w waiters, now time.Time) turn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue(name)
+	t := nextTurn(r.self, w, len(q.waiters) > 0, r.streamOn, q.run, now)
+	if t.heir == r.self {
+		q.run++
+		// Its change event may come before the release's reply.
+		q.ownTurn = t.until.Truncate(time.Millisecond) // as stored, and as its event tells it
+	} else {
+		q.run = 0
+	}
+	return t
+}
+
+// keptTurn records that a hold of this process on name ended with a
+// release that named this process heir: its head tries at once, and the
+// change event of that release, when it comes, is old news.
+func (r *waitRegistry) keptTurn(name string) {
+	r.released(name)
+}
+
+// nextHeir returns the waiting Locker after locker in the order of ids,
+// wrapping round; "" when no other waits.
+func nextHeir(locker string, waiting []string) string {
+	others := slices.DeleteFunc(slices.Clone(waiting), func(l string) bool { return l == locker })
+	if len(others) == 0 {
+		return ""
+	}
+	slices.Sort(others)
+	for _, l := range others {
+		if l > locker {
+			return l
+		}
+	}
+	return others[0]
+}
+
+// join adds this Locker to name's waiting Lockers after a failed attempt,
+// unless it joined lately in the same way (streaming or polling). While
+// this process holds the name, its own release joins for it. A failure to
+// join only costs turns.
+func (r *waitRegistry) join(ctx context.Context, name string) {
+	if r.watch != nil && r.watch.isUnsupported() {
+		return // no Locker of this server can stream: nobody is named heir
+	}
+	r.mu.Lock()
+	q := r.queue(name)
+	streaming := r.streamOn
+	need := r.joinTurns != nil && q.local == 0 &&
+		(!q.joined || q.joinedStreaming != streaming || time.Since(q.joinedAt) > rejoinAfter)
+	r.mu.Unlock()
+	if !need {
+		return
+	}
+	err := r.joinTurns(ctx, name, streaming)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.names[name]; q != nil && q.local == 0 && (err == nil || ambiguous(err)) {
+		q.joined, q.joinedStreaming, q.joinedAt = true, streaming, time.Now()
+	}
+}
+
+// took records that an acquire that is not a hold (the seed API's) took
+// name: it left the waiting Lockers.
+func (r *waitRegistry) took(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.names[name]; q != nil {
+		q.joined = false
+	}
+}
+
+// handedOn records that a hold of this process on name ended with a
+// release that gave the next turn to t.heir: the head waits for that turn
+// to end (or for news of the lock) rather than trying at once, and polls
+// at the usual pace again.
+func (r *waitRegistry) handedOn(name string, t turn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue(name)
+	q.local--
+	if t.stay {
+		q.joined, q.joinedStreaming, q.joinedAt = true, true, time.Now()
+	}
+	signalAll(q.observers)
+	if q.local == 0 {
+		r.armTurnLocked(name, q, t.until)
+		if len(q.waiters) > 0 {
+			signal(q.waiters[0].kick) // its pause was the long one of a local hold
+		}
+	}
+	r.drop(name, q)
+}
+
+// turn is the watcher's news that name was released with heir named: this
+// process's head tries at once if the heir is this Locker, and otherwise
+// when the heir's turn ends (unless news of the lock comes first).
+func (r *waitRegistry) turn(name, heir string, until time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.names[name]
+	switch {
+	case q == nil:
+	case heir == r.self && !until.After(q.ownTurn):
+		// The event of one of this process's own releases (they may come
+		// late, after the next): its head was woken then.
+	case heir == r.self:
+		q.joined = false // the release took this Locker out
+		if q.local == 0 {
+			r.wakeLocked(q)
+		}
+	default:
+		signalAll(q.observers)
+		if q.local == 0 {
+			r.armTurnLocked(name, q, until)
+		}
+	}
+}
+
+// armTurnLocked has the head of name's queue woken when another Locker's
+// turn ends at until (server time), allowing for the clock's error as the
+// acquire's filter does; r.mu must be held.
+func (r *waitRegistry) armTurnLocked(name string, q *nameQueue, until time.Time) {
+	r.stopTurnLocked(q)
+	if len(q.waiters) == 0 {
+		return
+	}
+	gen := q.turnGen
+	now, unc := r.clock.Read()
+	q.turnTimer = time.AfterFunc(until.Sub(now)+unc+time.Millisecond, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.names[name] == q && q.turnGen == gen && q.local == 0 {
+			r.wakeLocked(q)
+		}
+	})
+}
+
+// stopTurnLocked ends the wait for another's turn; r.mu must be held.
+func (r *waitRegistry) stopTurnLocked(q *nameQueue) {
+	q.turnGen++
+	if q.turnTimer != nil {
+		q.turnTimer.Stop()
+		q.turnTimer = nil
+	}
+}
