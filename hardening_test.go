@@ -414,7 +414,10 @@ func TestLongGetLockRefreshesClock(t *testing.T) {
 	if err := holder.GetLock(ctx, "busy", "alice", 0, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	l, cnt := e.locker("", mongolock.WithClockRefresh(50*time.Millisecond), mongolock.WithPollInterval(20*time.Millisecond))
+	// Polling, so that the waiter tries often (with a change stream it
+	// waits for news instead).
+	l, cnt := e.locker("", mongolock.WithClockRefresh(50*time.Millisecond), mongolock.WithPollInterval(20*time.Millisecond),
+		mongolock.WithChangeStreams(false))
 	if _, err := l.IsFreeLock(ctx, "busy"); err != nil {
 		t.Fatal(err)
 	}

@@ -91,6 +91,17 @@ func (l *Locker) Close() error {
 	return nil
 }
 
+// Streaming reports whether this Locker's waiters are told of releases by
+// a change stream right now. It is false while nothing waits (the stream
+// opens with the first waiter and closes a second after the last), when
+// the server has no change streams (a standalone server: waiters poll
+// instead), and with WithChangeStreams(false). It never blocks.
+func (l *Locker) Streaming() bool {
+	l.waits.mu.Lock()
+	defer l.waits.mu.Unlock()
+	return l.waits.streamOn
+}
+
 // ready checks that the Locker is open and ctx alive, and brings the
 // estimate of the server's clock up to date.
 func (l *Locker) ready(ctx context.Context) error {

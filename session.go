@@ -320,7 +320,8 @@ func (h *hold) release() error {
 		lostReply = true
 		ok, err = s.l.store.release(ctx, h.name, h.token, t)
 	}
-	handedOn = ok && err == nil && !lostReply && t.heir != ""
+	// A match (even on a retry) means the turn was written.
+	handedOn = ok && err == nil && t.heir != ""
 	if testHookReleased != nil {
 		testHookReleased(s)
 	}

@@ -146,8 +146,10 @@ func (s *store) join(ctx context.Context, name, locker string, streaming bool) e
 	if !streaming {
 		in, out = out, in
 	}
+	// lastJoined tells a holder, through its change stream, who joined
+	// after its acquire saw the waiting Lockers.
 	_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}}, bson.D{
-		{Key: "$set", Value: bson.D{{Key: in, Value: s.clock.Now()}}},
+		{Key: "$set", Value: bson.D{{Key: in, Value: s.clock.Now()}, {Key: "lastJoined", Value: locker}}},
 		{Key: "$unset", Value: bson.D{{Key: out, Value: ""}}},
 	})
 	return err

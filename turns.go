@@ -102,11 +102,17 @@ func (r *waitRegistry) turnFor(name string, w waiters, now time.Time) turn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
+	for _, l := range q.joiners {
+		if !slices.Contains(w.streaming, l) {
+			w.streaming = append(w.streaming, l)
+		}
+	}
 	t := nextTurn(r.self, w, len(q.waiters) > 0, r.streamOn, q.run, now)
 	if t.heir == r.self {
 		q.run++
-		// Its change event may come before the release's reply.
-		q.ownTurn = t.until.Truncate(time.Millisecond) // as stored, and as its event tells it
+		// Its change event may come before the release's reply, or after
+		// the next one's: remember the last few, as stored (milliseconds).
+		q.ownTurns = append(q.ownTurns[max(0, len(q.ownTurns)-2*runLength+1):], t.until.Truncate(time.Millisecond))
 	} else {
 		q.run = 0
 	}
@@ -141,7 +147,7 @@ func nextHeir(locker string, waiting []string) string {
 // this process holds the name, its own release joins for it. A failure to
 // join only costs turns.
 func (r *waitRegistry) join(ctx context.Context, name string) {
-	if r.watch != nil && r.watch.isUnsupported() {
+	if r.watch != nil && r.watch.noStreamsAnywhere() {
 		return // no Locker of this server can stream: nobody is named heir
 	}
 	r.mu.Lock()
@@ -180,12 +186,16 @@ func (r *waitRegistry) handedOn(name string, t turn) {
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	q.local--
-	if t.stay {
+	switch {
+	case t.stay && len(q.waiters) == 0 && q.local == 0 && r.leaveTurns != nil:
+		r.leaveTurns(name) // its waiters left while it released
+	case t.stay:
 		q.joined, q.joinedStreaming, q.joinedAt = true, true, time.Now()
 	}
 	signalAll(q.observers)
 	if q.local == 0 {
 		r.armTurnLocked(name, q, t.until)
+		q.busy, q.turnUntil = true, t.until
 		if len(q.waiters) > 0 {
 			signal(q.waiters[0].kick) // its pause was the long one of a local hold
 		}
@@ -202,7 +212,7 @@ func (r *waitRegistry) turn(name, heir string, until time.Time) {
 	q := r.names[name]
 	switch {
 	case q == nil:
-	case heir == r.self && !until.After(q.ownTurn):
+	case heir == r.self && slices.ContainsFunc(q.ownTurns, until.Equal):
 		// The event of one of this process's own releases (they may come
 		// late, after the next): its head was woken then.
 	case heir == r.self:
@@ -214,7 +224,19 @@ func (r *waitRegistry) turn(name, heir string, until time.Time) {
 		signalAll(q.observers)
 		if q.local == 0 {
 			r.armTurnLocked(name, q, until)
+			q.busy, q.turnUntil = true, until
 		}
+	}
+}
+
+// joined is the watcher's news that locker joined name's waiting Lockers:
+// a hold of this process names it heir in its turn even though its
+// acquire did not see it.
+func (r *waitRegistry) joined(name, locker string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.names[name]; q != nil && q.local > 0 && !slices.Contains(q.joiners, locker) {
+		q.joiners = append(q.joiners, locker)
 	}
 }
 

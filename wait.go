@@ -28,6 +28,7 @@ type waitRegistry struct {
 
 	mu       sync.Mutex
 	names    map[string]*nameQueue
+	sweepAt  int  // len(names) at which queue sweeps
 	streamOn bool // releases are being watched: polls are only a safety net
 }
 
@@ -37,12 +38,15 @@ type nameQueue struct {
 	local     int             // holds of this process on the name
 	pause     time.Duration   // next poll pause, shared by successive heads
 	expiry    time.Time       // server time the last seen holder's lease ends
+	turnUntil time.Time       // server time another Locker's turn ends (turns.go)
+	busy      bool            // the stream's last news: taken, or another's turn
+	joiners   []string        // Lockers seen joining the waiting ones during this process's hold
 	joined    bool            // this Locker is among the lock's waiting Lockers
 	// how it joined (told by its change stream, or polling), and when
 	joinedStreaming bool
 	joinedAt        time.Time
 	run             int         // holds in a row this process gave itself (turns.go)
-	ownTurn         time.Time   // end of the last turn this process gave itself
+	ownTurns        []time.Time // ends of the last turns this process gave itself
 	turnGen         uint64      // ends the turn timer's claim when it changes
 	turnTimer       *time.Timer // wakes the head when another's turn ends
 }
@@ -59,6 +63,7 @@ func newWaitRegistry(o options, clock *serverClock, closed <-chan struct{}) *wai
 		clock:       clock,
 		closed:      closed,
 		names:       map[string]*nameQueue{},
+		sweepAt:     minSweep,
 	}
 }
 
@@ -78,6 +83,9 @@ func (r *waitRegistry) capLocked() time.Duration {
 func (r *waitRegistry) queue(name string) *nameQueue {
 	q := r.names[name]
 	if q == nil {
+		if len(r.names) >= r.sweepAt {
+			r.sweepLocked()
+		}
 		q = &nameQueue{pause: r.minPause()}
 		r.names[name] = q
 	}
@@ -85,12 +93,31 @@ func (r *waitRegistry) queue(name string) *nameQueue {
 }
 
 // drop forgets name's queue when nothing refers to it; r.mu must be held.
+// A queue whose news says the lock is taken is kept while that holds, so
+// that a new waiter does not try in vain; sweeps forget it later.
 func (r *waitRegistry) drop(name string, q *nameQueue) {
-	if len(q.waiters) == 0 && q.local == 0 && len(q.observers) == 0 {
+	if r.unusedLocked(q) && !r.takenLocked(q) {
 		r.stopTurnLocked(q)
 		delete(r.names, name)
 	}
 }
+
+func (r *waitRegistry) unusedLocked(q *nameQueue) bool {
+	return len(q.waiters) == 0 && q.local == 0 && len(q.observers) == 0
+}
+
+// sweepLocked forgets the unused queues, and sets the size of the next
+// sweep; r.mu must be held.
+func (r *waitRegistry) sweepLocked() {
+	for name, q := range r.names {
+		r.drop(name, q)
+	}
+	r.sweepAt = max(2*len(r.names), minSweep)
+}
+
+// minSweep is the number of names from which the registry looks for
+// queues to forget.
+const minSweep = 256
 
 // attempt is one try at a lock: ok when taken. peek reads the current
 // holder's lease end (server time), zero when unknown.
@@ -108,7 +135,11 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	r.mu.Lock()
 	q := r.queue(name)
 	q.waiters = append(q.waiters, w)
-	tryNow := len(q.waiters) == 1
+	head := len(q.waiters) == 1
+	// A new head tries at once, unless the lock is surely not free: held
+	// in this process (its release wakes the head), or taken by another
+	// as the change stream last told.
+	tryNow := head && !r.takenLocked(q)
 	r.mu.Unlock()
 	news := false // told the lock may be free, and not yet tried since
 	defer func() { r.leave(name, w, news) }()
@@ -121,6 +152,15 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	timer := time.NewTimer(0)
 	timer.Stop()
 	defer timer.Stop()
+	if head && !tryNow {
+		r.join(ctx, name)
+		r.mu.Lock()
+		if now, _ := r.clock.Read(); q.local == 0 && q.turnUntil.After(now) {
+			r.armTurnLocked(name, q, q.turnUntil) // armed while no one waited
+		}
+		r.mu.Unlock()
+		timer.Reset(r.nextWait(ctx, name, a.peek))
+	}
 	for {
 		if tryNow {
 			ok, err := a.try(ctx)
@@ -150,28 +190,38 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 		case <-timer.C:
 			tryNow = true
 		case <-w.kick:
-			head, freed, pause := r.state(name, w)
+			head, freed := r.state(name, w)
 			switch {
 			case freed:
 				news = true
 				timer.Stop()
 				tryNow = true
 			case head:
-				timer.Reset(pause)
+				timer.Reset(r.nextWait(ctx, name, a.peek))
 			}
 		}
 	}
 }
 
-// state reports whether w heads name's queue, whether it was told the lock
-// may be free, and the pause before its next poll.
-func (r *waitRegistry) state(name string, w *waiter) (head, freed bool, pause time.Duration) {
+// takenLocked reports whether the lock is surely not free for this
+// process now; r.mu must be held.
+func (r *waitRegistry) takenLocked(q *nameQueue) bool {
+	if q.local > 0 {
+		return true
+	}
+	now, _ := r.clock.Read()
+	return r.streamOn && q.busy && (q.expiry.After(now) || q.turnUntil.After(now))
+}
+
+// state reports whether w heads name's queue, and whether it was told the
+// lock may be free.
+func (r *waitRegistry) state(name string, w *waiter) (head, freed bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	head = len(q.waiters) > 0 && q.waiters[0] == w
 	freed, w.freed = w.freed, false
-	return head, freed, r.pauseLocked(q)
+	return head, freed
 }
 
 // nextWait returns how long the head waits after a failed try: until the
@@ -198,6 +248,14 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 	if until := expiry.Sub(now) + unc + time.Millisecond; expiry.After(now) && until < d {
 		d = until
 	}
+	// Not before another Locker's turn is over (a poller's pause may be
+	// shorter than the turn).
+	r.mu.Lock()
+	turnUntil := r.queue(name).turnUntil
+	r.mu.Unlock()
+	if rest := turnUntil.Sub(now) + unc + time.Millisecond; turnUntil.After(now) && rest > d {
+		d = rest
+	}
 	return d
 }
 
@@ -207,10 +265,15 @@ const peekAfter = 100 * time.Millisecond
 
 // pauseLocked returns the jittered pause before the next poll. While a hold
 // of this process has the name, its end wakes the head: the pause is then
-// only a long safety net. r.mu must be held.
+// only a long safety net. While the change stream runs, it tells of every
+// release (and of the end of another's turn): polls are a safety net too,
+// at the safety interval from the first. r.mu must be held.
 func (r *waitRegistry) pauseLocked(q *nameQueue) time.Duration {
-	if q.local > 0 {
+	switch {
+	case q.local > 0:
 		return 4 * r.capLocked()
+	case r.streamOn:
+		return jitter(r.capLocked())
 	}
 	return jitter(q.pause)
 }
@@ -245,6 +308,7 @@ func (r *waitRegistry) held(name string) {
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	q.local++
+	q.joiners = q.joiners[:0]
 	q.joined = false // the acquire left the waiting Lockers
 	r.stopTurnLocked(q)
 	signalAll(q.observers)
@@ -295,6 +359,7 @@ func (r *waitRegistry) wake(name string) {
 // lock first) goes on backing off rather than starting a burst of polls.
 func (r *waitRegistry) wakeLocked(q *nameQueue) {
 	r.stopTurnLocked(q)
+	q.busy, q.turnUntil = false, time.Time{}
 	signalAll(q.observers)
 	if len(q.waiters) > 0 {
 		q.waiters[0].freed = true
@@ -332,12 +397,16 @@ func (r *waitRegistry) notify(name string) {
 
 // taken is the watcher's news that name was taken: observers (Election's
 // Observe) look at it; waiters wait on for its release.
-func (r *waitRegistry) taken(name string) {
+func (r *waitRegistry) taken(name string, until time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if q := r.names[name]; q != nil {
 		r.stopTurnLocked(q)
+		q.busy, q.expiry, q.turnUntil = true, until, time.Time{}
 		signalAll(q.observers)
+		if q.local == 0 && len(q.waiters) > 0 {
+			signal(q.waiters[0].kick) // its timer may be set for a turn's end, now moot
+		}
 	}
 }
 
@@ -360,6 +429,7 @@ func (r *waitRegistry) streaming(on bool) {
 	r.streamOn = on
 	for _, q := range r.names {
 		q.joined = false // joined the other way, or turns were missed: join again
+		q.busy = false   // news may have been missed
 	}
 	if !on {
 		for _, q := range r.names {

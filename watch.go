@@ -32,12 +32,13 @@ type openStream func(ctx context.Context, token bson.Raw) (eventStream, error)
 
 // wakeSink receives the watcher's news.
 type wakeSink interface {
-	notify(name string) // a lock of that name may have been freed
-	taken(name string)  // a lock of that name was taken
+	notify(name string)                 // a lock of that name may have been freed
+	taken(name string, until time.Time) // a lock of that name was taken, with a lease to then (zero: unknown)
 	// turn: a lock of that name was freed for heir alone until then.
 	turn(name, heir string, until time.Time)
-	notifyAll()        // any lock may have been freed: events may have been missed
-	streaming(on bool) // whether releases are being watched
+	joined(name, locker string) // a Locker joined the lock's waiting ones
+	notifyAll()                 // any lock may have been freed: events may have been missed
+	streaming(on bool)          // whether releases are being watched
 }
 
 type changeEvent struct {
@@ -63,6 +64,24 @@ func (ev *changeEvent) heir() (string, time.Time) {
 		return "", time.Time{}
 	}
 	return h.StringValue(), until
+}
+
+// joiner returns the Locker that joined the lock's waiting Lockers, ""
+// when the event is not a join.
+func (ev *changeEvent) joiner() string {
+	f := ev.UpdateDescription.UpdatedFields
+	if _, err := f.LookupErr("holder"); err == nil {
+		return "" // a change of holder
+	}
+	l, _ := f.Lookup("lastJoined").StringValueOK()
+	return l
+}
+
+// leaseEnd returns the lease end an acquire wrote, zero when the event does
+// not tell.
+func (ev *changeEvent) leaseEnd() time.Time {
+	until, _ := ev.UpdateDescription.UpdatedFields.Lookup("expiresAt").TimeOK()
+	return until
 }
 
 // freed reports whether the event may have freed its lock; false when it
@@ -93,6 +112,7 @@ type watcher struct {
 	cancel      context.CancelFunc // of the running stream's goroutine; nil when none
 	stopTimer   *time.Timer
 	unsupported bool
+	nowhere     bool // unsupported for every client of the server, not just this user
 	closed      bool
 	wg          sync.WaitGroup
 }
@@ -137,11 +157,13 @@ func (w *watcher) unwant() {
 	})
 }
 
-// isUnsupported reports whether the server said it has no change streams.
-func (w *watcher) isUnsupported() bool {
+// noStreamsAnywhere reports whether the server said it has no change
+// streams for anyone (a standalone server, FerretDB), not only that this
+// client may not open one.
+func (w *watcher) noStreamsAnywhere() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.unsupported
+	return w.nowhere
 }
 
 // close stops the stream and waits for its goroutine.
@@ -176,6 +198,7 @@ func (w *watcher) run(ctx context.Context) {
 			case notSupported(err):
 				w.mu.Lock()
 				w.unsupported = true
+				w.nowhere = serverWide(err)
 				if w.cancel != nil {
 					w.cancel()
 					w.cancel = nil
@@ -240,7 +263,7 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 			ev := state[name]
 			switch heir, until := ev.heir(); {
 			case !ev.freed():
-				w.sink.taken(name)
+				w.sink.taken(name, ev.leaseEnd())
 			case heir != "":
 				w.sink.turn(name, heir, until)
 			default:
@@ -255,27 +278,32 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 		var ev changeEvent
 		if err := cs.Decode(&ev); err != nil {
 			w.sink.notifyAll()
-			continue
+		} else {
+			token = cs.ResumeToken()
+			switch ev.OperationType {
+			case "invalidate", "drop", "dropDatabase", "rename":
+				w.sink.notifyAll() // and the deferred flush: wakes every waiter anyway
+				return nil
+			}
+			name := ev.DocumentKey.ID
+			switch heir, until := ev.heir(); {
+			case ev.joiner() != "":
+				w.sink.joined(name, ev.joiner()) // no change of holder: nothing to fold
+			case heir != "" && heir == w.self && ev.freed():
+				// This Locker's turn: it must hear of it even if the lock
+				// is taken again later in the batch (by another, once the
+				// turn ended), or it would not know it left the waiting
+				// Lockers.
+				flush()
+				w.sink.turn(name, heir, until)
+			default:
+				if _, seen := state[name]; !seen {
+					order = append(order, name)
+				}
+				state[name] = &ev
+			}
 		}
-		token = cs.ResumeToken()
-		switch ev.OperationType {
-		case "invalidate", "drop", "dropDatabase", "rename":
-			w.sink.notifyAll() // and the deferred flush: wakes every waiter anyway
-			return nil
-		}
-		name := ev.DocumentKey.ID
-		if heir, until := ev.heir(); heir != "" && heir == w.self && ev.freed() {
-			// This Locker's turn: it must hear of it even if the lock is
-			// taken again later in the batch (by another, once the turn
-			// ended), or it would not know it left the waiting Lockers.
-			flush()
-			w.sink.turn(name, heir, until)
-			continue
-		}
-		if _, seen := state[name]; !seen {
-			order = append(order, name)
-		}
-		state[name] = &ev
+		// The end of a batch: tell what it folded, whatever its last event.
 		if cs.RemainingBatchLength() == 0 {
 			flush()
 		}
@@ -307,6 +335,13 @@ func notSupported(err error) bool {
 	return false
 }
 
+// serverWide reports whether err, which notSupported accepted, says that
+// no client of the server gets change streams.
+func serverWide(err error) bool {
+	var se mongo.ServerError
+	return errors.As(err, &se) && (se.HasErrorCode(40573) || se.HasErrorCode(238) || se.HasErrorCode(40324))
+}
+
 // historyLost reports whether err says the stream cannot be resumed.
 func historyLost(err error) bool {
 	var se mongo.ServerError
@@ -317,9 +352,9 @@ func historyLost(err error) bool {
 }
 
 // holderPipeline passes only the events that change a lock's holder (a
-// release frees it, an acquire takes it; renewals, which touch only
-// expiresAt, are filtered out on the server), with only the fields the
-// watcher reads.
+// release frees it, an acquire takes it) or say who joined its waiting
+// Lockers; renewals, which touch only expiresAt, are filtered out on the
+// server. It keeps only the fields the watcher reads.
 var holderPipeline = mongo.Pipeline{
 	{{Key: "$match", Value: bson.D{{Key: "$or", Value: bson.A{
 		bson.D{{Key: "operationType", Value: bson.D{{Key: "$in", Value: bson.A{
@@ -327,6 +362,10 @@ var holderPipeline = mongo.Pipeline{
 		bson.D{
 			{Key: "operationType", Value: "update"},
 			{Key: "updateDescription.updatedFields.holder", Value: bson.D{{Key: "$exists", Value: true}}},
+		},
+		bson.D{
+			{Key: "operationType", Value: "update"},
+			{Key: "updateDescription.updatedFields.lastJoined", Value: bson.D{{Key: "$exists", Value: true}}},
 		},
 	}}}}},
 	{{Key: "$project", Value: bson.D{{Key: "operationType", Value: 1}, {Key: "documentKey", Value: 1},

@@ -22,6 +22,7 @@ type step struct {
 	err      error
 	token    string // moves the resume token on without an event (postBatchResumeToken)
 	taken    bool   // an update that sets a holder (an acquire), not a release
+	joiner   string // an update that only says this Locker joined the waiting ones
 }
 
 type scriptStream struct {
@@ -59,10 +60,14 @@ func (s *scriptStream) Decode(v any) error {
 	if st.taken {
 		holder = "h"
 	}
+	fields := bson.D{{Key: "holder", Value: holder}}
+	if st.joiner != "" {
+		fields = bson.D{{Key: "lastJoined", Value: st.joiner}}
+	}
 	raw, _ := bson.Marshal(bson.D{
 		{Key: "operationType", Value: st.op},
 		{Key: "documentKey", Value: bson.D{{Key: "_id", Value: st.name}}},
-		{Key: "updateDescription", Value: bson.D{{Key: "updatedFields", Value: bson.D{{Key: "holder", Value: holder}}}}},
+		{Key: "updateDescription", Value: bson.D{{Key: "updatedFields", Value: fields}}},
 	})
 	return bson.Unmarshal(raw, v)
 }
@@ -161,8 +166,9 @@ func (r *recorder) add(s string) {
 }
 func (r *recorder) notify(name string)                  { r.add("wake " + name) }
 func (r *recorder) notifyAll()                          { r.add("wake all") }
-func (r *recorder) taken(name string)                   { r.add("taken " + name) }
+func (r *recorder) taken(name string, _ time.Time)      { r.add("taken " + name) }
 func (r *recorder) turn(name, heir string, _ time.Time) { r.add("turn " + name + " " + heir) }
+func (r *recorder) joined(name, locker string)          { r.add("joined " + name + " " + locker) }
 func (r *recorder) streaming(on bool) {
 	if on {
 		r.add("on")
@@ -345,6 +351,24 @@ func TestWatcherFoldsBatch(t *testing.T) {
 	got := rec.waitFor(t, 4)
 	w.close()
 	want := []string{"wake all", "on", "taken a", "wake b"}
+	if !slices.Equal(got[:4], want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// TestWatcherFlushesBatchEndingInJoin: a batch whose last event only says a
+// Locker joined the waiting ones still delivers the release folded before
+// it, at once (it once waited for the next batch).
+func TestWatcherFlushesBatchEndingInJoin(t *testing.T) {
+	sc := &script{batched: true, streams: [][]step{{
+		{op: "update", name: "a"}, {op: "update", name: "a", joiner: "x"},
+	}}}
+	rec := newRecorder()
+	w := newTestWatcher(sc, rec, nil)
+	w.want()
+	got := rec.waitFor(t, 4)
+	w.close()
+	want := []string{"wake all", "on", "joined a x", "wake a"}
 	if !slices.Equal(got[:4], want) {
 		t.Fatalf("got %q, want %q", got, want)
 	}

@@ -371,6 +371,7 @@ type stream struct {
 	fullDocument string
 
 	mu          sync.Mutex
+	emptied     chan struct{} // closed when the scratch collection was emptied (filter.go)
 	pos         position
 	invalidated bool
 	images      map[string]bson.Raw // last known state of documents, by _id

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"sync"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
@@ -43,7 +44,7 @@ func (ss *streams) filter(ctx context.Context, st *stream, events []bson.D) ([]b
 }
 
 // evaluate runs st's pipeline over events in st's scratch collection,
-// emptied after each evaluation. (Keeping the events of earlier batches and
+// emptied after each evaluation (in the background). (Keeping the events of earlier batches and
 // matching on a batch mark costs more: FerretDB scans them all.)
 func (ss *streams) evaluate(ctx context.Context, st *stream, events []bson.D) ([]bson.Raw, error) {
 	client, err := ss.scratch()
@@ -55,10 +56,33 @@ func (ss *streams) evaluate(ctx context.Context, st *stream, events []bson.D) ([
 	for i, ev := range events {
 		docs[i] = ev
 	}
+	if st.emptied != nil {
+		<-st.emptied // the previous batch's events are gone
+	}
 	if _, err := scratch.InsertMany(ctx, docs); err != nil {
 		return nil, err
 	}
-	defer scratch.DeleteMany(context.Background(), bson.D{})
+	// Emptied after the reply is sent, off the events' way; the next
+	// evaluation of this cursor waits for it.
+	emptied := make(chan struct{})
+	st.emptied = emptied
+	ss.wg.Add(1)
+	defer func() {
+		go func() {
+			defer ss.wg.Done()
+			defer close(emptied)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			go func() { // mongotest's Close ends it
+				select {
+				case <-ss.done:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			scratch.DeleteMany(ctx, bson.D{})
+		}()
+	}()
 	pipe := append(bson.A{bson.D{{Key: "$sort", Value: bson.D{{Key: "_id._data", Value: 1}}}}}, toA(st.pipeline)...)
 	cur, err := scratch.Aggregate(ctx, pipe)
 	if err != nil {

@@ -125,6 +125,7 @@ type tailer struct {
 	serial  *sync.Mutex   // the proxy's: held while the oplog is rotated
 	size    int           // entries the ring keeps
 
+	stepMu   sync.Mutex // held for a whole step
 	mu       sync.Mutex
 	client   *mongo.Client
 	addr     string
@@ -179,19 +180,35 @@ func (t *tailer) close() {
 // step moves what the oplog holds into the ring. It returns the position
 // of the newest item.
 func (t *tailer) step(ctx context.Context) (position, error) {
+	t.stepMu.Lock() // one step at a time: items are added in order
+	defer t.stepMu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	c, err := t.connLocked()
 	if err != nil {
+		defer t.mu.Unlock()
 		return t.headLocked(), err
 	}
+	t.mu.Unlock()
 	coll := c.Database(oplogDB).Collection(oplogColl)
 	t.serial.Lock()
+	defer t.serial.Unlock()
 	cur, err := coll.Find(ctx, bson.D{}, mopt.Find().SetSort(bson.D{{Key: "ts", Value: 1}}))
 	var entries []entry
 	if err == nil {
 		err = cur.All(ctx, &entries)
 	}
+	// What was read goes to the streams at once (their filters do not
+	// need the serial lock), before the rotation, and even if that fails:
+	// it will have left the oplog.
+	t.mu.Lock()
+	for _, e := range entries {
+		if db, _, _ := strings.Cut(e.NS, "."); db == scratchDB || db == oplogDB {
+			continue // the streams' own writes
+		}
+		t.addLocked(item{pos: position{ts: e.TS}, e: e})
+	}
+	head := t.headLocked()
+	t.mu.Unlock()
 	if err == nil && len(entries) > 0 {
 		// The filters' scratch writes, which do not take the serial lock,
 		// may create the collection again between the two: it is there
@@ -205,19 +222,7 @@ func (t *tailer) step(ctx context.Context) (position, error) {
 			}
 		}
 	}
-	t.serial.Unlock()
-	// What was read is kept even if the rotation failed: it has left the
-	// oplog.
-	for _, e := range entries {
-		if db, _, _ := strings.Cut(e.NS, "."); db == scratchDB || db == oplogDB {
-			continue // the streams' own writes
-		}
-		t.addLocked(item{pos: position{ts: e.TS}, e: e})
-	}
-	if err != nil {
-		return t.headLocked(), err
-	}
-	return t.headLocked(), nil
+	return head, err
 }
 
 // testHookRotated, when a test sets it, runs between the oplog's drop and

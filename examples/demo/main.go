@@ -2,7 +2,9 @@
 // own client and session as separate hosts would have, compete for one
 // lock. Every hold is printed with its owner and fencing token, then a
 // summary: acquisitions, the most holders ever seen at once (which must be
-// 1), and the median handoff time.
+// 1), how waiters were woken (by the change stream, or by polling when the
+// server has none) with the acquire attempts that failed, and the median
+// handoff time.
 //
 // Run it with `make demo` (embedded server) or with MONGODB_URI set.
 package main
@@ -16,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -42,11 +45,20 @@ func main() {
 		lastEnd  time.Time
 		handoffs []time.Duration
 		holds    int
+		attempts int // acquire commands sent (findAndModify), failed ones included
+		lockers  []*mongolock.Locker
 	)
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName == "findAndModify" {
+			mu.Lock()
+			attempts++
+			mu.Unlock()
+		}
+	}}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range workers {
-		client, err := mongo.Connect(options.Client().ApplyURI(uri))
+		client, err := mongo.Connect(options.Client().ApplyURI(uri).SetMonitor(monitor))
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -60,6 +72,7 @@ func main() {
 			log.Fatal(err)
 		}
 		defer locker.Close()
+		lockers = append(lockers, locker)
 		session, err := locker.NewSession(ctx, mongolock.WithOwner(fmt.Sprintf("host-%d", w+1)),
 			mongolock.WithTTL(5*time.Second))
 		if err != nil {
@@ -98,10 +111,19 @@ func main() {
 		}()
 	}
 	wg.Wait()
+	// The stream stays open a second after the last waiter left.
+	woken := "polling (the server gives no change streams)"
+	for _, l := range lockers {
+		if l.Streaming() {
+			woken = "the change stream (each release names the next waiting host)"
+		}
+	}
 	slices.Sort(handoffs)
 	fmt.Printf("\n%d workers, each with its own client and session\n", workers)
 	fmt.Printf("acquisitions:               %d\n", holds)
 	fmt.Printf("most holders at once:       %d\n", most)
+	fmt.Printf("waiters woken by:           %s\n", woken)
+	fmt.Printf("acquire attempts that failed: %d\n", attempts-holds)
 	if len(handoffs) > 0 {
 		fmt.Printf("median handoff (end of one hold to start of the next): %v\n",
 			handoffs[len(handoffs)/2].Round(100*time.Microsecond))
