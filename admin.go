@@ -18,7 +18,7 @@ type LockInfo struct {
 	Token      int64     `json:"token"`           // fencing token of the current or last hold
 	Value      string    `json:"value,omitempty"` // the leader's value, for elections
 	AcquiredAt time.Time `json:"acquiredAt"`      // server time
-	ExpiresAt  time.Time `json:"expiresAt"`       // server time; when freed, the time of release
+	ExpiresAt  time.Time `json:"expiresAt"`       // server time; when freed, the time of release, or the end of the next waiting process's turn
 }
 
 func (l *Locker) info(d *lockDoc) LockInfo {

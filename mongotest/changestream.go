@@ -180,6 +180,14 @@ func changeStreamSpec(body bson.Raw) (bson.Raw, bool) {
 	return spec, ok
 }
 
+// replaced runs a write that replaces whole documents (see
+// tailer.replaced).
+func (ss *streams) replaced(exchange func() ([]byte, error)) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return ss.tail.replaced(ctx, exchange)
+}
+
 // wrote is told of every command the proxy forwarded: writes have the
 // tailer step, and drops are recorded (FerretDB does not log them).
 func (ss *streams) wrote(body bson.Raw, name string, answer []byte) {
@@ -468,6 +476,11 @@ func (st *stream) event(t *tailer, it item) bson.D {
 			pre, _ = t.before(e.NS, id, p)
 		}
 		st.images[key] = post
+		if it.replace {
+			ev[1].Value = "replace"
+			return append(ev, bson.E{Key: "fullDocument", Value: post}, ns,
+				bson.E{Key: "documentKey", Value: bson.D{{Key: "_id", Value: id}}})
+		}
 		ev[1].Value = "update"
 		if st.fullDocument != "default" {
 			ev = append(ev, bson.E{Key: "fullDocument", Value: post})

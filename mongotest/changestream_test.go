@@ -31,6 +31,9 @@ func nextEvent(t *testing.T, cs *mongo.ChangeStream) bson.M {
 	return ev
 }
 
+// TestChangeStreamEvents: one row per operation type, each event with the
+// fields of MongoDB's documented examples (drop and invalidate: see
+// TestChangeStreamDrop).
 func TestChangeStreamEvents(t *testing.T) {
 	srv := startStreams(t)
 	coll := connect(t, srv.URI()).Database("cs").Collection("events")
@@ -40,22 +43,85 @@ func TestChangeStreamEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cs.Close(ctx)
-	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}, {Key: "x", Value: 1}, {Key: "y", Value: 2}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "a"}}, bson.D{{Key: "$set", Value: bson.D{{Key: "x", Value: 5}}}, {Key: "$unset", Value: bson.D{{Key: "y", Value: ""}}}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: "a"}}); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"insert", "update", "delete"} {
+	id := bson.D{{Key: "_id", Value: "a"}}
+	for _, row := range []struct {
+		op    string
+		write func() error
+		check func(ev bson.M) string // what is wrong, "" when nothing
+	}{
+		{"insert", func() error {
+			_, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}, {Key: "x", Value: 1}, {Key: "y", Value: 2}})
+			return err
+		}, func(ev bson.M) string {
+			return want(field(ev, "fullDocument"), `{"_id": "a","x": {"$numberInt":"1"},"y": {"$numberInt":"2"}}`)
+		}},
+		{"update", func() error {
+			_, err := coll.UpdateOne(ctx, id, bson.D{{Key: "$set", Value: bson.D{{Key: "x", Value: 5}}}, {Key: "$unset", Value: bson.D{{Key: "y", Value: ""}}}})
+			return err
+		}, func(ev bson.M) string {
+			return want(field(ev, "updateDescription")+" "+field(ev, "fullDocument"),
+				`{"updatedFields": {"x": {"$numberInt":"5"}},"removedFields": ["y"],"truncatedArrays": []} {"_id": "a","x": {"$numberInt":"5"}}`)
+		}},
+		{"replace", func() error {
+			_, err := coll.ReplaceOne(ctx, id, bson.D{{Key: "z", Value: 3}})
+			return err
+		}, func(ev bson.M) string {
+			if _, has := ev["updateDescription"]; has {
+				return "a replace event has no updateDescription"
+			}
+			return want(field(ev, "fullDocument"), `{"_id": "a","z": {"$numberInt":"3"}}`)
+		}},
+		{"replace", func() error { // findAndModify with a replacement
+			return coll.FindOneAndReplace(ctx, id, bson.D{{Key: "z", Value: 4}}).Err()
+		}, func(ev bson.M) string {
+			return want(field(ev, "fullDocument"), `{"_id": "a","z": {"$numberInt":"4"}}`)
+		}},
+		{"delete", func() error {
+			_, err := coll.DeleteOne(ctx, id)
+			return err
+		}, func(ev bson.M) string {
+			if _, has := ev["fullDocument"]; has {
+				return "a delete event has no fullDocument"
+			}
+			return ""
+		}},
+	} {
+		if err := row.write(); err != nil {
+			t.Fatal(err)
+		}
 		ev := nextEvent(t, cs)
 		t.Logf("%v", ev)
-		if ev["operationType"] != want {
-			t.Fatalf("event %v, want %s", ev, want)
+		if ev["operationType"] != row.op {
+			t.Fatalf("event %v, want %s", ev, row.op)
+		}
+		for _, f := range []string{"_id", "clusterTime", "wallTime"} {
+			if _, ok := ev[f]; !ok {
+				t.Errorf("%s event without %s", row.op, f)
+			}
+		}
+		if got := field(ev, "ns") + " " + field(ev, "documentKey"); got != `{"db": "cs","coll": "events"} {"_id": "a"}` {
+			t.Errorf("%s event: ns and documentKey %s", row.op, got)
+		}
+		if msg := row.check(ev); msg != "" {
+			t.Errorf("%s event: %s", row.op, msg)
 		}
 	}
+}
+
+// field returns the event's field as extended JSON.
+func field(ev bson.M, name string) string {
+	raw, err := bson.Marshal(ev)
+	if err != nil {
+		return err.Error()
+	}
+	return bson.Raw(raw).Lookup(name).String()
+}
+
+func want(got, want string) string {
+	if got != want {
+		return fmt.Sprintf("got %s, want %s", got, want)
+	}
+	return ""
 }
 
 // startStreams starts a server with change streams on.

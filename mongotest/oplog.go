@@ -138,9 +138,10 @@ type tailer struct {
 
 // item is one entry of the ring: an oplog entry, or a drop the proxy saw.
 type item struct {
-	pos  position
-	e    entry
-	drop *drop
+	pos     position
+	e       entry
+	drop    *drop
+	replace bool // an update entry made by a replacement
 }
 
 func newTailer(backend func() string, serial *sync.Mutex, size int64) *tailer {
@@ -182,6 +183,30 @@ func (t *tailer) close() {
 func (t *tailer) step(ctx context.Context) (position, error) {
 	t.stepMu.Lock() // one step at a time: items are added in order
 	defer t.stepMu.Unlock()
+	t.serial.Lock()
+	defer t.serial.Unlock()
+	return t.stepHeld(ctx, false)
+}
+
+// replaced runs exchange, a write that replaces whole documents, and marks
+// the oplog entries it made as replacements: the steps before and after it
+// run under the same locks, so that its entries are the ones read after.
+func (t *tailer) replaced(ctx context.Context, exchange func() ([]byte, error)) ([]byte, error) {
+	t.stepMu.Lock()
+	defer t.stepMu.Unlock()
+	t.serial.Lock()
+	defer t.serial.Unlock()
+	t.stepHeld(ctx, false)
+	reply, err := exchange()
+	if err == nil {
+		t.stepHeld(ctx, true)
+	}
+	return reply, err
+}
+
+// stepHeld is step with t.stepMu and the serial lock held; replace marks
+// the updates read as replacements.
+func (t *tailer) stepHeld(ctx context.Context, replace bool) (position, error) {
 	t.mu.Lock()
 	c, err := t.connLocked()
 	if err != nil {
@@ -190,8 +215,6 @@ func (t *tailer) step(ctx context.Context) (position, error) {
 	}
 	t.mu.Unlock()
 	coll := c.Database(oplogDB).Collection(oplogColl)
-	t.serial.Lock()
-	defer t.serial.Unlock()
 	cur, err := coll.Find(ctx, bson.D{}, mopt.Find().SetSort(bson.D{{Key: "ts", Value: 1}}))
 	var entries []entry
 	if err == nil {
@@ -205,7 +228,7 @@ func (t *tailer) step(ctx context.Context) (position, error) {
 		if db, _, _ := strings.Cut(e.NS, "."); db == scratchDB || db == oplogDB {
 			continue // the streams' own writes
 		}
-		t.addLocked(item{pos: position{ts: e.TS}, e: e})
+		t.addLocked(item{pos: position{ts: e.TS}, e: e, replace: replace && e.Op == "u"})
 	}
 	head := t.headLocked()
 	t.mu.Unlock()

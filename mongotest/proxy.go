@@ -91,7 +91,12 @@ func (p *proxy) serve(client net.Conn) {
 			reply, handled = p.streams.handle(req, body, name)
 		}
 		if !handled {
-			if reply, err = p.exchange(server, req); err != nil {
+			if p.streams != nil && body != nil && replacement(req, body, name) {
+				reply, err = p.streams.replaced(func() ([]byte, error) { return p.exchangeHeld(server, req) })
+			} else {
+				reply, err = p.exchange(server, req)
+			}
+			if err != nil {
 				return
 			}
 			if p.streams != nil && body != nil && reply != nil {
@@ -118,6 +123,11 @@ func (p *proxy) serve(client net.Conn) {
 func (p *proxy) exchange(server net.Conn, req []byte) ([]byte, error) {
 	p.serial.Lock()
 	defer p.serial.Unlock()
+	return p.exchangeHeld(server, req)
+}
+
+// exchangeHeld is exchange with the serial lock held.
+func (p *proxy) exchangeHeld(server net.Conn, req []byte) ([]byte, error) {
 	if _, err := server.Write(req); err != nil {
 		return nil, err
 	}

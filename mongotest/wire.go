@@ -66,3 +66,85 @@ func commandError(code int32, name, msg string, labels ...string) bson.D {
 	}
 	return d
 }
+
+// documents returns the documents of the field of an OP_MSG request: the
+// array in its body, or its document sequence (kind-1 section) of that
+// identifier, as drivers send `updates` and `documents`.
+func documents(msg []byte, body bson.Raw, field string) []bson.Raw {
+	var out []bson.Raw
+	if arr, ok := body.Lookup(field).ArrayOK(); ok {
+		vals, _ := arr.Values()
+		for _, v := range vals {
+			if d, ok := v.DocumentOK(); ok {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	if len(msg) < headerLen+5 {
+		return nil
+	}
+	rest := msg[headerLen+4:]
+	for len(rest) > 5 {
+		kind := rest[0]
+		rest = rest[1:]
+		n := int(binary.LittleEndian.Uint32(rest))
+		if n < 5 || n > len(rest) {
+			return nil
+		}
+		section := rest[4:n]
+		rest = rest[n:]
+		if kind != 1 {
+			continue
+		}
+		id, docs, ok := bytesCut(section, 0)
+		if !ok || string(id) != field {
+			continue
+		}
+		for len(docs) >= 5 {
+			m := int(binary.LittleEndian.Uint32(docs))
+			if m < 5 || m > len(docs) {
+				return out
+			}
+			out = append(out, bson.Raw(docs[:m]))
+			docs = docs[m:]
+		}
+	}
+	return out
+}
+
+func bytesCut(b []byte, sep byte) (before, after []byte, found bool) {
+	for i, c := range b {
+		if c == sep {
+			return b[:i], b[i+1:], true
+		}
+	}
+	return b, nil, false
+}
+
+// replacement reports whether the write command replaces whole documents
+// (an update without operators), which MongoDB reports as "replace"
+// events and FerretDB's oplog logs like any update.
+func replacement(msg []byte, body bson.Raw, name string) bool {
+	isReplacement := func(u bson.RawValue) bool {
+		d, ok := u.DocumentOK()
+		if !ok {
+			return false // an update pipeline
+		}
+		elems, err := d.Elements()
+		return err == nil && len(elems) > 0 && elems[0].Key()[0] != '$'
+	}
+	switch name {
+	case "update":
+		ups := documents(msg, body, "updates")
+		for _, u := range ups {
+			if !isReplacement(u.Lookup("u")) {
+				return false
+			}
+		}
+		return len(ups) > 0
+	case "findAndModify", "findandmodify":
+		return isReplacement(body.Lookup("update"))
+	}
+	return false
+}
