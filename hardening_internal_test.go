@@ -235,3 +235,77 @@ func TestWatcherCloseBounded(t *testing.T) {
 		t.Fatal("watcher.close waited for a server that does not answer")
 	}
 }
+
+// TestNewsNeverPutsOffThePoll: while the stream runs, news of acquires by
+// others (each wakes the head to reconsider its timer) must not put its
+// safety poll off for ever: with a 200ms safety interval and an acquire
+// seen every 50ms, the head still polls. (A poll also repairs this
+// process's place among the waiting ones.)
+func TestNewsNeverPutsOffThePoll(t *testing.T) {
+	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
+	clock := newServerClock(f, f.hello, 0)
+	clock.Ensure(context.Background())
+	r := newWaitRegistry(options{pollInterval: 200 * time.Millisecond, safetyPoll: 200 * time.Millisecond}, clock, nil)
+	r.streaming(true)
+	tries := make(chan struct{}, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- r.wait(ctx, "n", attempt{try: func(context.Context) (bool, error) {
+			tries <- struct{}{}
+			return false, nil
+		}}, nil, nil)
+	}()
+	<-tries // the first attempt
+	stop := time.After(2 * time.Second)
+	polled := false
+	for !polled {
+		select {
+		case <-tries:
+			polled = true
+		case <-time.After(50 * time.Millisecond):
+			r.taken("n", time.Time{}) // another process took it (lease end unknown)
+		case <-stop:
+			cancel()
+			<-done
+			t.Fatal("no poll in 2s of news, with a 200ms safety interval")
+		}
+	}
+	cancel()
+	<-done
+}
+
+// TestEagerTriesWhenTaken: a new head does not try while the stream's
+// news says another holds the lock, except an eager one (the seed API,
+// whose owner may take its own lock again).
+func TestEagerTriesWhenTaken(t *testing.T) {
+	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
+	clock := newServerClock(f, f.hello, 0)
+	clock.Ensure(context.Background())
+	r := newWaitRegistry(options{pollInterval: time.Hour, safetyPoll: time.Hour}, clock, nil)
+	r.streaming(true)
+	r.mu.Lock()
+	q := r.queue("n")
+	q.observers = append(q.observers, make(chan struct{}, 1)) // keeps the queue
+	r.mu.Unlock()
+	r.taken("n", clock.Now().Add(time.Hour)) // the stream: taken, lease for an hour
+	for _, eager := range []bool{false, true} {
+		tried := make(chan struct{}, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		r.wait(ctx, "n", attempt{eager: eager, try: func(context.Context) (bool, error) {
+			tried <- struct{}{}
+			return true, nil
+		}}, nil, nil)
+		cancel()
+		select {
+		case <-tried:
+			if !eager {
+				t.Fatal("a new head tried although the stream said the lock is taken")
+			}
+		default:
+			if eager {
+				t.Fatal("an eager head did not try")
+			}
+		}
+	}
+}

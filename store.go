@@ -3,6 +3,7 @@ package mongolock
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -146,10 +147,15 @@ func (s *store) join(ctx context.Context, name, locker string, streaming bool) e
 	if !streaming {
 		in, out = out, in
 	}
-	// lastJoined tells a holder, through its change stream, who joined
-	// after its acquire saw the waiting Lockers.
+	set := bson.D{{Key: in, Value: s.clock.Now()}}
+	if streaming {
+		// Tells a holder, through its change stream, who joined after its
+		// acquire saw the waiting Lockers. The value changes at every join
+		// (a change stream reports only fields whose value changed).
+		set = append(set, bson.E{Key: "lastJoined", Value: locker + "@" + strconv.FormatInt(time.Now().UnixNano(), 36)})
+	}
 	_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}}, bson.D{
-		{Key: "$set", Value: bson.D{{Key: in, Value: s.clock.Now()}, {Key: "lastJoined", Value: locker}}},
+		{Key: "$set", Value: set},
 		{Key: "$unset", Value: bson.D{{Key: out, Value: ""}}},
 	})
 	return err

@@ -195,7 +195,7 @@ func (r *waitRegistry) handedOn(name string, t turn) {
 	signalAll(q.observers)
 	if q.local == 0 {
 		r.armTurnLocked(name, q, t.until)
-		q.busy, q.turnUntil = true, t.until
+		q.busy, q.turnUntil, q.expiry = true, t.until, time.Time{}
 		if len(q.waiters) > 0 {
 			signal(q.waiters[0].kick) // its pause was the long one of a local hold
 		}
@@ -215,6 +215,9 @@ func (r *waitRegistry) turn(name, heir string, until time.Time) {
 	case heir == r.self && slices.ContainsFunc(q.ownTurns, until.Equal):
 		// The event of one of this process's own releases (they may come
 		// late, after the next): its head was woken then.
+		if q.local == 0 {
+			q.busy = false
+		}
 	case heir == r.self:
 		q.joined = false // the release took this Locker out
 		if q.local == 0 {
@@ -224,7 +227,8 @@ func (r *waitRegistry) turn(name, heir string, until time.Time) {
 		signalAll(q.observers)
 		if q.local == 0 {
 			r.armTurnLocked(name, q, until)
-			q.busy, q.turnUntil = true, until
+			// The release ended the lease: only the turn keeps others out.
+			q.busy, q.turnUntil, q.expiry = true, until, time.Time{}
 		}
 	}
 }

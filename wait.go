@@ -124,6 +124,9 @@ const minSweep = 256
 type attempt struct {
 	try  func(ctx context.Context) (ok bool, err error)
 	peek func(ctx context.Context) time.Time
+	// eager: a new head tries at once even when the lock looks taken (the
+	// seed API's owner takes its own lock again).
+	eager bool
 }
 
 // wait queues behind the waiters of name and returns when a.try succeeds
@@ -139,7 +142,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	// A new head tries at once, unless the lock is surely not free: held
 	// in this process (its release wakes the head), or taken by another
 	// as the change stream last told.
-	tryNow := head && !r.takenLocked(q)
+	tryNow := head && (a.eager || !r.takenLocked(q))
 	r.mu.Unlock()
 	news := false // told the lock may be free, and not yet tried since
 	defer func() { r.leave(name, w, news) }()
@@ -152,6 +155,12 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	timer := time.NewTimer(0)
 	timer.Stop()
 	defer timer.Stop()
+	var pollAt time.Time // the next poll: news may bring it earlier, never later
+	arm := func() {
+		d, poll := r.nextWait(ctx, name, a.peek)
+		pollAt = time.Now().Add(poll)
+		timer.Reset(d)
+	}
 	if head && !tryNow {
 		r.join(ctx, name)
 		r.mu.Lock()
@@ -159,7 +168,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			r.armTurnLocked(name, q, q.turnUntil) // armed while no one waited
 		}
 		r.mu.Unlock()
-		timer.Reset(r.nextWait(ctx, name, a.peek))
+		arm()
 	}
 	for {
 		if tryNow {
@@ -177,7 +186,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 				r.want()
 				defer r.unwant()
 			}
-			timer.Reset(r.nextWait(ctx, name, a.peek))
+			arm()
 		}
 		tryNow = false
 		select {
@@ -197,7 +206,16 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 				timer.Stop()
 				tryNow = true
 			case head:
-				timer.Reset(r.nextWait(ctx, name, a.peek))
+				// News may bring the next poll earlier, never later: a
+				// stream of acquires by others must not put it off for
+				// ever (the poll also repairs this process's place among
+				// the waiting ones).
+				r.join(ctx, name)
+				d, _ := r.nextWait(ctx, name, nil) // news: no round trip
+				if !pollAt.IsZero() {
+					d = min(d, max(time.Until(pollAt), 0))
+				}
+				timer.Reset(d)
 			}
 		}
 	}
@@ -225,15 +243,17 @@ func (r *waitRegistry) state(name string, w *waiter) (head, freed bool) {
 }
 
 // nextWait returns how long the head waits after a failed try: until the
-// holder's lease ends or the next poll, whichever comes first.
-func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(context.Context) time.Time) time.Duration {
+// holder's lease ends or the next poll, whichever comes first (but not
+// before another Locker's turn ends); and the poll pause alone.
+func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(context.Context) time.Time) (d, poll time.Duration) {
 	r.mu.Lock()
 	q := r.queue(name)
 	local, d, expiry := q.local, r.pauseLocked(q), q.expiry
+	poll = d
 	q.pause = min(2*q.pause, r.capLocked())
 	r.mu.Unlock()
 	if local > 0 {
-		return d
+		return d, poll
 	}
 	now, unc := r.clock.Read()
 	if !expiry.After(now) && peek != nil && d >= peekAfter {
@@ -256,7 +276,7 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 	if rest := turnUntil.Sub(now) + unc + time.Millisecond; turnUntil.After(now) && rest > d {
 		d = rest
 	}
-	return d
+	return d, poll
 }
 
 // peekAfter is the poll pause from which a waiter reads the holder's lease

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -73,7 +74,8 @@ func (ev *changeEvent) joiner() string {
 	if _, err := f.LookupErr("holder"); err == nil {
 		return "" // a change of holder
 	}
-	l, _ := f.Lookup("lastJoined").StringValueOK()
+	v, _ := f.Lookup("lastJoined").StringValueOK()
+	l, _, _ := strings.Cut(v, "@") // id@time of the join
 	return l
 }
 
@@ -111,6 +113,7 @@ type watcher struct {
 	demand      int                // waiters that want news
 	cancel      context.CancelFunc // of the running stream's goroutine; nil when none
 	stopTimer   *time.Timer
+	gen         int // of the last run started
 	unsupported bool
 	nowhere     bool // unsupported for every client of the server, not just this user
 	closed      bool
@@ -131,11 +134,23 @@ func (w *watcher) want() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
+	w.gen++
+	gen := w.gen
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		w.run(ctx)
+		w.run(ctx, gen)
 	}()
+}
+
+// streaming tells the sink whether the stream of run gen is on, unless a
+// later run has started: an old run ending must not say "off" over it.
+func (w *watcher) streaming(gen int, on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if gen == w.gen {
+		w.sink.streaming(on)
+	}
 }
 
 // unwant drops a waiter; after the last, the stream closes once it has
@@ -185,9 +200,9 @@ func (w *watcher) close() {
 // token after a transient error, and starts afresh (waking every waiter
 // once, since events may have been missed) after an invalidate or a lost
 // token.
-func (w *watcher) run(ctx context.Context) {
+func (w *watcher) run(ctx context.Context, gen int) {
 	var token bson.Raw
-	defer w.sink.streaming(false)
+	defer w.streaming(gen, false)
 	pause := 50 * time.Millisecond // after a failed open, doubling up to 5s
 	for ctx.Err() == nil {
 		cs, err := w.open(ctx, token)
@@ -219,9 +234,9 @@ func (w *watcher) run(ctx context.Context) {
 			// A release between a waiter's last try and now would be missed.
 			w.sink.notifyAll()
 		}
-		w.sink.streaming(true)
+		w.streaming(gen, true)
 		token = w.drain(ctx, cs, token)
-		w.sink.streaming(false)
+		w.streaming(gen, false)
 		err = cs.Err()
 		closeStream(cs)
 		if ctx.Err() != nil {
