@@ -150,6 +150,11 @@ func (r *waitRegistry) join(ctx context.Context, name string) {
 	if r.watch != nil && r.watch.noStreamsAnywhere() {
 		return // no Locker of this server can stream: nobody is named heir
 	}
+	select {
+	case <-r.closed:
+		return // the wait ends with ErrClosed: no round trip first
+	default:
+	}
 	r.mu.Lock()
 	q := r.queue(name)
 	streaming := r.streamOn
