@@ -423,6 +423,10 @@ func (r *waitRegistry) taken(name string, until time.Time) {
 	if q := r.names[name]; q != nil {
 		r.stopTurnLocked(q)
 		q.busy, q.expiry, q.turnUntil = true, until, time.Time{}
+		if q.local > 0 {
+			// This process's own acquire: joins told before it are old.
+			q.joiners = q.joiners[:0]
+		}
 		signalAll(q.observers)
 		if q.local == 0 && len(q.waiters) > 0 {
 			signal(q.waiters[0].kick) // its timer may be set for a turn's end, now moot
