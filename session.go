@@ -302,12 +302,11 @@ func (h *hold) release() error {
 	t := waits.turnFor(h.name, h.waiting, s.l.clock.Now())
 	handedOn := false
 	defer func() {
-		switch {
-		case handedOn && t.heir == s.l.id:
-			waits.keptTurn(h.name)
-		case handedOn:
+		// A turn this process gave itself: its head tries at once (the
+		// change event of that release, when it comes, is old news).
+		if handedOn && t.heir != s.l.id {
 			waits.handedOn(h.name, t)
-		default:
+		} else {
 			waits.released(h.name)
 		}
 	}()

@@ -94,7 +94,7 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 	}
 	update := bson.D{
 		{Key: "$set", Value: set},
-		{Key: "$unset", Value: bson.D{{Key: waitingKey(c.locker), Value: ""}, {Key: pollerKey(c.locker), Value: ""}}},
+		{Key: "$unset", Value: notWaiting(c.locker)},
 		{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: now.Add(c.ttl)}}},
 		{Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}},
 	}
@@ -164,10 +164,13 @@ func (s *store) join(ctx context.Context, name, locker string, streaming bool) e
 // leave takes locker out of the Lockers waiting for the lock name, in one
 // round trip.
 func (s *store) leave(ctx context.Context, name, locker string) error {
-	_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}}, bson.D{
-		{Key: "$unset", Value: bson.D{{Key: waitingKey(locker), Value: ""}, {Key: pollerKey(locker), Value: ""}}},
-	})
+	_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}}, bson.D{{Key: "$unset", Value: notWaiting(locker)}})
 	return err
+}
+
+// notWaiting is the $unset of locker's entries among the waiting Lockers.
+func notWaiting(locker string) bson.D {
+	return bson.D{{Key: waitingKey(locker), Value: ""}, {Key: pollerKey(locker), Value: ""}}
 }
 
 func waitingKey(locker string) string { return "waiting." + locker }

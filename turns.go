@@ -119,13 +119,6 @@ func (r *waitRegistry) turnFor(name string, w waiters, now time.Time) turn {
 	return t
 }
 
-// keptTurn records that a hold of this process on name ended with a
-// release that named this process heir: its head tries at once, and the
-// change event of that release, when it comes, is old news.
-func (r *waitRegistry) keptTurn(name string) {
-	r.released(name)
-}
-
 // nextHeir returns the waiting Locker after locker in the order of ids,
 // wrapping round; "" when no other waits.
 func nextHeir(locker string, waiting []string) string {

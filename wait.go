@@ -248,7 +248,7 @@ func (r *waitRegistry) state(name string, w *waiter) (head, freed bool) {
 func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(context.Context) time.Time) (d, poll time.Duration) {
 	r.mu.Lock()
 	q := r.queue(name)
-	local, d, expiry := q.local, r.pauseLocked(q), q.expiry
+	local, d, expiry, turnUntil := q.local, r.pauseLocked(q), q.expiry, q.turnUntil
 	poll = d
 	q.pause = min(2*q.pause, r.capLocked())
 	r.mu.Unlock()
@@ -270,9 +270,6 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 	}
 	// Not before another Locker's turn is over (a poller's pause may be
 	// shorter than the turn).
-	r.mu.Lock()
-	turnUntil := r.queue(name).turnUntil
-	r.mu.Unlock()
 	if rest := turnUntil.Sub(now) + unc + time.Millisecond; turnUntil.After(now) && rest > d {
 		d = rest
 	}

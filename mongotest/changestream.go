@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // streams serves change streams on FerretDB's oplog, in the proxy: an
@@ -17,13 +15,10 @@ import (
 // FerretDB. Events follow MongoDB's documented format; the stages after
 // $changeStream are evaluated by FerretDB on the events (see filter).
 type streams struct {
-	backend func() string // FerretDB's address, direct
-	tail    *tailer
-	done    <-chan struct{}
+	tail *tailer
+	done <-chan struct{}
 
-	clientMu   sync.Mutex
-	client     *mongo.Client // to FerretDB: the filters' scratch collections
-	clientAddr string
+	scratch backendClient // the filters' scratch collections (filter.go)
 
 	kick chan struct{} // 1-buffered: the tailer should step
 	wg   sync.WaitGroup
@@ -43,7 +38,7 @@ type drop struct {
 }
 
 func newStreams(backend func() string, serial *sync.Mutex, ringSize int64, done <-chan struct{}) *streams {
-	ss := &streams{backend: backend, tail: newTailer(backend, serial, ringSize), done: done,
+	ss := &streams{scratch: backendClient{addr: backend}, tail: newTailer(backend, serial, ringSize), done: done,
 		kick: make(chan struct{}, 1), cursors: map[int64]*stream{}, nextID: 1 << 40}
 	ss.wg.Add(1)
 	go ss.tailLoop()
@@ -77,40 +72,10 @@ func (ss *streams) tailLoop() {
 	}
 }
 
-// scratch returns the client the filters use, connected to FerretDB
-// directly: the scratch collections are mongotest's own, so their commands
-// need not queue behind the clients' on the proxy's serial lock (SQLite
-// keeps each database in its own file).
-func (ss *streams) scratch() (*mongo.Client, error) {
-	ss.clientMu.Lock()
-	defer ss.clientMu.Unlock()
-	addr := ss.backend()
-	if ss.client != nil && ss.clientAddr == addr {
-		return ss.client, nil
-	}
-	if ss.client != nil {
-		go ss.client.Disconnect(context.Background())
-		ss.client = nil
-	}
-	c, err := mongo.Connect(mopt.Client().
-		ApplyURI("mongodb://" + addr + "/?directConnection=true").SetTimeout(10 * time.Second))
-	if err != nil {
-		return nil, err
-	}
-	ss.client, ss.clientAddr = c, addr
-	return c, nil
-}
-
 func (ss *streams) close() {
 	ss.wg.Wait()
 	ss.tail.close()
-	ss.clientMu.Lock()
-	defer ss.clientMu.Unlock()
-	if ss.client != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		ss.client.Disconnect(ctx)
-	}
+	ss.scratch.close()
 }
 
 // handle answers req if it belongs to change streams, and reports whether

@@ -47,7 +47,10 @@ func (ss *streams) filter(ctx context.Context, st *stream, events []bson.D) ([]b
 // emptied after each evaluation (in the background). (Keeping the events of earlier batches and
 // matching on a batch mark costs more: FerretDB scans them all.)
 func (ss *streams) evaluate(ctx context.Context, st *stream, events []bson.D) ([]bson.Raw, error) {
-	client, err := ss.scratch()
+	// Directly to FerretDB: the scratch collections are mongotest's own,
+	// so their commands need not queue behind the clients' on the proxy's
+	// serial lock (SQLite keeps each database in its own file).
+	client, err := ss.scratch.get()
 	if err != nil {
 		return nil, err
 	}

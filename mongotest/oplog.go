@@ -121,14 +121,12 @@ func parseToken(raw bson.Raw) (position, error) {
 // it anew, so that FerretDB (which scans a collection for any filter but
 // _id) never reads a large oplog. Change streams read the ring.
 type tailer struct {
-	backend func() string // FerretDB's address, direct
-	serial  *sync.Mutex   // the proxy's: held while the oplog is rotated
-	size    int           // entries the ring keeps
+	backend backendClient
+	serial  *sync.Mutex // the proxy's: held while the oplog is rotated
+	size    int         // entries the ring keeps
 
 	stepMu   sync.Mutex // held for a whole step
 	mu       sync.Mutex
-	client   *mongo.Client
-	addr     string
 	ring     []item
 	evicted  bool          // entries have left the ring: older tokens cannot resume
 	base     position      // the position before the first entry ever read
@@ -145,38 +143,10 @@ type item struct {
 }
 
 func newTailer(backend func() string, serial *sync.Mutex, size int64) *tailer {
-	return &tailer{backend: backend, serial: serial, size: int(size), grown: make(chan struct{})}
+	return &tailer{backend: backendClient{addr: backend}, serial: serial, size: int(size), grown: make(chan struct{})}
 }
 
-// conn returns a client of the current backend; s.mu must be held.
-func (t *tailer) connLocked() (*mongo.Client, error) {
-	addr := t.backend()
-	if t.client != nil && t.addr == addr {
-		return t.client, nil
-	}
-	if t.client != nil {
-		go t.client.Disconnect(context.Background())
-		t.client = nil
-	}
-	c, err := mongo.Connect(mopt.Client().ApplyURI("mongodb://" + addr + "/?directConnection=true").
-		SetTimeout(10 * time.Second))
-	if err != nil {
-		return nil, err
-	}
-	t.client, t.addr = c, addr
-	return c, nil
-}
-
-func (t *tailer) close() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.client != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		t.client.Disconnect(ctx)
-		t.client = nil
-	}
-}
+func (t *tailer) close() { t.backend.close() }
 
 // step moves what the oplog holds into the ring. It returns the position
 // of the newest item.
@@ -207,13 +177,12 @@ func (t *tailer) replaced(ctx context.Context, exchange func() ([]byte, error)) 
 // stepHeld is step with t.stepMu and the serial lock held; replace marks
 // the updates read as replacements.
 func (t *tailer) stepHeld(ctx context.Context, replace bool) (position, error) {
-	t.mu.Lock()
-	c, err := t.connLocked()
+	c, err := t.backend.get()
 	if err != nil {
+		t.mu.Lock()
 		defer t.mu.Unlock()
 		return t.headLocked(), err
 	}
-	t.mu.Unlock()
 	coll := c.Database(oplogDB).Collection(oplogColl)
 	cur, err := coll.Find(ctx, bson.D{}, mopt.Find().SetSort(bson.D{{Key: "ts", Value: 1}}))
 	var entries []entry
