@@ -20,7 +20,7 @@ test-lib: $(MONGOTEST)
 # waits again on a server without them, as on a standalone mongod, so that
 # the polling fallback stays tested.
 test-polling: $(MONGOTEST)
-	$(MONGOTEST) -change-streams=false -- $(GO) test -race -count=1 -run 'TestFallbackToPolling|TestContentionCost|TestMutualExclusion|TestSameSessionExclusion|TestElection|TestSeedSemantics|TestWaitersCostOne|TestHoldLifecycle' .
+	$(MONGOTEST) -change-streams=false -- $(GO) test -race -count=1 -run 'TestFallbackToPolling|TestContentionCost|TestMutualExclusion|TestSameSessionExclusion|TestElection|TestSeedSemantics|TestWaitersCostOne|TestHoldLifecycle|TestHoldAt' .
 
 # The short torture (40s of faults); `make torture` runs the long one.
 test-torture:

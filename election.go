@@ -44,7 +44,7 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	}
 	var h *hold
 	try := func(ctx context.Context) (ok bool, err error) {
-		h, ok, err = e.s.acquire(ctx, e.name, value)
+		h, ok, err = e.s.acquire(ctx, e.name, value, holdOptions{})
 		return ok, err
 	}
 	l := e.s.l

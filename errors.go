@@ -23,6 +23,10 @@ var (
 	// without Unlock: its lease could not be renewed in time, or an admin
 	// released it.
 	ErrLockLost = errors.New("mongolock: lock lost")
+	// ErrHoldCapped is what Mutex.Err reports, and Unlock returns, after
+	// a hold reached its WithHoldAtMost cap. It matches ErrLockLost: the
+	// hold ended without Unlock, and its work must stop.
+	ErrHoldCapped = fmt.Errorf("%w: the hold reached its WithHoldAtMost cap", ErrLockLost)
 	// ErrSessionClosed is returned by calls on a Session, or on the Mutex
 	// and Election values it made, after the session ended.
 	ErrSessionClosed = errors.New("mongolock: session closed")
@@ -41,7 +45,10 @@ var (
 	// server-clock estimate to leave such a lease.
 	ErrInvalidTTL = errors.New("mongolock: invalid TTL")
 	// ErrInvalidOption is returned by New for an option that could only
-	// lose leases or hammer the server, such as a poll interval below 1ms.
+	// lose leases or hammer the server, such as a poll interval below 1ms,
+	// and by Lock and TryLock for hold bounds that cannot be kept (a
+	// negative WithHoldAtLeast or WithHoldAtMost, or a cap below the
+	// least hold).
 	ErrInvalidOption = errors.New("mongolock: invalid option")
 	// ErrNilCollection is returned by New for a nil collection.
 	ErrNilCollection = errors.New("mongolock: nil collection")

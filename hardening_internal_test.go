@@ -264,7 +264,7 @@ func TestNewsNeverPutsOffThePoll(t *testing.T) {
 		case <-tries:
 			polled = true
 		case <-time.After(50 * time.Millisecond):
-			r.taken("n", time.Time{}) // another process took it (lease end unknown)
+			r.taken("n", time.Time{}, false) // another process took it (lease end unknown)
 		case <-stop:
 			cancel()
 			<-done
@@ -288,7 +288,7 @@ func TestEagerTriesWhenTaken(t *testing.T) {
 	q := r.queue("n")
 	q.observers = append(q.observers, make(chan struct{}, 1)) // keeps the queue
 	r.mu.Unlock()
-	r.taken("n", clock.Now().Add(time.Hour)) // the stream: taken, lease for an hour
+	r.taken("n", clock.Now().Add(time.Hour), false) // the stream: taken, lease for an hour
 	for _, eager := range []bool{false, true} {
 		tried := make(chan struct{}, 1)
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)

@@ -93,13 +93,22 @@ func (s *Session) renew() bool {
 }
 
 // releaseUnreleased frees on the server, in one round trip, the holds that
-// the session's end cut short, and wakes this process's waiters for them.
+// the session's end cut short, and wakes this process's waiters for them;
+// those still within WithHoldAtLeast are kept instead, one round trip each.
 // It runs on a fresh bounded context: the session's is gone.
 func (s *Session) releaseUnreleased() {
 	s.mu.Lock()
-	holds := s.unreleased
-	s.unreleased = nil
+	holds, keeping := s.unreleased, s.keeping
+	s.unreleased, s.keeping = nil, nil
 	s.mu.Unlock()
+	for _, h := range keeping {
+		// If that end has passed meanwhile, the lock is free once the
+		// write lands.
+		until := h.acquiredAt.Add(h.bounds.atLeast)
+		if err := h.keep(until); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
+	}
 	if len(holds) == 0 {
 		return
 	}

@@ -169,11 +169,13 @@ func (l *Locker) probe(ctx context.Context) {
 
 // taken describes a successful acquire: the fencing token, the local time
 // the attempt was sent with the clock's error then, from which the holder
-// counts its lease, and the other Lockers waiting for the lock.
+// counts its lease, the server time it wrote as the acquire's, and the
+// other Lockers waiting for the lock.
 type taken struct {
 	fence   int64
 	sent    time.Time
 	unc     time.Duration
+	now     time.Time
 	waiting waiters
 }
 
@@ -202,7 +204,7 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 	pause := 10 * time.Millisecond
 	for {
 		now, unc := l.clock.Read()
-		t = taken{sent: time.Now(), unc: unc}
+		t = taken{sent: time.Now(), unc: unc, now: now}
 		t.fence, t.waiting, ok, err = l.store.acquire(ctx, c, now, unc)
 		if err == nil {
 			return t, ok, nil
@@ -335,19 +337,20 @@ func (l *Locker) leaveTurns(name string) {
 const cleanupTimeout = 5 * time.Second
 
 // peek returns a function reading the lease end of name's live holder, or
-// the end of another Locker's turn at it.
-func (l *Locker) peek(name string) func(context.Context) time.Time {
-	return func(ctx context.Context) time.Time {
+// the end of another Locker's turn at it, and whether the lock is kept by
+// no one until then (WithHoldAtLeast): no release comes before.
+func (l *Locker) peek(name string) func(context.Context) (time.Time, bool) {
+	return func(ctx context.Context) (time.Time, bool) {
 		doc, err := l.store.read(ctx, name)
 		switch {
 		case err != nil || doc == nil:
-			return time.Time{}
+			return time.Time{}, false
 		case doc.Holder == "" && doc.Heir != "" && doc.Heir != l.id:
-			return doc.ExpiresAt // another Locker's turn ends then
+			return doc.ExpiresAt, false // another Locker's turn ends then
 		case !l.held(doc):
-			return time.Time{}
+			return time.Time{}, false
 		}
-		return doc.ExpiresAt
+		return doc.ExpiresAt, kept(doc.Holder)
 	}
 }
 

@@ -20,9 +20,14 @@ import (
 // holder gives the hold up a margin before the lease would expire if
 // renewals fail. A lease is not a fence: pass Token to the resource you
 // protect.
+//
+// WithHoldAtLeast and WithHoldAtMost, given to NewMutex, bound how long
+// each hold keeps the lock: at least so long (however early Unlock comes),
+// at most so long (the hold then ends as a lost one).
 type Mutex struct {
-	s    *Session
-	name string
+	s      *Session
+	name   string
+	bounds holdOptions
 
 	mu  sync.Mutex
 	cur *hold // the current hold, or the last one after it ended
@@ -33,16 +38,18 @@ func (m *Mutex) Name() string { return m.name }
 
 // Lock waits until it holds the lock, ctx ends, or the session ends. It
 // returns nil when held; ctx.Err() when ctx ended first; ErrSessionClosed
-// (joined with the cause) when the session ended. On failure nothing is
-// held. Waiters of one process are served in turn, and only the first of a
-// name talks to the server.
+// (joined with the cause) when the session ended; ErrInvalidName or
+// ErrInvalidOption (bad hold bounds) at once. On failure nothing is held.
+// Waiters of one process are served in turn, and only the first of a name
+// talks to the server. A lock kept by WithHoldAtLeast is waited for until
+// its end, with no attempt before.
 func (m *Mutex) Lock(ctx context.Context) error {
-	if err := m.s.check(ctx, m.name); err != nil {
+	if err := m.check(ctx); err != nil {
 		return err
 	}
 	var h *hold
 	try := func(ctx context.Context) (ok bool, err error) {
-		h, ok, err = m.s.acquire(ctx, m.name, "")
+		h, ok, err = m.s.acquire(ctx, m.name, "", m.bounds)
 		return ok, err
 	}
 	l := m.s.l
@@ -55,14 +62,14 @@ func (m *Mutex) Lock(ctx context.Context) error {
 }
 
 // TryLock makes one attempt to take the lock. It returns nil when held,
-// ErrLocked when another holder has it, and otherwise an error with
-// nothing held. A failed TryLock only says that the lock was held at the
+// ErrLocked when another holder has it (or a WithHoldAtLeast hold keeps
+// it), and otherwise an error with nothing held. A failed TryLock only says that the lock was held at the
 // moment of the attempt.
 func (m *Mutex) TryLock(ctx context.Context) error {
-	if err := m.s.check(ctx, m.name); err != nil {
+	if err := m.check(ctx); err != nil {
 		return err
 	}
-	h, ok, err := m.s.acquire(ctx, m.name, "")
+	h, ok, err := m.s.acquire(ctx, m.name, "", m.bounds)
 	switch {
 	case err != nil:
 		return err
@@ -71,6 +78,18 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 	}
 	m.set(h)
 	return nil
+}
+
+// check is the check before a hold is taken: the name, the hold bounds,
+// ctx, the Locker and the session.
+func (m *Mutex) check(ctx context.Context) error {
+	if err := validName(m.name); err != nil {
+		return err
+	}
+	if err := m.bounds.valid(); err != nil {
+		return err
+	}
+	return m.s.check(ctx, m.name)
 }
 
 func (m *Mutex) set(h *hold) {
@@ -91,10 +110,14 @@ func (m *Mutex) hold() *hold {
 // is sent, so that no goroutine of ours believes it holds the lock once
 // another process may have it. It returns nil once the server freed the
 // lock; ErrNotHeld when nothing is held (never locked, or already
-// unlocked); ErrLockLost when the hold was lost before, or the server no
-// longer had it; ErrSessionClosed when the session ended it; and an error
-// saying the release was not confirmed when the server did not answer in
-// time (the lock then expires with its lease).
+// unlocked); ErrLockLost when the hold was lost before (ErrHoldCapped
+// after its WithHoldAtMost cap), or the server no longer had it;
+// ErrSessionClosed when the session ended it; and an error saying the
+// release was not confirmed when the server did not answer in time (the
+// lock then expires with its lease). With WithHoldAtLeast, an Unlock
+// before the least hold's end ends the hold the same way but leaves the
+// lock taken, by no one, until that end; it returns nil once the server
+// has it so.
 func (m *Mutex) Unlock() error {
 	h := m.hold()
 	if h == nil {
@@ -115,7 +138,7 @@ func (m *Mutex) Token() int64 {
 }
 
 // Done returns a channel closed when the current hold ends: Unlock, the
-// session's end, or loss. It is closed already when nothing is held.
+// session's end, loss, or a WithHoldAtMost cap. It is closed already when nothing is held.
 func (m *Mutex) Done() <-chan struct{} {
 	if h := m.hold(); h != nil {
 		return h.done
@@ -124,7 +147,8 @@ func (m *Mutex) Done() <-chan struct{} {
 }
 
 // Err returns nil while the current hold lasts and after Unlock;
-// ErrLockLost after a loss; ErrSessionClosed when the session ended it;
+// ErrLockLost after a loss (ErrHoldCapped, which matches it, after a
+// WithHoldAtMost cap); ErrSessionClosed when the session ended it;
 // ErrNotHeld when the Mutex was never held.
 func (m *Mutex) Err() error {
 	h := m.hold()

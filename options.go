@@ -150,3 +150,63 @@ func defaultOwner() string {
 	}
 	return host + ":" + strconv.Itoa(os.Getpid())
 }
+
+// MutexOption configures a Mutex's holds.
+type MutexOption func(*holdOptions)
+
+// holdOptions bound how long each hold of a Mutex keeps the lock.
+type holdOptions struct {
+	atLeast time.Duration // 0: an Unlock frees the lock at once
+	atMost  time.Duration // 0: no cap
+}
+
+// WithHoldAtLeast keeps the lock taken on the server until d after each
+// acquire (server time), however early Unlock comes: an Unlock before then
+// ends the hold in this process at once (Done closes, Err stays nil, the
+// keepalive stops renewing it) and leaves the lock to expire at
+// acquiredAt+d, without an owner that renews it. Until then other holders
+// wait (Lock wakes at that time, without polling in between), TryLock and
+// GetLock return ErrLocked, and IsUsedLock, Status and List show the lock
+// held. Session.Close and the end of the session's context keep it the
+// same way. So a job that many hosts start a little apart (cron on
+// several machines) runs once per schedule: choose d a little under the
+// schedule's period. If the process dies, or the session's lease is lost,
+// before Unlock, the lease ends as it would without this option: at most a
+// TTL after the last renewal. The default, 0, frees the lock at Unlock.
+// A negative d is refused by Lock and TryLock with ErrInvalidOption.
+func WithHoldAtLeast(d time.Duration) MutexOption { return func(o *holdOptions) { o.atLeast = d } }
+
+// WithHoldAtMost caps each hold at d after its acquire: then the hold ends
+// by itself as a lost one does (Done closes, Err matches ErrHoldCapped and
+// so ErrLockLost), and the lock stays taken on the server for the margin a
+// lost hold leaves its work to stop (a tenth of the session's TTL), then
+// frees. The cap is counted from when the acquire was sent, so it ends the
+// hold a round trip early rather than late. The default, 0, is no cap. A
+// negative d, or one below WithHoldAtLeast's, is refused by Lock and
+// TryLock with ErrInvalidOption.
+func WithHoldAtMost(d time.Duration) MutexOption { return func(o *holdOptions) { o.atMost = d } }
+
+func newHoldOptions(opts []MutexOption) holdOptions {
+	var o holdOptions
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	return o
+}
+
+// valid checks the options when a hold is taken, so that a bad value
+// changes nothing.
+func (o holdOptions) valid() error {
+	switch {
+	case o.atLeast < 0:
+		return fmt.Errorf("%w: WithHoldAtLeast(%v) is negative", ErrInvalidOption, o.atLeast)
+	case o.atMost < 0:
+		return fmt.Errorf("%w: WithHoldAtMost(%v) is negative", ErrInvalidOption, o.atMost)
+	case o.atMost > 0 && o.atMost < o.atLeast:
+		return fmt.Errorf("%w: WithHoldAtMost(%v) is below WithHoldAtLeast(%v): the hold would have to end before "+
+			"it may", ErrInvalidOption, o.atMost, o.atLeast)
+	}
+	return nil
+}

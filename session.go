@@ -30,6 +30,7 @@ type Session struct {
 	holds      map[string]*hold // live holds by holder token
 	err        error            // why the session ended; nil while it runs
 	unreleased []*hold          // ended by the session's end, to free on the server
+	keeping    []*hold          // ended by the session's end, to keep (WithHoldAtLeast)
 	done       chan struct{}    // closed when the session ends
 
 	stopped  chan struct{} // closed when the keepalive goroutine has returned
@@ -86,7 +87,8 @@ func (s *Session) Err() error { return s.ended() }
 
 // Close ends the session: its holds end (their Done close first), it
 // releases what it held in one round trip bounded by the lesser of the TTL
-// and 5s, and it stops the keepalive goroutine and waits for it. It
+// and 5s (a hold within WithHoldAtLeast is kept until its end instead, in
+// one more round trip each), and it stops the keepalive goroutine and waits for it. It
 // returns the release's error, if any: the locks then expire with their
 // leases. After a lost lease it releases nothing. Calling Close again
 // returns the same result.
@@ -96,10 +98,11 @@ func (s *Session) Close() error {
 	return s.closeErr
 }
 
-// NewMutex returns a Mutex on name owned by this session. The name is
-// checked by Lock and TryLock.
-func (s *Session) NewMutex(name string) *Mutex {
-	return &Mutex{s: s, name: name}
+// NewMutex returns a Mutex on name owned by this session, whose holds
+// are bounded by opts (WithHoldAtLeast, WithHoldAtMost). The name and the
+// options are checked by Lock and TryLock.
+func (s *Session) NewMutex(name string, opts ...MutexOption) *Mutex {
+	return &Mutex{s: s, name: name, bounds: newHoldOptions(opts)}
 }
 
 // finish ends the session for cause, unless it already ended: every hold
@@ -121,10 +124,17 @@ func (s *Session) finish(cause error) {
 		holdErr = ErrLockLost
 	}
 	for _, h := range s.holds {
-		if !lost {
+		switch {
+		case lost:
+			h.end(holdErr)
+		case !h.keepUntil().IsZero():
+			// Kept, not freed: this process's waiters wait for its end.
+			s.keeping = append(s.keeping, h)
+			h.endLocal(holdErr)
+		default:
 			s.unreleased = append(s.unreleased, h)
+			h.end(holdErr)
 		}
-		h.end(holdErr)
 	}
 	close(s.done)
 	s.mu.Unlock()
@@ -165,8 +175,8 @@ func (s *Session) endedErrLocked() error {
 }
 
 // acquire makes one attempt (with its lost-reply retries) to take name for
-// a new hold of this session.
-func (s *Session) acquire(ctx context.Context, name, value string) (*hold, bool, error) {
+// a new hold of this session, bounded as b says.
+func (s *Session) acquire(ctx context.Context, name, value string, b holdOptions) (*hold, bool, error) {
 	if err := s.ended(); err != nil {
 		return nil, false, err
 	}
@@ -191,9 +201,13 @@ func (s *Session) acquire(ctx context.Context, name, value string) (*hold, bool,
 		return nil, false, err
 	}
 	defer s.mu.Unlock()
-	h := &hold{s: s, name: name, token: c.holder, fence: t.fence, waiting: t.waiting, done: make(chan struct{})}
+	h := &hold{s: s, name: name, token: c.holder, fence: t.fence, waiting: t.waiting,
+		acquiredAt: t.now, bounds: b, done: make(chan struct{})}
 	h.validUntil = validUntil
 	h.timer = time.AfterFunc(time.Until(h.validUntil), func() { s.expired(h) })
+	if b.atMost > 0 {
+		h.capTimer = time.AfterFunc(time.Until(t.sent.Add(b.atMost)), h.capped)
+	}
 	s.holds[h.token] = h
 	s.l.waits.held(name)
 	return h, true, nil
@@ -225,113 +239,4 @@ func (s *Session) expired(h *hold) {
 	s.l.opts.logger.Warn("mongolock: lease lost: renewals did not reach the server in time",
 		"session", s.id, "owner", s.opts.owner, "name", h.name)
 	s.finish(fmt.Errorf("%w: renewals of session %s did not reach the server in time", ErrLockLost, s.id))
-}
-
-// testHookReleased, when set by a test, runs after an Unlock's release
-// was answered and before its outcome is judged.
-var testHookReleased func(*Session)
-
-// hold is one holding of a lock by a session, with its own random token.
-// Its fields after fence are guarded by s.mu.
-type hold struct {
-	s       *Session
-	name    string
-	token   string
-	fence   int64
-	waiting waiters // who else waited, as the acquire saw it
-	done    chan struct{}
-
-	err        error
-	isEnded    bool
-	validUntil time.Time // local monotonic: the hold is given up then
-	timer      *time.Timer
-}
-
-// end ends the hold with err (nil after Unlock) and tells this process's
-// waiters that the name may be free; s.mu must be held.
-func (h *hold) end(err error) {
-	if h.endLocal(err) {
-		h.s.l.waits.released(h.name)
-	}
-}
-
-// endLocal ends the hold in this process only: Done closes, keepalive stops
-// renewing it. It reports false if the hold had ended already. The caller
-// must tell the waits registry (released) once; s.mu must be held.
-func (h *hold) endLocal(err error) bool {
-	if h.isEnded {
-		return false
-	}
-	h.isEnded, h.err = true, err
-	h.timer.Stop()
-	delete(h.s.holds, h.token)
-	close(h.done)
-	return true
-}
-
-// extend moves the hold's deadline to until, never back; s.mu must be held.
-func (h *hold) extend(until time.Time) {
-	if h.isEnded || !until.After(h.validUntil) {
-		return
-	}
-	h.validUntil = until
-	h.timer.Reset(time.Until(until))
-}
-
-// release frees the hold on the server, for Unlock and Resign, within an
-// internal timeout. The hold ends in this process (Done closes, Err stays
-// nil) BEFORE the release is sent: once the server may give the lock to
-// another, no goroutine of ours may still believe it holds it. The release
-// gives the next turn to another waiting process, if any (turns.go). This
-// process's waiters are woken once the release has been answered, or when
-// that turn ends.
-func (h *hold) release() error {
-	s := h.s
-	s.mu.Lock()
-	if h.isEnded {
-		err := h.err
-		s.mu.Unlock()
-		if err == nil {
-			return fmt.Errorf("%w: %q already unlocked", ErrNotHeld, h.name)
-		}
-		return err
-	}
-	h.endLocal(nil)
-	s.mu.Unlock()
-	waits := s.l.waits
-	t := waits.turnFor(h.name, h.waiting, s.l.clock.Now())
-	handedOn := false
-	defer func() {
-		// A turn this process gave itself: its head tries at once (the
-		// change event of that release, when it comes, is old news).
-		if handedOn && t.heir != s.l.id {
-			waits.handedOn(h.name, t)
-		} else {
-			waits.released(h.name)
-		}
-	}()
-
-	ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.ttl, cleanupTimeout))
-	defer cancel()
-	ok, err := s.l.store.release(ctx, h.name, h.token, t)
-	lostReply := false
-	for err != nil && ambiguous(err) && sleep(ctx, 20*time.Millisecond) {
-		lostReply = true
-		ok, err = s.l.store.release(ctx, h.name, h.token, t)
-	}
-	// A match (even on a retry) means the turn was written.
-	handedOn = ok && err == nil && t.heir != ""
-	if testHookReleased != nil {
-		testHookReleased(s)
-	}
-	// After a lost reply, finding nothing to release may mean that the
-	// first attempt did release it.
-	ok = ok || (err == nil && lostReply)
-	switch {
-	case err != nil:
-		return fmt.Errorf("mongolock: unlock of %q not confirmed; the lock expires with its lease: %w", h.name, err)
-	case !ok:
-		return fmt.Errorf("%w: %q was no longer held when unlocked", ErrLockLost, h.name)
-	}
-	return nil
 }

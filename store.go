@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -138,6 +139,34 @@ func (s *store) release(ctx context.Context, name, holder string, t turn) (bool,
 	}
 	return res.MatchedCount == 1, nil
 }
+
+// keep hands the lock name from holder to no one until the server time
+// until, and reports whether holder still had it. The new holder token is
+// random with keptPrefix: no session renews or releases it, the lock is
+// taken for everyone until then, and a change stream reports a change of
+// holder (with its end), which waiters know they need not poll before.
+// The lease's end is set, not maxed: it may come before the lease's.
+func (s *store) keep(ctx context.Context, name, holder string, until time.Time) (bool, error) {
+	res, err := s.coll.UpdateOne(ctx,
+		bson.D{{Key: "_id", Value: name}, {Key: "holder", Value: holder}},
+		bson.D{{Key: "$set", Value: bson.D{
+			{Key: "holder", Value: keptPrefix + newToken()},
+			{Key: "expiresAt", Value: until},
+			{Key: "heir", Value: nil},
+		}}})
+	if err != nil {
+		return false, err
+	}
+	return res.MatchedCount == 1, nil
+}
+
+// keptPrefix starts the holder token of a lock kept by no one until its
+// lease ends (WithHoldAtLeast, WithHoldAtMost).
+const keptPrefix = "kept:"
+
+// kept reports whether a holder token is that of a kept lock: it is not
+// released before its lease ends, except by ForceRelease.
+func kept(holder string) bool { return strings.HasPrefix(holder, keptPrefix) }
 
 // join adds locker to the Lockers waiting for the lock name, as one
 // told of releases by a change stream (streaming) or as a poller, in one

@@ -38,6 +38,7 @@ type nameQueue struct {
 	local     int             // holds of this process on the name
 	pause     time.Duration   // next poll pause, shared by successive heads
 	expiry    time.Time       // server time the last seen holder's lease ends
+	firm      time.Time       // server time a kept lock frees (no one releases it before)
 	turnUntil time.Time       // server time another Locker's turn ends (turns.go)
 	busy      bool            // the stream's last news: taken, or another's turn
 	joiners   []string        // Lockers seen joining the waiting ones during this process's hold
@@ -120,10 +121,11 @@ func (r *waitRegistry) sweepLocked() {
 const minSweep = 256
 
 // attempt is one try at a lock: ok when taken. peek reads the current
-// holder's lease end (server time), zero when unknown.
+// holder's lease end (server time), zero when unknown, and whether the
+// lock is kept (no one releases it before then).
 type attempt struct {
 	try  func(ctx context.Context) (ok bool, err error)
-	peek func(ctx context.Context) time.Time
+	peek func(ctx context.Context) (until time.Time, firm bool)
 	// eager: a new head tries at once even when the lock looks taken (the
 	// seed API's owner takes its own lock again).
 	eager bool
@@ -157,7 +159,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	defer timer.Stop()
 	var pollAt time.Time // the next poll: news may bring it earlier, never later
 	arm := func() {
-		d, poll := r.nextWait(ctx, name, a.peek)
+		d, poll, _ := r.nextWait(ctx, name, a.peek)
 		pollAt = time.Now().Add(poll)
 		timer.Reset(d)
 	}
@@ -211,8 +213,11 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 				// ever (the poll also repairs this process's place among
 				// the waiting ones).
 				r.join(ctx, name)
-				d, _ := r.nextWait(ctx, name, nil) // news: no round trip
-				if !pollAt.IsZero() {
+				d, _, firm := r.nextWait(ctx, name, nil) // news: no round trip
+				switch {
+				case firm: // a kept lock: nothing frees it before, no poll needed
+					pollAt = time.Now().Add(d)
+				case !pollAt.IsZero():
 					d = min(d, max(time.Until(pollAt), 0))
 				}
 				timer.Reset(d)
@@ -228,7 +233,7 @@ func (r *waitRegistry) takenLocked(q *nameQueue) bool {
 		return true
 	}
 	now, _ := r.clock.Read()
-	return r.streamOn && q.busy && (q.expiry.After(now) || q.turnUntil.After(now))
+	return q.firm.After(now) || r.streamOn && q.busy && (q.expiry.After(now) || q.turnUntil.After(now))
 }
 
 // state reports whether w heads name's queue, and whether it was told the
@@ -244,25 +249,38 @@ func (r *waitRegistry) state(name string, w *waiter) (head, freed bool) {
 
 // nextWait returns how long the head waits after a failed try: until the
 // holder's lease ends or the next poll, whichever comes first (but not
-// before another Locker's turn ends); and the poll pause alone.
-func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(context.Context) time.Time) (d, poll time.Duration) {
+// before another Locker's turn ends); and the poll pause alone. A kept
+// lock (firm) is waited for to its end, with no poll before.
+func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(context.Context) (time.Time, bool)) (d, poll time.Duration, firm bool) {
 	r.mu.Lock()
 	q := r.queue(name)
-	local, d, expiry, turnUntil := q.local, r.pauseLocked(q), q.expiry, q.turnUntil
+	local, d, expiry, turnUntil, firmUntil := q.local, r.pauseLocked(q), q.expiry, q.turnUntil, q.firm
 	poll = d
 	q.pause = min(2*q.pause, r.capLocked())
 	r.mu.Unlock()
 	if local > 0 {
-		return d, poll
+		return d, poll, false
 	}
 	now, unc := r.clock.Read()
+	if firmUntil.After(now) {
+		d = firmUntil.Sub(now) + unc + time.Millisecond
+		return d, d, true
+	}
 	if !expiry.After(now) && peek != nil && d >= peekAfter {
 		// What we knew is out of date: learn the current lease end once.
 		// While polls come quickly a timer for it would add little.
-		expiry = peek(ctx)
+		expiry, firm = peek(ctx)
 		r.mu.Lock()
-		r.queue(name).expiry = expiry
+		q := r.queue(name)
+		q.expiry = expiry
+		if firm {
+			q.firm = expiry
+		}
 		r.mu.Unlock()
+		if firm && expiry.After(now) {
+			d = expiry.Sub(now) + unc + time.Millisecond
+			return d, d, true
+		}
 	}
 	// The taker's filter allows for its clock's error: try once that passed.
 	if until := expiry.Sub(now) + unc + time.Millisecond; expiry.After(now) && until < d {
@@ -273,7 +291,7 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 	if rest := turnUntil.Sub(now) + unc + time.Millisecond; turnUntil.After(now) && rest > d {
 		d = rest
 	}
-	return d, poll
+	return d, poll, false
 }
 
 // peekAfter is the poll pause from which a waiter reads the holder's lease
@@ -325,10 +343,30 @@ func (r *waitRegistry) held(name string) {
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	q.local++
+	q.firm = time.Time{}
 	q.joiners = q.joiners[:0]
 	q.joined = false // the acquire left the waiting Lockers
 	r.stopTurnLocked(q)
 	signalAll(q.observers)
+}
+
+// kept records that a hold of this process on name ended with the lock
+// kept on the server until the server time until: the head waits for that
+// time, without polling before it.
+func (r *waitRegistry) kept(name string, until time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue(name)
+	q.local--
+	signalAll(q.observers)
+	if q.local == 0 {
+		r.stopTurnLocked(q)
+		q.busy, q.expiry, q.turnUntil, q.firm = true, until, time.Time{}, until
+		if len(q.waiters) > 0 {
+			signal(q.waiters[0].kick) // its pause was the long one of a local hold
+		}
+	}
+	r.drop(name, q)
 }
 
 // observe returns a channel signalled whenever name changes hands in this
@@ -376,7 +414,7 @@ func (r *waitRegistry) wake(name string) {
 // lock first) goes on backing off rather than starting a burst of polls.
 func (r *waitRegistry) wakeLocked(q *nameQueue) {
 	r.stopTurnLocked(q)
-	q.busy, q.turnUntil = false, time.Time{}
+	q.busy, q.turnUntil, q.firm = false, time.Time{}, time.Time{}
 	signalAll(q.observers)
 	if len(q.waiters) > 0 {
 		q.waiters[0].freed = true
@@ -412,14 +450,18 @@ func (r *waitRegistry) notify(name string) {
 	}
 }
 
-// taken is the watcher's news that name was taken: observers (Election's
-// Observe) look at it; waiters wait on for its release.
-func (r *waitRegistry) taken(name string, until time.Time) {
+// taken is the watcher's news that name was taken, or kept by no one
+// (firm) until its lease ends: observers (Election's Observe) look at it;
+// waiters wait on for its release, or for that end.
+func (r *waitRegistry) taken(name string, until time.Time, firm bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if q := r.names[name]; q != nil {
 		r.stopTurnLocked(q)
-		q.busy, q.expiry, q.turnUntil = true, until, time.Time{}
+		q.busy, q.expiry, q.turnUntil, q.firm = true, until, time.Time{}, time.Time{}
+		if firm {
+			q.firm = until
+		}
 		if q.local > 0 {
 			// This process's own acquire: joins told before it are old.
 			q.joiners = q.joiners[:0]
@@ -431,12 +473,15 @@ func (r *waitRegistry) taken(name string, until time.Time) {
 	}
 }
 
-// notifyAll wakes the head of every name not held in this process.
+// notifyAll wakes the head of every name not held in this process, nor
+// kept by no one until a time to come: a kept lock frees at its time
+// whatever events were missed (only ForceRelease frees it sooner).
 func (r *waitRegistry) notifyAll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	now, _ := r.clock.Read()
 	for _, q := range r.names {
-		if q.local == 0 {
+		if q.local == 0 && !q.firm.After(now) {
 			r.wakeLocked(q)
 		}
 	}

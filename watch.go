@@ -33,8 +33,10 @@ type openStream func(ctx context.Context, token bson.Raw) (eventStream, error)
 
 // wakeSink receives the watcher's news.
 type wakeSink interface {
-	notify(name string)                 // a lock of that name may have been freed
-	taken(name string, until time.Time) // a lock of that name was taken, with a lease to then (zero: unknown)
+	notify(name string) // a lock of that name may have been freed
+	// taken: a lock of that name was taken, with a lease to then (zero:
+	// unknown); firm when kept by no one until then (WithHoldAtLeast).
+	taken(name string, until time.Time, firm bool)
 	// turn: a lock of that name was freed for heir alone until then.
 	turn(name, heir string, until time.Time)
 	joined(name, locker string) // a Locker joined the lock's waiting ones
@@ -84,6 +86,13 @@ func (ev *changeEvent) joiner() string {
 func (ev *changeEvent) leaseEnd() time.Time {
 	until, _ := ev.UpdateDescription.UpdatedFields.Lookup("expiresAt").TimeOK()
 	return until
+}
+
+// kept reports whether the event hands the lock to no one until its lease
+// ends (WithHoldAtLeast): no release comes before.
+func (ev *changeEvent) kept() bool {
+	h, _ := ev.UpdateDescription.UpdatedFields.Lookup("holder").StringValueOK()
+	return kept(h)
 }
 
 // freed reports whether the event may have freed its lock; false when it
@@ -278,7 +287,7 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 			ev := state[name]
 			switch heir, until := ev.heir(); {
 			case !ev.freed():
-				w.sink.taken(name, ev.leaseEnd())
+				w.sink.taken(name, ev.leaseEnd(), ev.kept())
 			case heir != "":
 				w.sink.turn(name, heir, until)
 			default:

@@ -164,11 +164,11 @@ func (r *recorder) add(s string) {
 	default:
 	}
 }
-func (r *recorder) notify(name string)                  { r.add("wake " + name) }
-func (r *recorder) notifyAll()                          { r.add("wake all") }
-func (r *recorder) taken(name string, _ time.Time)      { r.add("taken " + name) }
-func (r *recorder) turn(name, heir string, _ time.Time) { r.add("turn " + name + " " + heir) }
-func (r *recorder) joined(name, locker string)          { r.add("joined " + name + " " + locker) }
+func (r *recorder) notify(name string)                     { r.add("wake " + name) }
+func (r *recorder) notifyAll()                             { r.add("wake all") }
+func (r *recorder) taken(name string, _ time.Time, _ bool) { r.add("taken " + name) }
+func (r *recorder) turn(name, heir string, _ time.Time)    { r.add("turn " + name + " " + heir) }
+func (r *recorder) joined(name, locker string)             { r.add("joined " + name + " " + locker) }
 func (r *recorder) streaming(on bool) {
 	if on {
 		r.add("on")

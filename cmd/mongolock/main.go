@@ -1,7 +1,7 @@
 // Command mongolock runs a command under a distributed lock stored in
 // MongoDB, like flock(1) across hosts, and shows and clears locks.
 //
-//	mongolock run [--ttl D] [--wait D] NAME -- CMD ARGS...
+//	mongolock run [--ttl D] [--wait D] [--hold-at-least D] [--hold-at-most D] NAME -- CMD ARGS...
 //	mongolock status [--json] NAME
 //	mongolock list [--json] [PREFIX]
 //	mongolock release --force NAME
@@ -29,15 +29,17 @@ import (
 
 // Exit statuses besides the command's own.
 const (
-	exitUsage   = 2  // bad flags, bad URI, unreachable server
-	exitTimeout = 75 // the lock stayed held for --wait (EX_TEMPFAIL, as flock -w)
-	exitLost    = 76 // run: the lock was lost while CMD ran (or before it started): CMD was terminated
+	exitUsage   = 2   // bad flags, bad URI, unreachable server
+	exitTimeout = 75  // the lock stayed held for --wait (EX_TEMPFAIL, as flock -w)
+	exitLost    = 76  // run: the lock was lost while CMD ran (or before it started): CMD was terminated
+	exitCapped  = 124 // run: CMD ran past --hold-at-most and was terminated (as timeout(1))
 )
 
 const usage = `mongolock: a distributed lock in MongoDB, for commands and operators.
 
 Usage:
-  mongolock run [--ttl D] [--wait D] NAME -- CMD ARGS...   run CMD while holding NAME
+  mongolock run [--ttl D] [--wait D] [--hold-at-least D] [--hold-at-most D] NAME -- CMD ARGS...
+                                                           run CMD while holding NAME
   mongolock status [--json] NAME                           show one lock
   mongolock list [--json] [PREFIX]                         show every lock (whose name starts with PREFIX)
   mongolock release --force NAME                           free a lock whoever holds it
@@ -81,6 +83,8 @@ type cli struct {
 	uri, db, coll  string
 	connectTimeout time.Duration
 	client         *mongo.Client
+	locks          *mongolock.Locker // run's, for saying who holds a lock
+	quiet          bool              // run --quiet
 }
 
 // flags returns a flag set for a subcommand with the connection flags.
@@ -149,6 +153,7 @@ func (c *cli) locker(ctx context.Context) *mongolock.Locker {
 		fmt.Fprintln(c.stderr, "mongolock:", err)
 		return nil
 	}
+	c.locks = l
 	return l
 }
 

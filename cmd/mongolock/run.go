@@ -17,8 +17,8 @@ import (
 
 // run holds the lock NAME while CMD runs, as flock(1) does on one host.
 func (c *cli) run(args []string) int {
-	fs := c.flags("run", "[--ttl D] [--wait D] [--grace D] NAME -- CMD ARGS...",
-		"mongolock run --wait 10s nightly-report -- ./report.sh --full",
+	fs := c.flags("run", "[--ttl D] [--wait D] [--grace D] [--hold-at-least D] [--hold-at-most D] [--quiet] NAME -- CMD ARGS...",
+		"mongolock run --wait 0 --hold-at-least 50s nightly-report -- ./report.sh --full",
 		"Waits for the lock NAME, runs CMD with MONGOLOCK_NAME and MONGOLOCK_TOKEN (the fencing\n"+
 			"token) in its environment, releases the lock when CMD exits and exits with CMD's status.\n"+
 			"The job (CMD, in a process group of its own, and what it starts) is mongolock's: signals\n"+
@@ -27,12 +27,20 @@ func (c *cli) run(args []string) int {
 			"mongolock exits 76 whatever CMD's status; what CMD leaves running when it exits gets\n"+
 			"SIGTERM, then SIGKILL after --grace; mongolock exits, and releases the lock, only once\n"+
 			"the job is gone. On Linux the whole job gets SIGKILL if mongolock itself dies.\n"+
-			"Gives up with exit status 75 if the lock is still held after --wait, and with 128+N on\n"+
-			"signal N before CMD starts (130 for SIGINT).")
+			"Gives up with exit status 75 if the lock is still held after --wait (saying who holds it\n"+
+			"and until when, unless --quiet), and with 128+N on signal N before CMD starts (130 for\n"+
+			"SIGINT).\n"+
+			"--hold-at-least D keeps the lock taken until D after it was acquired however soon CMD\n"+
+			"exits, so that hosts whose cron fires a little apart run the job once: take D a little\n"+
+			"under the schedule's period. --hold-at-most D ends a job that runs longer as a lost\n"+
+			"lock does (SIGTERM, SIGKILL after --grace, the whole job) and exits 124, as timeout(1).")
 	ttl := fs.Duration("ttl", mongolock.DefaultTTL, "lease length, renewed while CMD runs")
 	wait := fs.Duration("wait", -1, "give up (exit 75) if not locked within this time; 0 tries once; default waits forever")
 	grace := fs.Duration("grace", 0, "time between SIGTERM and SIGKILL when the lock is lost (default TTL/20; must be below TTL/10)")
 	owner := fs.String("owner", "", "owner recorded with the lock (default hostname:pid)")
+	least := fs.Duration("hold-at-least", 0, "keep the lock until this long after acquiring it, however soon CMD exits")
+	most := fs.Duration("hold-at-most", 0, "end CMD (exit 124) if it still runs this long after the lock was acquired; 0: no cap")
+	quiet := fs.Bool("quiet", false, "say nothing when the lock is held by another (exit 75)")
 	if code, ok := c.parse(fs, args); !ok {
 		return code
 	}
@@ -50,6 +58,12 @@ func (c *cli) run(args []string) int {
 		fmt.Fprintf(c.stderr, "mongolock run: --grace %v must be positive and below a tenth of --ttl %v\n", *grace, *ttl)
 		return exitUsage
 	}
+	if *least < 0 || *most < 0 || (*most > 0 && *most < *least) {
+		fmt.Fprintf(c.stderr, "mongolock run: --hold-at-least %v and --hold-at-most %v must not be negative, "+
+			"and the cap not below the least hold\n", *least, *most)
+		return exitUsage
+	}
+	c.quiet = *quiet
 
 	// Signals arrive from here on: until CMD starts, a terminating one
 	// ends the wait (exit 128+N); while CMD runs, each is passed to its
@@ -117,7 +131,7 @@ func (c *cli) run(args []string) int {
 		return c.fail(err)
 	}
 	defer s.Close()
-	m := s.NewMutex(name)
+	m := s.NewMutex(name, mongolock.WithHoldAtLeast(*least), mongolock.WithHoldAtMost(*most))
 
 	code, ok := c.acquire(ctx, m, *wait)
 	if sig := stopWatching(); sig != 0 {
@@ -143,7 +157,7 @@ func (c *cli) acquire(ctx context.Context, m *mongolock.Mutex, wait time.Duratio
 				return 0, false // a signal: the caller reports it
 			}
 			if errors.Is(err, mongolock.ErrLocked) {
-				fmt.Fprintf(c.stderr, "mongolock: %q is held by another\n", m.Name())
+				c.skipped(ctx, m.Name(), 0)
 				return exitTimeout, false
 			}
 			return c.fail(err), false
@@ -160,7 +174,7 @@ func (c *cli) acquire(ctx context.Context, m *mongolock.Mutex, wait time.Duratio
 			return 0, false // a signal: the caller reports it
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
-			fmt.Fprintf(c.stderr, "mongolock: %q still held after %v\n", m.Name(), wait)
+			c.skipped(ctx, m.Name(), wait)
 			return exitTimeout, false
 		}
 		return c.fail(err), false
@@ -168,12 +182,38 @@ func (c *cli) acquire(ctx context.Context, m *mongolock.Mutex, wait time.Duratio
 	return 0, true
 }
 
+// skipped says, in one line unless --quiet, that the job does not run
+// because name is held (after waiting wait, if positive), by whom and until
+// when.
+func (c *cli) skipped(ctx context.Context, name string, wait time.Duration) {
+	if c.quiet {
+		return
+	}
+	held := "is held"
+	if wait > 0 {
+		held = fmt.Sprintf("is still held after %v", wait)
+	}
+	by := " by another"
+	if c.locks != nil {
+		sctx, cancel := context.WithTimeout(ctx, c.connectTimeout)
+		defer cancel()
+		if st, err := c.locks.Status(sctx, name); err == nil && st.Held {
+			by = fmt.Sprintf(" by %s until %s (server time)", st.Owner, st.ExpiresAt.UTC().Format("2006-01-02T15:04:05.000Z"))
+		}
+	}
+	fmt.Fprintf(c.stderr, "mongolock: %q %s%s: not running the command\n", name, held, by)
+}
+
 // runHeld runs argv in a process group of its own while m is held, and
-// returns its exit status, or exitLost if the hold ended first.
+// returns its exit status, or exitLost if the hold ended first (exitCapped
+// at its --hold-at-most cap).
 func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, sigs chan os.Signal) int {
 	select {
 	case <-m.Done():
 		fmt.Fprintf(c.stderr, "mongolock: lock %q lost before the command started (%v); not running it\n", m.Name(), m.Err())
+		if errors.Is(m.Err(), mongolock.ErrHoldCapped) {
+			return exitCapped
+		}
 		return exitLost
 	default:
 	}
@@ -219,7 +259,11 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, si
 			lost, wasLost = nil, true
 			job.signal(syscall.SIGTERM) // before anything that could block
 			kill = time.After(grace)
-			fmt.Fprintf(c.stderr, "mongolock: lock %q lost (%v): terminating the job\n", m.Name(), m.Err())
+			if errors.Is(m.Err(), mongolock.ErrHoldCapped) {
+				fmt.Fprintf(c.stderr, "mongolock: the job on %q ran past --hold-at-most: terminating it\n", m.Name())
+			} else {
+				fmt.Fprintf(c.stderr, "mongolock: lock %q lost (%v): terminating the job\n", m.Name(), m.Err())
+			}
 		case <-kill:
 			job.signal(syscall.SIGKILL)
 			kill, killed = nil, true
@@ -235,6 +279,11 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, si
 					wasLost = m.Err() != nil
 				default:
 				}
+			}
+			if wasLost && errors.Is(m.Err(), mongolock.ErrHoldCapped) {
+				fmt.Fprintf(c.stderr, "mongolock: the job on %q was ended at its cap (its status was %d): exiting %d\n",
+					m.Name(), code, exitCapped)
+				return exitCapped
 			}
 			if wasLost {
 				fmt.Fprintf(c.stderr, "mongolock: lock %q was lost while the command ran (its status was %d): exiting %d\n",

@@ -1,0 +1,110 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRunHoldAtLeastOncePerTick: four hosts whose cron fires 0.4s apart
+// run a 50ms job with --wait 0 --hold-at-least 5s: it runs once, and the
+// three others exit 75, each saying in one line who holds the lock and
+// until when; --quiet says nothing.
+func TestRunHoldAtLeastOncePerTick(t *testing.T) {
+	e := newCLIEnv(t)
+	log := filepath.Join(t.TempDir(), "log")
+	var cmds []*bytes.Buffer
+	codes := make([]int, 4)
+	type result struct {
+		i    int
+		code int
+	}
+	results := make(chan result, 4)
+	for i := range 4 {
+		c := e.cmd("run", "--wait", "0", "--hold-at-least", "5s", "--owner", "host"+string(rune('a'+i)),
+			"nightly", "--", "sh", "-c", "echo run >> "+log+"; sleep 0.05")
+		cmds = append(cmds, c.Stderr.(*bytes.Buffer))
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			c.Wait()
+			results <- result{i, c.ProcessState.ExitCode()}
+		}()
+		time.Sleep(400 * time.Millisecond)
+	}
+	for range 4 {
+		r := <-results
+		codes[r.i] = r.code
+	}
+	data, _ := os.ReadFile(log)
+	if runs := strings.Count(string(data), "run"); runs != 1 {
+		t.Fatalf("the job ran %d times, want once; exit statuses %v", runs, codes)
+	}
+	if codes[0] != 0 {
+		t.Fatalf("the first host exited %d: %s", codes[0], cmds[0])
+	}
+	for i := 1; i < 4; i++ {
+		msg := cmds[i].String()
+		if codes[i] != 75 || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, "held by hosta until ") {
+			t.Fatalf("host %d: exit %d, stderr %q; want 75 and one line naming hosta and the lease's end", i, codes[i], msg)
+		}
+	}
+	c := e.cmd("run", "--wait", "0", "--quiet", "nightly", "--", "true")
+	if code, _ := exit(t, c); code != 75 || c.Stderr.(*bytes.Buffer).Len() != 0 {
+		t.Fatalf("--quiet: exit %d, stderr %q; want 75 and nothing", code, c.Stderr)
+	}
+	st, err := e.locker.Status(context.Background(), "nightly")
+	if err != nil || !st.Held || !st.ExpiresAt.Equal(st.AcquiredAt.Add(5*time.Second)) {
+		t.Fatalf("status: %+v, %v; want held until 5s after the acquire", st, err)
+	}
+}
+
+// TestRunHoldAtMost: a job still running at --hold-at-most is ended, the
+// whole group (its background child too), mongolock exits 124, and the
+// lock frees for another.
+func TestRunHoldAtMost(t *testing.T) {
+	e := newCLIEnv(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	c := e.cmd("run", "--ttl", "4s", "--hold-at-most", "2s", "capped", "--",
+		"sh", "-c", `sleep 60 >/dev/null 2>&1 & echo $! > `+pidFile+`; sleep 60`)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := readPID(t, pidFile)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	c.Wait()
+	if code := c.ProcessState.ExitCode(); code != 124 {
+		t.Fatalf("exit status %d, want 124; stderr %s", code, c.Stderr)
+	}
+	if alive(pid) {
+		t.Fatalf("the job's background sleep (pid %d) outlived mongolock; stderr %s", pid, c.Stderr)
+	}
+	if !strings.Contains(c.Stderr.(*bytes.Buffer).String(), "--hold-at-most") {
+		t.Fatalf("stderr does not name the cap: %s", c.Stderr)
+	}
+	if err := e.locker.GetLock(context.Background(), "capped", "next", 10*time.Second, 0); err != nil {
+		t.Fatalf("the lock did not free after the cap: %v", err)
+	}
+}
+
+// TestRunHoldFlagsRefused: negative bounds, or a cap below the least
+// hold, are usage errors (exit 2) and nothing runs.
+func TestRunHoldFlagsRefused(t *testing.T) {
+	e := newCLIEnv(t)
+	for _, args := range [][]string{
+		{"--hold-at-least", "-1s"},
+		{"--hold-at-most", "-1s"},
+		{"--hold-at-least", "10s", "--hold-at-most", "5s"},
+	} {
+		args = append(args, "bad", "--", "sh", "-c", "echo ran")
+		if code, out := exit(t, e.cmd("run", args...)); code != 2 || out != "" {
+			t.Fatalf("%v: exit %d, output %q; want 2 and nothing run", args, code, out)
+		}
+	}
+}

@@ -1,0 +1,200 @@
+package mongolock
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// testHookReleased, when set by a test, runs after an Unlock's release
+// was answered and before its outcome is judged.
+var testHookReleased func(*Session)
+
+// hold is one holding of a lock by a session, with its own random token.
+// Its fields after bounds are guarded by s.mu.
+type hold struct {
+	s          *Session
+	name       string
+	token      string
+	fence      int64
+	waiting    waiters   // who else waited, as the acquire saw it
+	acquiredAt time.Time // server time, as written by the acquire
+	bounds     holdOptions
+	done       chan struct{}
+
+	err        error
+	isEnded    bool
+	validUntil time.Time // local monotonic: the hold is given up then
+	timer      *time.Timer
+	capTimer   *time.Timer // WithHoldAtMost: ends the hold at its cap
+}
+
+// end ends the hold with err (nil after Unlock) and tells this process's
+// waiters that the name may be free; s.mu must be held.
+func (h *hold) end(err error) {
+	if h.endLocal(err) {
+		h.s.l.waits.released(h.name)
+	}
+}
+
+// endLocal ends the hold in this process only: Done closes, keepalive stops
+// renewing it. It reports false if the hold had ended already. The caller
+// must tell the waits registry (released or kept) once; s.mu must be held.
+func (h *hold) endLocal(err error) bool {
+	if h.isEnded {
+		return false
+	}
+	h.isEnded, h.err = true, err
+	h.timer.Stop()
+	if h.capTimer != nil {
+		h.capTimer.Stop()
+	}
+	delete(h.s.holds, h.token)
+	close(h.done)
+	return true
+}
+
+// extend moves the hold's deadline to until, never back; s.mu must be held.
+func (h *hold) extend(until time.Time) {
+	if h.isEnded || !until.After(h.validUntil) {
+		return
+	}
+	h.validUntil = until
+	h.timer.Reset(time.Until(until))
+}
+
+// keepUntil returns the server time until which the lock must stay taken
+// once the hold ends (WithHoldAtLeast), or zero when it may be freed now.
+func (h *hold) keepUntil() time.Time {
+	if h.bounds.atLeast <= 0 {
+		return time.Time{}
+	}
+	until := h.acquiredAt.Add(h.bounds.atLeast)
+	if !until.After(h.s.l.clock.Now()) {
+		return time.Time{}
+	}
+	return until
+}
+
+// release frees the hold on the server, for Unlock and Resign, within an
+// internal timeout. The hold ends in this process (Done closes, Err stays
+// nil) BEFORE the release is sent: once the server may give the lock to
+// another, no goroutine of ours may still believe it holds it. The release
+// gives the next turn to another waiting process, if any (turns.go). This
+// process's waiters are woken once the release has been answered, or when
+// that turn ends. Within a WithHoldAtLeast bound the lock is kept instead
+// (keep).
+func (h *hold) release() error {
+	s := h.s
+	s.mu.Lock()
+	if h.isEnded {
+		err := h.err
+		s.mu.Unlock()
+		if err == nil {
+			return fmt.Errorf("%w: %q already unlocked", ErrNotHeld, h.name)
+		}
+		return err
+	}
+	h.endLocal(nil)
+	s.mu.Unlock()
+	if until := h.keepUntil(); !until.IsZero() {
+		return h.keep(until)
+	}
+	waits := s.l.waits
+	t := waits.turnFor(h.name, h.waiting, s.l.clock.Now())
+	handedOn := false
+	defer func() {
+		// A turn this process gave itself: its head tries at once (the
+		// change event of that release, when it comes, is old news).
+		if handedOn && t.heir != s.l.id {
+			waits.handedOn(h.name, t)
+		} else {
+			waits.released(h.name)
+		}
+	}()
+
+	matched, lostReply, err := h.write(func(ctx context.Context) (bool, error) {
+		return s.l.store.release(ctx, h.name, h.token, t)
+	})
+	// A match (even on a retry) means the turn was written.
+	handedOn = matched && err == nil && t.heir != ""
+	if testHookReleased != nil {
+		testHookReleased(s)
+	}
+	return h.unlocked(matched, lostReply, err)
+}
+
+// write runs op (a release or a keep of the hold) within an internal
+// timeout, repeating it while its outcome is unknown (a lost reply). It
+// returns whether an attempt matched the hold, whether a reply was lost,
+// and the last attempt's error.
+func (h *hold) write(op func(context.Context) (bool, error)) (matched, lostReply bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), min(h.s.opts.ttl, cleanupTimeout))
+	defer cancel()
+	matched, err = op(ctx)
+	for err != nil && ambiguous(err) && sleep(ctx, 20*time.Millisecond) {
+		lostReply = true
+		matched, err = op(ctx)
+	}
+	return matched, lostReply, err
+}
+
+// unlocked is Unlock's result after write. After a lost reply, finding
+// nothing to match may mean that the first attempt did.
+func (h *hold) unlocked(matched, lostReply bool, err error) error {
+	switch {
+	case err != nil:
+		return fmt.Errorf("mongolock: unlock of %q not confirmed; the lock expires with its lease: %w", h.name, err)
+	case !matched && !lostReply:
+		return fmt.Errorf("%w: %q was no longer held when unlocked", ErrLockLost, h.name)
+	}
+	return nil
+}
+
+// keep hands the lock, on the server, from the hold (ended in this
+// process) to no one until the server time until: one round trip within
+// an internal timeout. Nothing renews it, and no one may take it before
+// then. This process's waiters wait for that time too.
+func (h *hold) keep(until time.Time) error {
+	s := h.s
+	matched, lostReply, err := h.write(func(ctx context.Context) (bool, error) {
+		return s.l.store.keep(ctx, h.name, h.token, until)
+	})
+	if err == nil && (matched || lostReply) {
+		s.l.waits.kept(h.name, until)
+	} else {
+		s.l.waits.released(h.name) // not ours, or unknown: the head finds out
+	}
+	return h.unlocked(matched, lostReply, err)
+}
+
+// capped ends the hold at its WithHoldAtMost cap, as a loss: its work gets
+// the margin a lost hold leaves (a tenth of the TTL, or until the least
+// hold ends if later) before the lock frees on the server. It runs on the
+// cap timer's goroutine, counted among the Locker's background work.
+func (h *hold) capped() {
+	s := h.s
+	l := s.l
+	l.bgMu.Lock()
+	if l.isClosed() == nil {
+		l.bg.Add(1)
+		defer l.bg.Done()
+	}
+	l.bgMu.Unlock()
+	s.mu.Lock()
+	if !h.endLocal(fmt.Errorf("%w: %q after %v", ErrHoldCapped, h.name, h.bounds.atMost)) {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	l.opts.logger.Warn("mongolock: hold reached its cap; it ends as a lost one",
+		"session", s.id, "name", h.name, "atMost", h.bounds.atMost)
+	until := l.clock.Now().Add(safetyMargin(s.opts.ttl))
+	if least := h.keepUntil(); least.After(until) {
+		until = least
+	}
+	if err := h.keep(until); err != nil {
+		l.opts.logger.Warn("mongolock: could not end a capped hold on the server; it expires with its lease",
+			"name", h.name, "err", err)
+	}
+}
