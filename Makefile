@@ -3,12 +3,12 @@
 MONGOTEST := bin/mongotest
 GO ?= go
 
-.PHONY: demo test test-mongotest test-lib test-polling test-torture torture bench bench-peers vet clean
+.PHONY: demo test test-mongotest test-lib test-polling test-gocron test-torture torture bench bench-peers vet clean
 
 demo: $(MONGOTEST)
 	$(MONGOTEST) -- $(GO) run ./examples/demo
 
-test: test-mongotest test-lib test-polling test-torture
+test: test-mongotest test-lib test-polling test-gocron test-torture
 
 test-mongotest:
 	cd mongotest && $(GO) test -race -count=1 ./...
@@ -21,6 +21,11 @@ test-lib: $(MONGOTEST)
 # the polling fallback stays tested.
 test-polling: $(MONGOTEST)
 	$(MONGOTEST) -change-streams=false -- $(GO) test -race -count=1 -run 'TestFallbackToPolling|TestContentionCost|TestMutualExclusion|TestSameSessionExclusion|TestElection|TestSeedSemantics|TestWaitersCostOne|TestHoldLifecycle|TestHoldAt' .
+
+# The gocron adapter (a module of its own, so that gocron stays out of the
+# library's go.mod), with two schedulers as two hosts.
+test-gocron: $(MONGOTEST)
+	cd gocronlock && ../$(MONGOTEST) -- $(GO) test -race -count=1 ./...
 
 # The short torture (40s of faults); `make torture` runs the long one.
 test-torture:
@@ -49,6 +54,7 @@ vet:
 	cd mongotest && $(GO) vet ./...
 	cd benchmarks && $(GO) vet ./...
 	cd torture && $(GO) vet ./...
+	cd gocronlock && $(GO) vet ./...
 
 # Built outside the race detector: the server is not under test here, and
 # FerretDB's SQLite runs several times slower with it.

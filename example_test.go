@@ -198,3 +198,35 @@ func lead(ctx context.Context) {
 	case <-time.After(10 * time.Millisecond):
 	}
 }
+
+// A job that cron starts every minute on several hosts, a little apart:
+// the lock stays taken for 50s of each minute however quickly the job
+// ends, so a host that fires late finds it taken and skips the tick. A job
+// that hangs is ended after 5 minutes.
+func ExampleWithHoldAtLeast() {
+	locker, cleanup := exampleLocker("example_hold")
+	defer cleanup()
+	ctx := context.Background()
+	session, err := locker.NewSession(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer session.Close()
+
+	job := session.NewMutex("nightly-report",
+		mongolock.WithHoldAtLeast(50*time.Second), mongolock.WithHoldAtMost(5*time.Minute))
+	if err := job.TryLock(ctx); errors.Is(err, mongolock.ErrLocked) {
+		fmt.Println("another host ran this tick")
+		return
+	} else if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("running the report") // stop if job.Done() closes: the cap
+	job.Unlock()                      // the lock stays taken for the rest of the 50s
+
+	late := session.NewMutex("nightly-report") // a host whose cron fired late
+	fmt.Println(late.TryLock(ctx))
+	// Output:
+	// running the report
+	// mongolock: locked by another holder: "nightly-report"
+}

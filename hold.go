@@ -160,17 +160,20 @@ func (h *hold) keep(until time.Time) error {
 	matched, lostReply, err := h.write(func(ctx context.Context) (bool, error) {
 		return s.l.store.keep(ctx, h.name, h.token, until)
 	})
-	if err == nil && (matched || lostReply) {
+	if err == nil && matched {
 		s.l.waits.kept(h.name, until)
 	} else {
-		s.l.waits.released(h.name) // not ours, or unknown: the head finds out
+		// Not ours, or not known to be kept (a retry after a lost reply
+		// finds nothing either way): the head tries and finds out.
+		s.l.waits.released(h.name)
 	}
 	return h.unlocked(matched, lostReply, err)
 }
 
 // capped ends the hold at its WithHoldAtMost cap, as a loss: its work gets
-// the margin a lost hold leaves (a tenth of the TTL, or until the least
-// hold ends if later) before the lock frees on the server. It runs on the
+// the margin a lost hold leaves (a tenth of the TTL, plus the clock's
+// error; or until the least hold ends if later) before the lock frees on
+// the server. It runs on the
 // cap timer's goroutine, counted among the Locker's background work.
 func (h *hold) capped() {
 	s := h.s
@@ -189,7 +192,10 @@ func (h *hold) capped() {
 	s.mu.Unlock()
 	l.opts.logger.Warn("mongolock: hold reached its cap; it ends as a lost one",
 		"session", s.id, "name", h.name, "atMost", h.bounds.atMost)
-	until := l.clock.Now().Add(safetyMargin(s.opts.ttl))
+	// The margin in full whatever the clock's error: the estimate may be
+	// behind the server's time by unc.
+	now, unc := l.clock.Read()
+	until := now.Add(unc + safetyMargin(s.opts.ttl))
 	if least := h.keepUntil(); least.After(until) {
 		until = least
 	}

@@ -126,8 +126,10 @@ func TestHoldAtLeast(t *testing.T) {
 	}
 	t.Logf("other process: %d attempts; commands %v", attempts, cb.Commands())
 
-	// A waiter of the same process (another session) makes no attempt
-	// before the end.
+	// A waiter of the same process (another session) makes one attempt
+	// (a new waiter trusts what it knows of a kept lock only while the
+	// change stream would tell it of a ForceRelease), then none before the
+	// end.
 	if err := ma.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -144,11 +146,34 @@ func TestHoldAtLeast(t *testing.T) {
 	if fourth.AcquiredAt.Before(third.AcquiredAt.Add(least)) {
 		t.Fatalf("taken at %v, before the least hold's end %v", fourth.AcquiredAt, third.AcquiredAt.Add(least))
 	}
-	if n := findAndModifies(ca, "job"); n != 1 {
-		t.Fatalf("the same process's waiter made %d acquire attempts (%v), want 1", n, ca.Commands())
+	if n := findAndModifies(ca, "job"); n != 2 {
+		t.Fatalf("the same process's waiter made %d acquire attempts (%v), want 2", n, ca.Commands())
 	}
 	if err := m2.Unlock(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestForceReleaseOfKeptLock: an admin's ForceRelease of a kept lock lets
+// a new Lock of the holder's process take it at once, though that process
+// knew the lock kept for an hour.
+func TestForceReleaseOfKeptLock(t *testing.T) {
+	e := newEnv(t)
+	l, _ := e.locker("")
+	admin, _ := e.locker("")
+	ctx := ctxT(t, time.Minute)
+	m := session(t, l).NewMutex("n", mongolock.WithHoldAtLeast(time.Hour))
+	if err := m.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.ForceRelease(ctx, "n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := session(t, l).NewMutex("n").Lock(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatalf("Lock after the kept lock was force-released = %v", err)
 	}
 }
 

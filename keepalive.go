@@ -1,7 +1,9 @@
 package mongolock
 
 import (
+	"cmp"
 	"context"
+	"sync"
 	"time"
 )
 
@@ -94,21 +96,30 @@ func (s *Session) renew() bool {
 
 // releaseUnreleased frees on the server, in one round trip, the holds that
 // the session's end cut short, and wakes this process's waiters for them;
-// those still within WithHoldAtLeast are kept instead, one round trip each.
-// It runs on a fresh bounded context: the session's is gone.
+// those still within WithHoldAtLeast are kept instead, one round trip each,
+// all sent at once. It runs on fresh bounded contexts: the session's is
+// gone.
 func (s *Session) releaseUnreleased() {
 	s.mu.Lock()
 	holds, keeping := s.unreleased, s.keeping
 	s.unreleased, s.keeping = nil, nil
 	s.mu.Unlock()
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
 	for _, h := range keeping {
-		// If that end has passed meanwhile, the lock is free once the
-		// write lands.
-		until := h.acquiredAt.Add(h.bounds.atLeast)
-		if err := h.keep(until); err != nil && s.closeErr == nil {
-			s.closeErr = err
-		}
+		wg.Go(func() {
+			// If that end has passed meanwhile, the lock is free once the
+			// write lands.
+			if err := h.keep(h.acquiredAt.Add(h.bounds.atLeast)); err != nil {
+				errMu.Lock()
+				s.closeErr = cmp.Or(s.closeErr, err)
+				errMu.Unlock()
+				s.l.opts.logger.Warn("mongolock: could not keep a lock until its least hold's end; it expires with its lease",
+					"session", s.id, "name", h.name, "err", err)
+			}
+		})
 	}
+	defer wg.Wait()
 	if len(holds) == 0 {
 		return
 	}
@@ -119,7 +130,9 @@ func (s *Session) releaseUnreleased() {
 	ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.ttl, cleanupTimeout))
 	defer cancel()
 	if err := s.l.store.releaseAll(ctx, s.id, tokens); err != nil {
+		errMu.Lock()
 		s.closeErr = err
+		errMu.Unlock()
 		s.l.opts.logger.Warn("mongolock: could not release the session's locks; they expire with their leases",
 			"session", s.id, "locks", len(tokens), "err", err)
 	}

@@ -169,11 +169,13 @@ func (l *Locker) probe(ctx context.Context) {
 
 // taken describes a successful acquire: the fencing token, the local time
 // the attempt was sent with the clock's error then, from which the holder
-// counts its lease, the server time it wrote as the acquire's, and the
-// other Lockers waiting for the lock.
+// counts its lease, the local time the first attempt was sent (a hold may
+// start with it, when a reply was lost), the server time the attempt wrote
+// as the acquire's, and the other Lockers waiting for the lock.
 type taken struct {
 	fence   int64
 	sent    time.Time
+	first   time.Time
 	unc     time.Duration
 	now     time.Time
 	waiting waiters
@@ -202,9 +204,10 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 	}
 	c.locker = l.id
 	pause := 10 * time.Millisecond
+	first := time.Now()
 	for {
 		now, unc := l.clock.Read()
-		t = taken{sent: time.Now(), unc: unc, now: now}
+		t = taken{sent: time.Now(), first: first, unc: unc, now: now}
 		t.fence, t.waiting, ok, err = l.store.acquire(ctx, c, now, unc)
 		if err == nil {
 			return t, ok, nil

@@ -206,7 +206,7 @@ func (s *Session) acquire(ctx context.Context, name, value string, b holdOptions
 	h.validUntil = validUntil
 	h.timer = time.AfterFunc(time.Until(h.validUntil), func() { s.expired(h) })
 	if b.atMost > 0 {
-		h.capTimer = time.AfterFunc(time.Until(t.sent.Add(b.atMost)), h.capped)
+		h.capTimer = time.AfterFunc(time.Until(t.first.Add(b.atMost)), h.capped)
 	}
 	s.holds[h.token] = h
 	s.l.waits.held(name)

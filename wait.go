@@ -39,6 +39,7 @@ type nameQueue struct {
 	pause     time.Duration   // next poll pause, shared by successive heads
 	expiry    time.Time       // server time the last seen holder's lease ends
 	firm      time.Time       // server time a kept lock frees (no one releases it before)
+	freedNews bool            // news of a release came during this process's hold
 	turnUntil time.Time       // server time another Locker's turn ends (turns.go)
 	busy      bool            // the stream's last news: taken, or another's turn
 	joiners   []string        // Lockers seen joining the waiting ones during this process's hold
@@ -95,9 +96,11 @@ func (r *waitRegistry) queue(name string) *nameQueue {
 
 // drop forgets name's queue when nothing refers to it; r.mu must be held.
 // A queue whose news says the lock is taken is kept while that holds, so
-// that a new waiter does not try in vain; sweeps forget it later.
+// that a new waiter does not try in vain, and one that knows the lock kept
+// until a time to come, so that a new waiter tries once at most before
+// it; sweeps forget it later.
 func (r *waitRegistry) drop(name string, q *nameQueue) {
-	if r.unusedLocked(q) && !r.takenLocked(q) {
+	if now, _ := r.clock.Read(); r.unusedLocked(q) && !r.takenLocked(q) && !q.firm.After(now) {
 		r.stopTurnLocked(q)
 		delete(r.names, name)
 	}
@@ -233,7 +236,7 @@ func (r *waitRegistry) takenLocked(q *nameQueue) bool {
 		return true
 	}
 	now, _ := r.clock.Read()
-	return q.firm.After(now) || r.streamOn && q.busy && (q.expiry.After(now) || q.turnUntil.After(now))
+	return r.streamOn && (q.firm.After(now) || q.busy && (q.expiry.After(now) || q.turnUntil.After(now)))
 }
 
 // state reports whether w heads name's queue, and whether it was told the
@@ -262,7 +265,9 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 		return d, poll, false
 	}
 	now, unc := r.clock.Read()
-	if firmUntil.After(now) {
+	// A taker's filter allows for its clock's error: a kept lock binds
+	// until unc after its end.
+	if firmUntil.After(now.Add(-unc)) {
 		d = firmUntil.Sub(now) + unc + time.Millisecond
 		return d, d, true
 	}
@@ -277,7 +282,7 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 			q.firm = expiry
 		}
 		r.mu.Unlock()
-		if firm && expiry.After(now) {
+		if firm && expiry.After(now.Add(-unc)) {
 			d = expiry.Sub(now) + unc + time.Millisecond
 			return d, d, true
 		}
@@ -343,7 +348,7 @@ func (r *waitRegistry) held(name string) {
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	q.local++
-	q.firm = time.Time{}
+	q.firm, q.freedNews = time.Time{}, false
 	q.joiners = q.joiners[:0]
 	q.joined = false // the acquire left the waiting Lockers
 	r.stopTurnLocked(q)
@@ -352,14 +357,17 @@ func (r *waitRegistry) held(name string) {
 
 // kept records that a hold of this process on name ended with the lock
 // kept on the server until the server time until: the head waits for that
-// time, without polling before it.
+// time, without polling before it. News of a release that came during the
+// hold (a ForceRelease of the kept lock, maybe) wakes it instead.
 func (r *waitRegistry) kept(name string, until time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	q.local--
 	signalAll(q.observers)
-	if q.local == 0 {
+	if now, unc := r.clock.Read(); q.local == 0 && (q.freedNews || !until.After(now.Add(-unc))) {
+		r.wakeLocked(q)
+	} else if q.local == 0 {
 		r.stopTurnLocked(q)
 		q.busy, q.expiry, q.turnUntil, q.firm = true, until, time.Time{}, until
 		if len(q.waiters) > 0 {
@@ -446,6 +454,7 @@ func (r *waitRegistry) notify(name string) {
 	case q.local == 0:
 		r.wakeLocked(q)
 	default:
+		q.freedNews = true // old news, or a ForceRelease of a lock about to be kept
 		signalAll(q.observers)
 	}
 }
@@ -457,6 +466,10 @@ func (r *waitRegistry) taken(name string, until time.Time, firm bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if q := r.names[name]; q != nil {
+		if now, unc := r.clock.Read(); firm && q.local == 0 && !until.After(now.Add(-unc)) {
+			r.wakeLocked(q) // kept until a time now past: free
+			return
+		}
 		r.stopTurnLocked(q)
 		q.busy, q.expiry, q.turnUntil, q.firm = true, until, time.Time{}, time.Time{}
 		if firm {
@@ -496,6 +509,9 @@ func (r *waitRegistry) streaming(on bool) {
 	for _, q := range r.names {
 		q.joined = false // joined the other way, or turns were missed: join again
 		q.busy = false   // news may have been missed
+		if !on {
+			q.firm = time.Time{} // a ForceRelease may go unseen from now on
+		}
 	}
 	if !on {
 		for _, q := range r.names {

@@ -3,12 +3,15 @@ package main_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mongolock/mongolock"
 )
 
 // TestRunHoldAtLeastOncePerTick: four hosts whose cron fires 0.4s apart
@@ -67,17 +70,24 @@ func TestRunHoldAtLeastOncePerTick(t *testing.T) {
 
 // TestRunHoldAtMost: a job still running at --hold-at-most is ended, the
 // whole group (its background child too), mongolock exits 124, and the
-// lock frees for another.
+// lock stays held while the job, which ignores SIGTERM, is being killed;
+// then it frees for another.
 func TestRunHoldAtMost(t *testing.T) {
 	e := newCLIEnv(t)
-	pidFile := filepath.Join(t.TempDir(), "pid")
-	c := e.cmd("run", "--ttl", "4s", "--hold-at-most", "2s", "capped", "--",
-		"sh", "-c", `sleep 60 >/dev/null 2>&1 & echo $! > `+pidFile+`; sleep 60`)
+	dir := t.TempDir()
+	pidFile, term := filepath.Join(dir, "pid"), filepath.Join(dir, "term")
+	c := e.cmd("run", "--hold-at-most", "1s", "--grace", "1500ms", "capped", "--",
+		"sh", "-c", `trap 'touch `+term+`' TERM; sleep 60 >/dev/null 2>&1 & echo $! > `+pidFile+`; while :; do sleep 0.05; done`)
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
 	pid := readPID(t, pidFile)
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	waitFile(t, term)
+	// SIGTERM came, SIGKILL has not yet (1.5s later): still held.
+	if err := e.locker.GetLock(context.Background(), "capped", "next", 0, 0); !errors.Is(err, mongolock.ErrLocked) {
+		t.Fatalf("GetLock while the capped job was being killed = %v, want ErrLocked", err)
+	}
 	c.Wait()
 	if code := c.ProcessState.ExitCode(); code != 124 {
 		t.Fatalf("exit status %d, want 124; stderr %s", code, c.Stderr)
@@ -88,8 +98,8 @@ func TestRunHoldAtMost(t *testing.T) {
 	if !strings.Contains(c.Stderr.(*bytes.Buffer).String(), "--hold-at-most") {
 		t.Fatalf("stderr does not name the cap: %s", c.Stderr)
 	}
-	if err := e.locker.GetLock(context.Background(), "capped", "next", 10*time.Second, 0); err != nil {
-		t.Fatalf("the lock did not free after the cap: %v", err)
+	if err := e.locker.GetLock(context.Background(), "capped", "next", 0, 0); err != nil {
+		t.Fatalf("the lock was not released after the capped job: %v", err)
 	}
 }
 

@@ -32,14 +32,15 @@ func (c *cli) run(args []string) int {
 			"SIGINT).\n"+
 			"--hold-at-least D keeps the lock taken until D after it was acquired however soon CMD\n"+
 			"exits, so that hosts whose cron fires a little apart run the job once: take D a little\n"+
-			"under the schedule's period. --hold-at-most D ends a job that runs longer as a lost\n"+
-			"lock does (SIGTERM, SIGKILL after --grace, the whole job) and exits 124, as timeout(1).")
+			"under the schedule's period. --hold-at-most D ends a job still running D after it\n"+
+			"started (SIGTERM, SIGKILL after --grace, the whole job), releases the lock once the job\n"+
+			"is gone, and exits 124, as timeout(1).")
 	ttl := fs.Duration("ttl", mongolock.DefaultTTL, "lease length, renewed while CMD runs")
 	wait := fs.Duration("wait", -1, "give up (exit 75) if not locked within this time; 0 tries once; default waits forever")
 	grace := fs.Duration("grace", 0, "time between SIGTERM and SIGKILL when the lock is lost (default TTL/20; must be below TTL/10)")
 	owner := fs.String("owner", "", "owner recorded with the lock (default hostname:pid)")
 	least := fs.Duration("hold-at-least", 0, "keep the lock until this long after acquiring it, however soon CMD exits")
-	most := fs.Duration("hold-at-most", 0, "end CMD (exit 124) if it still runs this long after the lock was acquired; 0: no cap")
+	most := fs.Duration("hold-at-most", 0, "end CMD (exit 124) if it still runs this long after it started; 0: no cap")
 	quiet := fs.Bool("quiet", false, "say nothing when the lock is held by another (exit 75)")
 	if code, ok := c.parse(fs, args); !ok {
 		return code
@@ -131,7 +132,9 @@ func (c *cli) run(args []string) int {
 		return c.fail(err)
 	}
 	defer s.Close()
-	m := s.NewMutex(name, mongolock.WithHoldAtLeast(*least), mongolock.WithHoldAtMost(*most))
+	// The cap is timed here, not by WithHoldAtMost: the lock stays held,
+	// and renewed, until the capped job is gone.
+	m := s.NewMutex(name, mongolock.WithHoldAtLeast(*least))
 
 	code, ok := c.acquire(ctx, m, *wait)
 	if sig := stopWatching(); sig != 0 {
@@ -143,9 +146,9 @@ func (c *cli) run(args []string) int {
 	if !ok {
 		return code
 	}
-	defer m.Unlock()
+	defer c.unlock(m)
 	adoptOrphans()
-	return c.runHeld(m, argv, *grace, sigs)
+	return c.runHeld(m, argv, *grace, *most, sigs)
 }
 
 // acquire takes the lock within wait (negative: forever); ctx ends on a
@@ -204,16 +207,22 @@ func (c *cli) skipped(ctx context.Context, name string, wait time.Duration) {
 	fmt.Fprintf(c.stderr, "mongolock: %q %s%s: not running the command\n", name, held, by)
 }
 
+// unlock releases m once the job is gone, or keeps it until the least
+// hold's end, and says so when that failed: the lock then expires with its
+// lease, which may come before --hold-at-least's end.
+func (c *cli) unlock(m *mongolock.Mutex) {
+	if err := m.Unlock(); err != nil && !errors.Is(err, mongolock.ErrLockLost) && !errors.Is(err, mongolock.ErrNotHeld) {
+		fmt.Fprintf(c.stderr, "mongolock: %v\n", err)
+	}
+}
+
 // runHeld runs argv in a process group of its own while m is held, and
-// returns its exit status, or exitLost if the hold ended first (exitCapped
-// at its --hold-at-most cap).
-func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, sigs chan os.Signal) int {
+// returns its exit status; exitLost if the hold ended first; exitCapped if
+// the job still ran most (if positive) after it started, and was ended.
+func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace, most time.Duration, sigs chan os.Signal) int {
 	select {
 	case <-m.Done():
 		fmt.Fprintf(c.stderr, "mongolock: lock %q lost before the command started (%v); not running it\n", m.Name(), m.Err())
-		if errors.Is(m.Err(), mongolock.ErrHoldCapped) {
-			return exitCapped
-		}
 		return exitLost
 	default:
 	}
@@ -239,8 +248,11 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, si
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	lost := m.Done()
-	wasLost, killed := false, false
-	var kill <-chan time.Time
+	wasLost, killed, wasCapped := false, false, false
+	var kill, capped <-chan time.Time
+	if most > 0 {
+		capped = time.After(most)
+	}
 	reap := time.NewTicker(time.Second) // orphans of the job that exited
 	defer reap.Stop()
 	for {
@@ -259,11 +271,15 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, si
 			lost, wasLost = nil, true
 			job.signal(syscall.SIGTERM) // before anything that could block
 			kill = time.After(grace)
-			if errors.Is(m.Err(), mongolock.ErrHoldCapped) {
-				fmt.Fprintf(c.stderr, "mongolock: the job on %q ran past --hold-at-most: terminating it\n", m.Name())
-			} else {
-				fmt.Fprintf(c.stderr, "mongolock: lock %q lost (%v): terminating the job\n", m.Name(), m.Err())
+			fmt.Fprintf(c.stderr, "mongolock: lock %q lost (%v): terminating the job\n", m.Name(), m.Err())
+		case <-capped:
+			// Still holding: the lock is released once the job is gone.
+			capped, wasCapped = nil, true
+			job.signal(syscall.SIGTERM)
+			if kill == nil {
+				kill = time.After(grace)
 			}
+			fmt.Fprintf(c.stderr, "mongolock: the job on %q ran past --hold-at-most %v: terminating it\n", m.Name(), most)
 		case <-kill:
 			job.signal(syscall.SIGKILL)
 			kill, killed = nil, true
@@ -280,15 +296,15 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace time.Duration, si
 				default:
 				}
 			}
-			if wasLost && errors.Is(m.Err(), mongolock.ErrHoldCapped) {
-				fmt.Fprintf(c.stderr, "mongolock: the job on %q was ended at its cap (its status was %d): exiting %d\n",
-					m.Name(), code, exitCapped)
-				return exitCapped
-			}
 			if wasLost {
 				fmt.Fprintf(c.stderr, "mongolock: lock %q was lost while the command ran (its status was %d): exiting %d\n",
 					m.Name(), code, exitLost)
 				return exitLost
+			}
+			if wasCapped {
+				fmt.Fprintf(c.stderr, "mongolock: the job on %q was ended at --hold-at-most (its status was %d): exiting %d\n",
+					m.Name(), code, exitCapped)
+				return exitCapped
 			}
 			return code
 		}
