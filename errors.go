@@ -3,6 +3,7 @@ package mongolock
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -35,7 +36,9 @@ var (
 	// ErrNoLeader is returned by Election.Leader when no one leads.
 	ErrNoLeader = errors.New("mongolock: no leader")
 	// ErrInvalidName is returned for an empty name, a name longer than
-	// MaxNameLen bytes, or one that is not valid UTF-8.
+	// MaxNameLen bytes, one that is not valid UTF-8, or one that contains
+	// U+001F (the unit separator, which separates a semaphore's name from
+	// its slots' numbers).
 	ErrInvalidName = errors.New("mongolock: invalid lock name")
 	// ErrInvalidOwner is returned for an empty or invalid owner.
 	ErrInvalidOwner = errors.New("mongolock: invalid owner")
@@ -50,11 +53,23 @@ var (
 	// negative WithHoldAtLeast or WithHoldAtMost, or a cap below the
 	// least hold).
 	ErrInvalidOption = errors.New("mongolock: invalid option")
+	// ErrLimitMismatch is returned by Semaphore.Acquire and TryAcquire
+	// when the semaphore's slots were made by a party that gave another
+	// limit: parties must agree on it.
+	ErrLimitMismatch = errors.New("mongolock: semaphore limit mismatch")
 	// ErrNilCollection is returned by New for a nil collection.
 	ErrNilCollection = errors.New("mongolock: nil collection")
 )
 
-func validName(name string) error { return validString(name, ErrInvalidName) }
+func validName(name string) error {
+	if err := validString(name, ErrInvalidName); err != nil {
+		return err
+	}
+	if strings.Contains(name, slotSep) {
+		return fmt.Errorf("%w: contains U+001F, which separates a semaphore's name from its slots", ErrInvalidName)
+	}
+	return nil
+}
 
 func validOwner(owner string) error { return validString(owner, ErrInvalidOwner) }
 

@@ -34,6 +34,20 @@ func exampleLocker(coll string) (*mongolock.Locker, func()) {
 	}
 }
 
+// exampleSession returns a session of a Locker on a fresh collection, with
+// a function that closes it and cleans up.
+func exampleSession(coll string) (*mongolock.Session, func()) {
+	locker, cleanup := exampleLocker(coll)
+	session, err := locker.NewSession(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	return session, func() {
+		session.Close()
+		cleanup()
+	}
+}
+
 func ExampleMutex_Lock() {
 	locker, cleanup := exampleLocker("example_mutex")
 	defer cleanup()
@@ -67,20 +81,15 @@ func ExampleMutex_Lock() {
 }
 
 func ExampleMutex_TryLock() {
-	locker, cleanup := exampleLocker("example_trylock")
+	session, cleanup := exampleSession("example_trylock")
 	defer cleanup()
 	ctx := context.Background()
-	session, err := locker.NewSession(ctx)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer session.Close()
 
 	first, second := session.NewMutex("cron"), session.NewMutex("cron")
 	if err := first.TryLock(ctx); err != nil {
 		log.Fatal(err)
 	}
-	err = second.TryLock(ctx)
+	err := second.TryLock(ctx)
 	fmt.Println("second:", errors.Is(err, mongolock.ErrLocked))
 	first.Unlock()
 	fmt.Println("after unlock:", second.TryLock(ctx))
@@ -204,14 +213,9 @@ func lead(ctx context.Context) {
 // ends, so a host that fires late finds it taken and skips the tick. A job
 // that hangs is ended after 5 minutes.
 func ExampleWithHoldAtLeast() {
-	locker, cleanup := exampleLocker("example_hold")
+	session, cleanup := exampleSession("example_hold")
 	defer cleanup()
 	ctx := context.Background()
-	session, err := locker.NewSession(ctx)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer session.Close()
 
 	job := session.NewMutex("nightly-report",
 		mongolock.WithHoldAtLeast(50*time.Second), mongolock.WithHoldAtMost(5*time.Minute))
@@ -229,4 +233,30 @@ func ExampleWithHoldAtLeast() {
 	// Output:
 	// running the report
 	// mongolock: locked by another holder: "nightly-report"
+}
+
+// At most two imports run at once, across every process: each takes a
+// permit and gives it back when done.
+func ExampleSemaphore_Acquire() {
+	session, cleanup := exampleSession("example_semaphore")
+	defer cleanup()
+	ctx := context.Background()
+
+	imports := session.NewSemaphore("import", 2)
+	first, err := imports.Acquire(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer first.Release()
+	second, err := imports.Acquire(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("slots", first.Slot(), second.Slot())
+	_, err = imports.TryAcquire(ctx)
+	fmt.Println("third:", errors.Is(err, mongolock.ErrLocked))
+	second.Release()
+	// Output:
+	// slots 0 1
+	// third: true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func FuzzValidation(f *testing.F) {
 	defer l.Close()
 	f.Fuzz(func(t *testing.T, name, owner string) {
 		err := l.GetLock(context.Background(), name, owner, 0, time.Second)
-		badName := name == "" || len(name) > mongolock.MaxNameLen || !utf8.ValidString(name)
+		badName := name == "" || len(name) > mongolock.MaxNameLen || !utf8.ValidString(name) || strings.Contains(name, "\x1f")
 		badOwner := owner == "" || len(owner) > mongolock.MaxNameLen || !utf8.ValidString(owner)
 		switch {
 		case badName:

@@ -1,6 +1,7 @@
 package mongolock
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -14,7 +15,8 @@ var testHookReleased func(*Session)
 // Its fields after bounds are guarded by s.mu.
 type hold struct {
 	s          *Session
-	name       string
+	name       string // the document held: the lock's name, or a semaphore's slot
+	sem        string // a permit's semaphore; "" for other holds
 	token      string
 	fence      int64
 	waiting    waiters   // who else waited, as the acquire saw it
@@ -33,9 +35,22 @@ type hold struct {
 // waiters that the name may be free; s.mu must be held.
 func (h *hold) end(err error) {
 	if h.endLocal(err) {
+		h.ended()
+	}
+}
+
+// ended tells this process's waiters that the hold ended: a permit's
+// semaphore may have one free.
+func (h *hold) ended() {
+	if h.sem != "" {
+		h.s.l.waits.wake(h.sem)
+	} else {
 		h.s.l.waits.released(h.name)
 	}
 }
+
+// queue is the name this process's waiters for the hold's lock wait on.
+func (h *hold) queue() string { return cmp.Or(h.sem, h.name) }
 
 // endLocal ends the hold in this process only: Done closes, keepalive stops
 // renewing it. It reports false if the hold had ended already. The caller
@@ -99,6 +114,12 @@ func (h *hold) release() error {
 	s.mu.Unlock()
 	if until := h.keepUntil(); !until.IsZero() {
 		return h.keep(until)
+	}
+	if h.sem != "" {
+		defer s.l.waits.wake(h.sem)
+		return h.unlocked(h.write(func(ctx context.Context) (bool, error) {
+			return s.l.store.release(ctx, h.name, h.token, turn{})
+		}))
 	}
 	waits := s.l.waits
 	t := waits.turnFor(h.name, h.waiting, s.l.clock.Now())

@@ -137,6 +137,6 @@ func (s *Session) releaseUnreleased() {
 			"session", s.id, "locks", len(tokens), "err", err)
 	}
 	for _, h := range holds {
-		s.l.waits.wake(h.name)
+		s.l.waits.wake(h.queue())
 	}
 }

@@ -173,6 +173,7 @@ func (l *Locker) probe(ctx context.Context) {
 // start with it, when a reply was lost), the server time the attempt wrote
 // as the acquire's, and the other Lockers waiting for the lock.
 type taken struct {
+	id      string // the document taken: the name, or a semaphore's slot
 	fence   int64
 	sent    time.Time
 	first   time.Time
@@ -208,22 +209,26 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 	for {
 		now, unc := l.clock.Read()
 		t = taken{sent: time.Now(), first: first, unc: unc, now: now}
-		t.fence, t.waiting, ok, err = l.store.acquire(ctx, c, now, unc)
+		var doc *lockDoc
+		doc, ok, err = l.store.acquire(ctx, c, now, unc)
 		if err == nil {
+			if ok {
+				t.fence, t.waiting, t.id = doc.Fence, doc.waiters(now), doc.Name
+			}
 			return t, ok, nil
 		}
 		if !ambiguous(err) || !sleep(ctx, pause) {
 			break
 		}
 		if stopped := l.stopped(stop, stopErr); stopped != nil {
-			l.cleanupLater(c.name, c.holder)
+			l.forget(c)
 			return t, false, stopped
 		}
 		l.opts.logger.Debug("mongolock: acquire outcome unknown; retrying with the same token", "name", c.name, "err", err)
 		pause = min(2*pause, time.Second)
 	}
 	if ambiguous(err) || ctx.Err() != nil {
-		l.cleanupLater(c.name, c.holder)
+		l.forget(c)
 	}
 	if err := deadlineNear(ctx, err); err != nil {
 		return t, false, err
@@ -280,23 +285,46 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// cleanupLater releases, in the background and within cleanupTimeout, a
-// hold whose acquire may have succeeded unseen: the caller's context may be
-// gone, and its caller must not wait for the server. Close waits for these.
-// After Close it runs in the caller instead, so that nothing outlives it.
-func (l *Locker) cleanupLater(name, holder string) {
+// forget releases, in the background, what an attempt for c may have
+// taken unseen: for a permit, the slot c.holder holds, whichever it is.
+func (l *Locker) forget(c claim) {
+	if c.slots == nil {
+		l.cleanupLater(c.name, c.holder)
+		return
+	}
+	l.background(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		if err := l.store.releaseAll(ctx, c.session, []string{c.holder}); err != nil {
+			l.opts.logger.Warn("mongolock: could not release a permit whose acquire was not confirmed; it expires with its lease",
+				"semaphore", c.name, "err", err)
+		}
+	})
+}
+
+// background runs f in a goroutine that Close waits for, or, after Close,
+// in the caller, so that nothing outlives it.
+func (l *Locker) background(f func()) {
 	l.bgMu.Lock()
 	if l.isClosed() != nil {
 		l.bgMu.Unlock()
-		l.cleanup(name, holder)
+		f()
 		return
 	}
 	l.bg.Add(1)
 	l.bgMu.Unlock()
 	go func() {
 		defer l.bg.Done()
-		l.cleanup(name, holder)
+		f()
 	}()
+}
+
+// cleanupLater releases, in the background and within cleanupTimeout, a
+// hold whose acquire may have succeeded unseen: the caller's context may be
+// gone, and its caller must not wait for the server. Close waits for these.
+// After Close it runs in the caller instead, so that nothing outlives it.
+func (l *Locker) cleanupLater(name, holder string) {
+	l.background(func() { l.cleanup(name, holder) })
 }
 
 // cleanup releases holder's possible hold of name within cleanupTimeout.

@@ -177,10 +177,19 @@ func (s *Session) endedErrLocked() error {
 // acquire makes one attempt (with its lost-reply retries) to take name for
 // a new hold of this session, bounded as b says.
 func (s *Session) acquire(ctx context.Context, name, value string, b holdOptions) (*hold, bool, error) {
+	return s.acquireClaim(ctx, claim{name: name, value: value}, b)
+}
+
+// acquireClaim makes one attempt for c, completed with the session's
+// owner, id and TTL and a new holder token, for a new hold of this session.
+// A permit's hold is on the slot it took, and is not counted among this
+// process's holds of the semaphore's name: other permits may be free.
+func (s *Session) acquireClaim(ctx context.Context, c claim, b holdOptions) (*hold, bool, error) {
 	if err := s.ended(); err != nil {
 		return nil, false, err
 	}
-	c := claim{name: name, owner: s.opts.owner, holder: newToken(), session: s.id, value: value, ttl: s.opts.ttl}
+	name := c.name
+	c.owner, c.holder, c.session, c.ttl = s.opts.owner, newToken(), s.id, s.opts.ttl
 	t, ok, err := s.l.take(ctx, c, s.done, s.ended)
 	if err != nil || !ok {
 		return nil, ok, err
@@ -197,19 +206,24 @@ func (s *Session) acquire(ctx context.Context, name, value string, b holdOptions
 	}
 	if err != nil {
 		s.mu.Unlock()
-		s.l.cleanupLater(name, c.holder)
+		s.l.forget(c)
 		return nil, false, err
 	}
 	defer s.mu.Unlock()
-	h := &hold{s: s, name: name, token: c.holder, fence: t.fence, waiting: t.waiting,
+	h := &hold{s: s, name: t.id, token: c.holder, fence: t.fence, waiting: t.waiting,
 		acquiredAt: t.now, bounds: b, done: make(chan struct{})}
+	if c.slots != nil {
+		h.sem = name
+	}
 	h.validUntil = validUntil
 	h.timer = time.AfterFunc(time.Until(h.validUntil), func() { s.expired(h) })
 	if b.atMost > 0 {
 		h.capTimer = time.AfterFunc(time.Until(t.first.Add(b.atMost)), h.capped)
 	}
 	s.holds[h.token] = h
-	s.l.waits.held(name)
+	if h.sem == "" {
+		s.l.waits.held(name)
+	}
 	return h, true, nil
 }
 

@@ -30,6 +30,9 @@ type lockDoc struct {
 	Heir    string               `bson:"heir"`
 	Waiting map[string]time.Time `bson:"waiting"`
 	Pollers map[string]time.Time `bson:"pollers"`
+	// Limit is set in a semaphore's slot documents (semaphore.go): the
+	// limit their creator gave.
+	Limit int `bson:"limit,omitempty"`
 }
 
 // live reports whether the document shows a holder whose lease has not
@@ -47,6 +50,10 @@ type claim struct {
 	locker  string // the Locker taking it: the heir it may be
 	value   string // the leader's value, for elections
 	ttl     time.Duration
+	// A semaphore's permit: any free one of these slot documents, each
+	// made with limit (semaphore.go); name is then the semaphore's.
+	slots []string
+	limit int
 }
 
 // store runs the lock document operations, each one round trip.
@@ -61,8 +68,8 @@ type store struct {
 var acquireOpts = mopt.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(mopt.After)
 
 // acquire takes the lock for c in one findOneAndUpdate with upsert. It
-// returns the new fencing token and who else waits for the lock, or ok
-// false when another holder has a live lease or another Locker's turn
+// returns the lock's document after it (with the new fencing token and who
+// else waits for the lock), or ok false when another holder has a live lease or another Locker's turn
 // runs (the upsert's insert then fails on the duplicate _id). The filter
 // also matches the lock when c.holder already holds it, so that an attempt
 // whose reply was lost can be repeated with the same token. The taker
@@ -71,7 +78,10 @@ var acquireOpts = mopt.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(mopt
 // now and unc are one reading of the server-clock estimate and its error.
 // The lease's end is written with $max: an attempt applied late (after a
 // retry of it got through) cannot move it back.
-func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Duration) (fence int64, w waiters, ok bool, err error) {
+func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Duration) (*lockDoc, bool, error) {
+	if c.slots != nil {
+		return s.acquirePermit(ctx, c, now, unc)
+	}
 	// A lease (or an heir's turn) is over only when it is over whatever
 	// our clock's error.
 	surelyPast := now.Add(-unc)
@@ -100,16 +110,56 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 		{Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}},
 	}
 	var doc lockDoc
-	err = s.coll.FindOneAndUpdate(ctx, filter, update, acquireOpts).Decode(&doc)
+	err := s.coll.FindOneAndUpdate(ctx, filter, update, acquireOpts).Decode(&doc)
 	switch {
 	case err == nil:
-		return doc.Fence, doc.waiters(now), true, nil
+		return &doc, true, nil
 	case mongo.IsDuplicateKeyError(err):
-		return 0, waiters{}, false, nil
+		return nil, false, nil
 	default:
-		return 0, waiters{}, false, err
+		return nil, false, err
 	}
 }
+
+// acquirePermit takes any free slot of a semaphore for c in one
+// findOneAndUpdate over the slots: MongoDB applies it to one matching
+// document, atomically. The slots exist already (ensureSlots), so there is
+// no upsert; only slots made with c.limit match. It returns the slot's
+// document after it. As acquire, the filter also matches the slot c.holder
+// already holds, for a repeated attempt.
+func (s *store) acquirePermit(ctx context.Context, c claim, now time.Time, unc time.Duration) (*lockDoc, bool, error) {
+	filter := bson.D{
+		{Key: "_id", Value: bson.D{{Key: "$in", Value: c.slots}}},
+		{Key: "limit", Value: c.limit},
+		{Key: "$or", Value: bson.A{
+			bson.D{{Key: "holder", Value: nil}},
+			bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: now.Add(-unc)}}}},
+			bson.D{{Key: "holder", Value: c.holder}},
+		}},
+	}
+	update := bson.D{
+		{Key: "$set", Value: bson.D{
+			{Key: "owner", Value: c.owner},
+			{Key: "holder", Value: c.holder},
+			{Key: "session", Value: c.session},
+			{Key: "acquiredAt", Value: now},
+		}},
+		{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: now.Add(c.ttl)}}},
+		{Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}},
+	}
+	var doc lockDoc
+	err := s.coll.FindOneAndUpdate(ctx, filter, update, permitOpts).Decode(&doc)
+	switch {
+	case err == nil:
+		return &doc, true, nil
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return nil, false, nil
+	default:
+		return nil, false, err
+	}
+}
+
+var permitOpts = mopt.FindOneAndUpdate().SetReturnDocument(mopt.After)
 
 // release frees the lock if holder still holds it, and reports whether it
 // did. With t.heir set, only that Locker's waiters may take it until

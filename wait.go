@@ -132,6 +132,9 @@ type attempt struct {
 	// eager: a new head tries at once even when the lock looks taken (the
 	// seed API's owner takes its own lock again).
 	eager bool
+	// noTurns: the name has no lock document of its own to join turns in
+	// (a semaphore's).
+	noTurns bool
 }
 
 // wait queues behind the waiters of name and returns when a.try succeeds
@@ -166,8 +169,13 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 		pollAt = time.Now().Add(poll)
 		timer.Reset(d)
 	}
+	join := func() {
+		if !a.noTurns {
+			r.join(ctx, name)
+		}
+	}
 	if head && !tryNow {
-		r.join(ctx, name)
+		join()
 		r.mu.Lock()
 		if now, _ := r.clock.Read(); q.local == 0 && q.turnUntil.After(now) {
 			r.armTurnLocked(name, q, q.turnUntil) // armed while no one waited
@@ -185,7 +193,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			if ok {
 				return nil
 			}
-			r.join(ctx, name)
+			join()
 			if !wanted {
 				wanted = true
 				r.want()
@@ -215,7 +223,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 				// stream of acquires by others must not put it off for
 				// ever (the poll also repairs this process's place among
 				// the waiting ones).
-				r.join(ctx, name)
+				join()
 				d, _, firm := r.nextWait(ctx, name, nil) // news: no round trip
 				switch {
 				case firm: // a kept lock: nothing frees it before, no poll needed
@@ -448,6 +456,12 @@ func (r *waitRegistry) unwant() {
 func (r *waitRegistry) notify(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if sem, ok := semaphoreOf(name); ok {
+		if q := r.names[sem]; q != nil {
+			r.wakeLocked(q) // a permit of it may be free
+		}
+		return
+	}
 	q := r.names[name]
 	switch {
 	case q == nil:

@@ -1,7 +1,7 @@
 // Command mongolock runs a command under a distributed lock stored in
 // MongoDB, like flock(1) across hosts, and shows and clears locks.
 //
-//	mongolock run [--ttl D] [--wait D] [--hold-at-least D] [--hold-at-most D] NAME -- CMD ARGS...
+//	mongolock run [--ttl D] [--wait D] [--hold-at-least D] [--hold-at-most D] [--limit N] NAME -- CMD ARGS...
 //	mongolock status [--json] NAME
 //	mongolock list [--json] [PREFIX]
 //	mongolock release --force NAME
@@ -38,7 +38,7 @@ const (
 const usage = `mongolock: a distributed lock in MongoDB, for commands and operators.
 
 Usage:
-  mongolock run [--ttl D] [--wait D] [--hold-at-least D] [--hold-at-most D] NAME -- CMD ARGS...
+  mongolock run [--ttl D] [--wait D] [--hold-at-least D] [--hold-at-most D] [--limit N] NAME -- CMD ARGS...
                                                            run CMD while holding NAME
   mongolock status [--json] NAME                           show one lock
   mongolock list [--json] [PREFIX]                         show every lock (whose name starts with PREFIX)
@@ -168,7 +168,7 @@ func (c *cli) disconnect() {
 // fail prints err and returns the exit status for it.
 func (c *cli) fail(err error) int {
 	fmt.Fprintln(c.stderr, "mongolock:", err)
-	if errors.Is(err, mongolock.ErrInvalidName) || errors.Is(err, mongolock.ErrInvalidTTL) {
+	if errors.Is(err, mongolock.ErrInvalidName) || errors.Is(err, mongolock.ErrInvalidTTL) || errors.Is(err, mongolock.ErrLimitMismatch) {
 		return exitUsage
 	}
 	return 1

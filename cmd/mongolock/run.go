@@ -17,7 +17,7 @@ import (
 
 // run holds the lock NAME while CMD runs, as flock(1) does on one host.
 func (c *cli) run(args []string) int {
-	fs := c.flags("run", "[--ttl D] [--wait D] [--grace D] [--hold-at-least D] [--hold-at-most D] [--quiet] NAME -- CMD ARGS...",
+	fs := c.flags("run", "[--ttl D] [--wait D] [--grace D] [--hold-at-least D] [--hold-at-most D] [--limit N] [--quiet] NAME -- CMD ARGS...",
 		"mongolock run --wait 0 --hold-at-least 50s nightly-report -- ./report.sh --full",
 		"Waits for the lock NAME, runs CMD with MONGOLOCK_NAME and MONGOLOCK_TOKEN (the fencing\n"+
 			"token) in its environment, releases the lock when CMD exits and exits with CMD's status.\n"+
@@ -34,7 +34,9 @@ func (c *cli) run(args []string) int {
 			"exits, so that hosts whose cron fires a little apart run the job once: take D a little\n"+
 			"under the schedule's period. --hold-at-most D ends a job still running D after it\n"+
 			"started (SIGTERM, SIGKILL after --grace, the whole job), releases the lock once the job\n"+
-			"is gone, and exits 124, as timeout(1).")
+			"is gone, and exits 124, as timeout(1).\n"+
+			"--limit N lets up to N jobs run at once (a semaphore of N permits, as consul lock -n);\n"+
+			"every host must give the same N. The job also gets MONGOLOCK_SLOT, its permit's number.")
 	ttl := fs.Duration("ttl", mongolock.DefaultTTL, "lease length, renewed while CMD runs")
 	wait := fs.Duration("wait", -1, "give up (exit 75) if not locked within this time; 0 tries once; default waits forever")
 	grace := fs.Duration("grace", 0, "time between SIGTERM and SIGKILL when the lock is lost (default TTL/20; must be below TTL/10)")
@@ -42,6 +44,7 @@ func (c *cli) run(args []string) int {
 	least := fs.Duration("hold-at-least", 0, "keep the lock until this long after acquiring it, however soon CMD exits")
 	most := fs.Duration("hold-at-most", 0, "end CMD (exit 124) if it still runs this long after it started; 0: no cap")
 	quiet := fs.Bool("quiet", false, "say nothing when the lock is held by another (exit 75)")
+	limit := fs.Int("limit", 1, "let up to this many jobs hold NAME at once (a semaphore, as consul lock -n)")
 	if code, ok := c.parse(fs, args); !ok {
 		return code
 	}
@@ -62,6 +65,11 @@ func (c *cli) run(args []string) int {
 	if *least < 0 || *most < 0 || (*most > 0 && *most < *least) {
 		fmt.Fprintf(c.stderr, "mongolock run: --hold-at-least %v and --hold-at-most %v must not be negative, "+
 			"and the cap not below the least hold\n", *least, *most)
+		return exitUsage
+	}
+	if *limit < 1 || *limit > mongolock.MaxLimit || (*limit > 1 && *least > 0) {
+		fmt.Fprintf(c.stderr, "mongolock run: --limit %d must be between 1 and %d, and not given with --hold-at-least\n",
+			*limit, mongolock.MaxLimit)
 		return exitUsage
 	}
 	c.quiet = *quiet
@@ -134,62 +142,124 @@ func (c *cli) run(args []string) int {
 	defer s.Close()
 	// The cap is timed here, not by WithHoldAtMost: the lock stays held,
 	// and renewed, until the capped job is gone.
-	m := s.NewMutex(name, mongolock.WithHoldAtLeast(*least))
+	t := mutexTaker(s.NewMutex(name, mongolock.WithHoldAtLeast(*least)))
+	if *limit != 1 {
+		t = semaphoreTaker(s.NewSemaphore(name, *limit))
+	}
 
-	code, ok := c.acquire(ctx, m, *wait)
+	h, code, ok := c.acquire(ctx, t, *wait)
 	if sig := stopWatching(); sig != 0 {
 		if ok {
-			m.Unlock()
+			h.release()
 		}
 		return sig
 	}
 	if !ok {
 		return code
 	}
-	defer c.unlock(m)
+	defer c.unlock(h)
 	adoptOrphans()
-	return c.runHeld(m, argv, *grace, *most, sigs)
+	return c.runHeld(h, argv, *grace, *most, sigs)
+}
+
+// held is what run holds while the job runs: a Mutex's hold, or a
+// semaphore's permit.
+type held struct {
+	name    string
+	slot    int // a permit's; -1 for a Mutex
+	done    <-chan struct{}
+	err     func() error
+	token   int64
+	release func() error
+}
+
+// taker takes the lock NAME: one attempt, or a wait.
+type taker struct {
+	name      string
+	try, wait func(ctx context.Context) (held, error)
+	taken     string // what a skipped run says of the lock's holders
+}
+
+func mutexTaker(m *mongolock.Mutex) taker {
+	h := func() held { return held{m.Name(), -1, m.Done(), m.Err, m.Token(), m.Unlock} }
+	return taker{
+		name: m.Name(),
+		try: func(ctx context.Context) (held, error) {
+			err := m.TryLock(ctx)
+			return h(), err
+		},
+		wait: func(ctx context.Context) (held, error) {
+			err := m.Lock(ctx)
+			return h(), err
+		},
+	}
+}
+
+func semaphoreTaker(sem *mongolock.Semaphore) taker {
+	h := func(p *mongolock.Permit, err error) (held, error) {
+		if err != nil {
+			return held{}, err
+		}
+		return held{sem.Name(), p.Slot(), p.Done(), p.Err, p.Token(), p.Release}, nil
+	}
+	return taker{
+		name:  sem.Name(),
+		try:   func(ctx context.Context) (held, error) { return h(sem.TryAcquire(ctx)) },
+		wait:  func(ctx context.Context) (held, error) { return h(sem.Acquire(ctx)) },
+		taken: fmt.Sprintf("has all its %d permits held", sem.Limit()),
+	}
 }
 
 // acquire takes the lock within wait (negative: forever); ctx ends on a
 // terminating signal.
-func (c *cli) acquire(ctx context.Context, m *mongolock.Mutex, wait time.Duration) (int, bool) {
+func (c *cli) acquire(ctx context.Context, t taker, wait time.Duration) (held, int, bool) {
 	if wait == 0 {
-		if err := m.TryLock(ctx); err != nil {
+		h, err := t.try(ctx)
+		if err != nil {
 			if ctx.Err() != nil {
-				return 0, false // a signal: the caller reports it
+				return h, 0, false // a signal: the caller reports it
 			}
 			if errors.Is(err, mongolock.ErrLocked) {
-				c.skipped(ctx, m.Name(), 0)
-				return exitTimeout, false
+				c.skipped(ctx, t, 0)
+				return h, exitTimeout, false
 			}
-			return c.fail(err), false
+			return h, c.fail(err), false
 		}
-		return 0, true
+		return h, 0, true
 	}
 	wctx, cancel := ctx, context.CancelFunc(func() {})
 	if wait > 0 {
 		wctx, cancel = context.WithTimeout(ctx, wait)
 	}
 	defer cancel()
-	if err := m.Lock(wctx); err != nil {
+	h, err := t.wait(wctx)
+	if err != nil {
 		if ctx.Err() != nil {
-			return 0, false // a signal: the caller reports it
+			return h, 0, false // a signal: the caller reports it
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
-			c.skipped(ctx, m.Name(), wait)
-			return exitTimeout, false
+			c.skipped(ctx, t, wait)
+			return h, exitTimeout, false
 		}
-		return c.fail(err), false
+		return h, c.fail(err), false
 	}
-	return 0, true
+	return h, 0, true
 }
 
 // skipped says, in one line unless --quiet, that the job does not run
 // because name is held (after waiting wait, if positive), by whom and until
 // when.
-func (c *cli) skipped(ctx context.Context, name string, wait time.Duration) {
+func (c *cli) skipped(ctx context.Context, t taker, wait time.Duration) {
 	if c.quiet {
+		return
+	}
+	name := t.name
+	if t.taken != "" {
+		after := ""
+		if wait > 0 {
+			after = fmt.Sprintf(" after %v", wait)
+		}
+		fmt.Fprintf(c.stderr, "mongolock: %q %s%s: not running the command\n", name, t.taken, after)
 		return
 	}
 	held := "is held"
@@ -207,11 +277,11 @@ func (c *cli) skipped(ctx context.Context, name string, wait time.Duration) {
 	fmt.Fprintf(c.stderr, "mongolock: %q %s%s: not running the command\n", name, held, by)
 }
 
-// unlock releases m once the job is gone, or keeps it until the least
+// unlock releases h once the job is gone, or keeps it until the least
 // hold's end, and says so when that failed: the lock then expires with its
 // lease, which may come before --hold-at-least's end.
-func (c *cli) unlock(m *mongolock.Mutex) {
-	if err := m.Unlock(); err != nil && !errors.Is(err, mongolock.ErrLockLost) && !errors.Is(err, mongolock.ErrNotHeld) {
+func (c *cli) unlock(h held) {
+	if err := h.release(); err != nil && !errors.Is(err, mongolock.ErrLockLost) && !errors.Is(err, mongolock.ErrNotHeld) {
 		fmt.Fprintf(c.stderr, "mongolock: %v\n", err)
 	}
 }
@@ -219,10 +289,10 @@ func (c *cli) unlock(m *mongolock.Mutex) {
 // runHeld runs argv in a process group of its own while m is held, and
 // returns its exit status; exitLost if the hold ended first; exitCapped if
 // the job still ran most (if positive) after it started, and was ended.
-func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace, most time.Duration, sigs chan os.Signal) int {
+func (c *cli) runHeld(m held, argv []string, grace, most time.Duration, sigs chan os.Signal) int {
 	select {
-	case <-m.Done():
-		fmt.Fprintf(c.stderr, "mongolock: lock %q lost before the command started (%v); not running it\n", m.Name(), m.Err())
+	case <-m.done:
+		fmt.Fprintf(c.stderr, "mongolock: lock %q lost before the command started (%v); not running it\n", m.name, m.err())
 		return exitLost
 	default:
 	}
@@ -232,7 +302,10 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace, most time.Durati
 		return 127
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), "MONGOLOCK_NAME="+m.Name(), "MONGOLOCK_TOKEN="+strconv.FormatInt(m.Token(), 10))
+	cmd.Env = append(os.Environ(), "MONGOLOCK_NAME="+m.name, "MONGOLOCK_TOKEN="+strconv.FormatInt(m.token, 10))
+	if m.slot >= 0 {
+		cmd.Env = append(cmd.Env, "MONGOLOCK_SLOT="+strconv.Itoa(m.slot))
+	}
 	restore := foreground(cmd)
 	defer restore()
 	if err := cmd.Start(); err != nil {
@@ -247,7 +320,7 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace, most time.Durati
 	reapOrphans(cmd.Process.Pid) // os/exec waits for the leader
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	lost := m.Done()
+	lost := m.done
 	wasLost, killed, wasCapped := false, false, false
 	var kill, capped <-chan time.Time
 	if most > 0 {
@@ -271,7 +344,7 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace, most time.Durati
 			lost, wasLost = nil, true
 			job.signal(syscall.SIGTERM) // before anything that could block
 			kill = time.After(grace)
-			fmt.Fprintf(c.stderr, "mongolock: lock %q lost (%v): terminating the job\n", m.Name(), m.Err())
+			fmt.Fprintf(c.stderr, "mongolock: lock %q lost (%v): terminating the job\n", m.name, m.err())
 		case <-capped:
 			// Still holding: the lock is released once the job is gone.
 			capped, wasCapped = nil, true
@@ -279,7 +352,7 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace, most time.Durati
 			if kill == nil {
 				kill = time.After(grace)
 			}
-			fmt.Fprintf(c.stderr, "mongolock: the job on %q ran past --hold-at-most %v: terminating it\n", m.Name(), most)
+			fmt.Fprintf(c.stderr, "mongolock: the job on %q ran past --hold-at-most %v: terminating it\n", m.name, most)
 		case <-kill:
 			job.signal(syscall.SIGKILL)
 			kill, killed = nil, true
@@ -291,19 +364,19 @@ func (c *cli) runHeld(m *mongolock.Mutex, argv []string, grace, most time.Durati
 			job.end(grace, kill, killed, c.stderr)
 			if !wasLost {
 				select {
-				case <-m.Done(): // lost while the command ran, seen only now
-					wasLost = m.Err() != nil
+				case <-m.done: // lost while the command ran, seen only now
+					wasLost = m.err() != nil
 				default:
 				}
 			}
 			if wasLost {
 				fmt.Fprintf(c.stderr, "mongolock: lock %q was lost while the command ran (its status was %d): exiting %d\n",
-					m.Name(), code, exitLost)
+					m.name, code, exitLost)
 				return exitLost
 			}
 			if wasCapped {
 				fmt.Fprintf(c.stderr, "mongolock: the job on %q was ended at --hold-at-most (its status was %d): exiting %d\n",
-					m.Name(), code, exitCapped)
+					m.name, code, exitCapped)
 				return exitCapped
 			}
 			return code

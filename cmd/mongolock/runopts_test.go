@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -116,5 +118,44 @@ func TestRunHoldFlagsRefused(t *testing.T) {
 		if code, out := exit(t, e.cmd("run", args...)); code != 2 || out != "" {
 			t.Fatalf("%v: exit %d, output %q; want 2 and nothing run", args, code, out)
 		}
+	}
+}
+
+// TestRunLimit: with --limit 2, two jobs run at once and a third waits for
+// one of them (or, with --wait 0, exits 75 saying all permits are held);
+// each job gets its slot.
+func TestRunLimit(t *testing.T) {
+	e := newCLIEnv(t)
+	dir := t.TempDir()
+	var cmds []*exec.Cmd
+	for i := range 2 {
+		ready := filepath.Join(dir, fmt.Sprint("ready", i))
+		c := e.cmd("run", "--limit", "2", "pool", "--", "sh", "-c",
+			`echo "$MONGOLOCK_SLOT" > `+ready+`.tmp; mv `+ready+`.tmp `+ready+`; sleep 60`)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Signal(syscall.SIGTERM); c.Wait() })
+		cmds = append(cmds, c)
+		waitFile(t, ready)
+	}
+	a, _ := os.ReadFile(filepath.Join(dir, "ready0"))
+	b, _ := os.ReadFile(filepath.Join(dir, "ready1"))
+	if string(a) == string(b) {
+		t.Fatalf("two jobs on slot %s", a)
+	}
+	c := e.cmd("run", "--limit", "2", "--wait", "0", "pool", "--", "true")
+	code, _ := exit(t, c)
+	if msg := c.Stderr.(*bytes.Buffer).String(); code != 75 || !strings.Contains(msg, "all its 2 permits held") {
+		t.Fatalf("third job with --wait 0: exit %d, stderr %q", code, msg)
+	}
+	cmds[0].Process.Signal(syscall.SIGTERM)
+	cmds[0].Wait()
+	if code, out := exit(t, e.cmd("run", "--limit", "2", "pool", "--", "sh", "-c", `echo "slot $MONGOLOCK_SLOT"`)); code != 0 ||
+		strings.TrimSpace(out) != "slot "+strings.TrimSpace(string(a)) {
+		t.Fatalf("third job after the first ended: exit %d, output %q, want slot %s", code, out, a)
+	}
+	if code, _ := exit(t, e.cmd("run", "--limit", "3", "--wait", "0", "pool", "--", "true")); code != 2 {
+		t.Fatalf("a job giving another limit: exit %d, want 2 (limit mismatch)", code)
 	}
 }
