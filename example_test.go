@@ -260,3 +260,26 @@ func ExampleSemaphore_Acquire() {
 	// slots 0 1
 	// third: true
 }
+
+// Many readers of a shared table, or one writer: a writer waiting keeps
+// new readers out, so it is not starved.
+func ExampleRWMutex() {
+	session, cleanup := exampleSession("example_rwmutex")
+	defer cleanup()
+	ctx := context.Background()
+
+	reader, writer := session.NewRWMutex("prices"), session.NewRWMutex("prices")
+	if err := reader.RLock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("writer while read:", errors.Is(writer.TryLock(ctx), mongolock.ErrLocked))
+	reader.RUnlock()
+	if err := writer.Lock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	defer writer.Unlock()
+	fmt.Println("writing with token", writer.Token())
+	// Output:
+	// writer while read: true
+	// writing with token 1
+}

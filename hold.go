@@ -17,6 +17,8 @@ type hold struct {
 	s          *Session
 	name       string // the document held: the lock's name, or a semaphore's slot
 	sem        string // a permit's semaphore; "" for other holds
+	reader     bool   // a read hold of an RWMutex's document
+	drained    bool   // an RWMutex's writer whose acquire found no reader in
 	token      string
 	fence      int64
 	waiting    waiters   // who else waited, as the acquire saw it
@@ -42,8 +44,8 @@ func (h *hold) end(err error) {
 // ended tells this process's waiters that the hold ended: a permit's
 // semaphore may have one free.
 func (h *hold) ended() {
-	if h.sem != "" {
-		h.s.l.waits.wake(h.sem)
+	if h.sem != "" || h.reader {
+		h.s.l.waits.wake(h.queue())
 	} else {
 		h.s.l.waits.released(h.name)
 	}
@@ -115,9 +117,12 @@ func (h *hold) release() error {
 	if until := h.keepUntil(); !until.IsZero() {
 		return h.keep(until)
 	}
-	if h.sem != "" {
-		defer s.l.waits.wake(h.sem)
+	if h.sem != "" || h.reader {
+		defer s.l.waits.wake(h.queue())
 		return h.unlocked(h.write(func(ctx context.Context) (bool, error) {
+			if h.reader {
+				return s.l.store.releaseRead(ctx, h.name, reader{Token: h.token, Session: s.id})
+			}
 			return s.l.store.release(ctx, h.name, h.token, turn{})
 		}))
 	}

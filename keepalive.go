@@ -3,6 +3,8 @@ package mongolock
 import (
 	"cmp"
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 )
@@ -40,10 +42,8 @@ func (s *Session) keepalive() {
 // (released by an admin, or expired) end with ErrLockLost.
 func (s *Session) renew() bool {
 	s.mu.Lock()
-	tokens := make([]string, 0, len(s.holds))
-	for tok := range s.holds {
-		tokens = append(tokens, tok)
-	}
+	all := slices.Collect(maps.Keys(s.holds))
+	tokens, readTokens, reading := splitHolds(slices.Collect(maps.Values(s.holds)))
 	s.mu.Unlock()
 	// The clock is refreshed after the renewal, never before it: a slow
 	// hello must not hold a renewal back past the lease.
@@ -54,7 +54,7 @@ func (s *Session) renew() bool {
 			s.l.opts.logger.Warn("mongolock: could not read the server's clock", "session", s.id, "err", err)
 		}
 	}()
-	if len(tokens) == 0 {
+	if len(all) == 0 {
 		return true
 	}
 	// Bounded by the TTL, not by the holds' deadlines: a deadline closer
@@ -65,21 +65,21 @@ func (s *Session) renew() bool {
 	defer cancel()
 	now, unc := s.l.clock.Read()
 	sent, lease := time.Now(), s.lease(unc)
-	n, err := s.l.store.renew(ctx, s.id, tokens, now, s.opts.ttl)
+	n, err := s.l.store.renew(ctx, s.id, tokens, reading, now, s.opts.ttl)
 	var live map[string]bool
-	if err == nil && n < int64(len(tokens)) {
-		live, err = s.l.store.liveHolders(ctx, s.id, tokens)
+	if err == nil && n < int64(len(tokens)+len(reading)) {
+		live, err = s.liveHolds(ctx, tokens, readTokens, reading)
 	}
 	if err != nil {
 		if s.ctx.Err() == nil {
-			s.l.opts.logger.Warn("mongolock: renewal failed", "session", s.id, "locks", len(tokens), "err", err)
+			s.l.opts.logger.Warn("mongolock: renewal failed", "session", s.id, "locks", len(all), "err", err)
 		}
 		return false
 	}
 	until := sent.Add(lease)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, tok := range tokens {
+	for _, tok := range all {
 		h := s.holds[tok]
 		switch {
 		case h == nil: // ended meanwhile
@@ -92,6 +92,45 @@ func (s *Session) renew() bool {
 		}
 	}
 	return true
+}
+
+// splitHolds returns the tokens of holds that are not read holds, those of
+// the read holds, and the RWMutex documents these read.
+func splitHolds(holds []*hold) (tokens, readTokens, reading []string) {
+	for _, h := range holds {
+		if !h.reader {
+			tokens = append(tokens, h.token)
+			continue
+		}
+		readTokens = append(readTokens, h.token)
+		if !slices.Contains(reading, h.name) {
+			reading = append(reading, h.name)
+		}
+	}
+	return tokens, readTokens, reading
+}
+
+// liveHolds returns which of the session's holds (tokens) and read holds
+// (readTokens, on the RWMutex documents reading) the server still has.
+func (s *Session) liveHolds(ctx context.Context, tokens, readTokens, reading []string) (map[string]bool, error) {
+	live := map[string]bool{}
+	if len(tokens) > 0 {
+		held, err := s.l.store.liveHolders(ctx, s.id, tokens)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(live, held)
+	}
+	if len(readTokens) > 0 {
+		read, err := s.l.store.liveReads(ctx, reading)
+		if err != nil {
+			return nil, err
+		}
+		for _, tok := range readTokens {
+			live[tok] = read[tok]
+		}
+	}
+	return live, nil
 }
 
 // releaseUnreleased frees on the server, in one round trip, the holds that
@@ -119,13 +158,19 @@ func (s *Session) releaseUnreleased() {
 			}
 		})
 	}
-	defer wg.Wait()
-	if len(holds) == 0 {
-		return
-	}
-	tokens := make([]string, len(holds))
-	for i, h := range holds {
-		tokens[i] = h.token
+	tokens, readTokens, reading := splitHolds(holds)
+	if len(readTokens) > 0 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.ttl, cleanupTimeout))
+			defer cancel()
+			if err := s.l.store.releaseReads(ctx, s.id, reading, readTokens); err != nil {
+				errMu.Lock()
+				s.closeErr = cmp.Or(s.closeErr, err)
+				errMu.Unlock()
+				s.l.opts.logger.Warn("mongolock: could not release the session's read locks; they expire with their leases",
+					"session", s.id, "locks", len(readTokens), "err", err)
+			}
+		})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.ttl, cleanupTimeout))
 	defer cancel()
@@ -136,6 +181,7 @@ func (s *Session) releaseUnreleased() {
 		s.l.opts.logger.Warn("mongolock: could not release the session's locks; they expire with their leases",
 			"session", s.id, "locks", len(tokens), "err", err)
 	}
+	wg.Wait()
 	for _, h := range holds {
 		s.l.waits.wake(h.queue())
 	}

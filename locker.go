@@ -180,6 +180,7 @@ type taken struct {
 	unc     time.Duration
 	now     time.Time
 	waiting waiters
+	drained bool // an RWMutex's writer: no reader was in
 }
 
 // take runs one acquire for c, repeated with the same holder token while
@@ -214,6 +215,7 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 		if err == nil {
 			if ok {
 				t.fence, t.waiting, t.id = doc.Fence, doc.waiters(now), doc.Name
+				t.drained = len(doc.Readers) == 0
 			}
 			return t, ok, nil
 		}

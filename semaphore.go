@@ -25,10 +25,14 @@ const slotSep = "\x1f"
 // slotID returns the _id of slot i of the semaphore name.
 func slotID(name string, i int) string { return name + slotSep + strconv.Itoa(i) }
 
-// semaphoreOf returns the semaphore whose slot id is, if it is one.
+// semaphoreOf returns the semaphore whose slot id is, if it is one (an
+// RWMutex's document ends with the separator and "rw").
 func semaphoreOf(id string) (string, bool) {
-	sem, _, ok := strings.Cut(id, slotSep)
-	return sem, ok
+	sem, n, ok := strings.Cut(id, slotSep)
+	if _, err := strconv.Atoi(n); !ok || err != nil {
+		return "", false
+	}
+	return sem, true
 }
 
 // Semaphore is a counting semaphore on one name: at most its limit of

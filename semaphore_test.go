@@ -257,4 +257,3 @@ func TestSemaphoreBadInput(t *testing.T) {
 	}
 	p.Release()
 }
-

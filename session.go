@@ -215,13 +215,14 @@ func (s *Session) acquireClaim(ctx context.Context, c claim, b holdOptions) (*ho
 	if c.slots != nil {
 		h.sem = name
 	}
+	h.reader, h.drained = c.read, t.drained
 	h.validUntil = validUntil
 	h.timer = time.AfterFunc(time.Until(h.validUntil), func() { s.expired(h) })
 	if b.atMost > 0 {
 		h.capTimer = time.AfterFunc(time.Until(t.first.Add(b.atMost)), h.capped)
 	}
 	s.holds[h.token] = h
-	if h.sem == "" {
+	if h.sem == "" && !h.reader {
 		s.l.waits.held(name)
 	}
 	return h, true, nil

@@ -33,6 +33,10 @@ type lockDoc struct {
 	// Limit is set in a semaphore's slot documents (semaphore.go): the
 	// limit their creator gave.
 	Limit int `bson:"limit,omitempty"`
+	// Readers hold an RWMutex's document for reading (rwmutex.go), until
+	// ReadersUntil unless renewed; Holder is then its writer.
+	Readers      []reader  `bson:"readers,omitempty"`
+	ReadersUntil time.Time `bson:"readersUntil,omitempty"`
 }
 
 // live reports whether the document shows a holder whose lease has not
@@ -54,6 +58,8 @@ type claim struct {
 	// made with limit (semaphore.go); name is then the semaphore's.
 	slots []string
 	limit int
+	read  bool // a read hold of an RWMutex's document (rwmutex.go)
+	alone bool // a write hold of an RWMutex's document, only with no reader in
 }
 
 // store runs the lock document operations, each one round trip.
@@ -82,6 +88,9 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 	if c.slots != nil {
 		return s.acquirePermit(ctx, c, now, unc)
 	}
+	if c.read {
+		return s.acquireRead(ctx, c, now, unc)
+	}
 	// A lease (or an heir's turn) is over only when it is over whatever
 	// our clock's error.
 	surelyPast := now.Add(-unc)
@@ -91,6 +100,10 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 		bson.D{{Key: "holder", Value: c.holder}},
 	}
 	filter := bson.D{{Key: "_id", Value: c.name}, {Key: "$or", Value: free}}
+	if c.alone {
+		filter = bson.D{{Key: "_id", Value: c.name}, {Key: "$and", Value: bson.A{
+			bson.D{{Key: "$or", Value: free}}, noReaders(surelyPast)}}}
+	}
 	var session any // null for the seed API's locks
 	if c.session != "" {
 		session = c.session
@@ -102,6 +115,9 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 		{Key: "value", Value: c.value},
 		{Key: "acquiredAt", Value: now},
 		{Key: "heir", Value: nil},
+	}
+	if c.alone {
+		set = append(set, bson.E{Key: "readers", Value: bson.A{}}) // those left have no lease
 	}
 	update := bson.D{
 		{Key: "$set", Value: set},
@@ -278,20 +294,30 @@ func (s *store) releaseAll(ctx context.Context, session string, holders []string
 }
 
 // renew extends the leases of the given holders of one session that are
-// still live, in one round trip, and returns how many it matched. It never
-// brings back a lock that was released or has expired, and never moves a
-// lease's end backward: a renewal applied late (its reply lost, the next
-// one already through) cannot shorten a later one.
+// still live, and the read holds of the session on the RWMutex documents
+// reading, in one round trip (one update command), and returns how many
+// documents it matched. It never brings back a lock that was released or
+// has expired, and never moves a lease's end backward: a renewal applied
+// late (its reply lost, the next one already through) cannot shorten a
+// later one.
 //
 // now is the server-clock estimate when the renewal is sent.
-func (s *store) renew(ctx context.Context, session string, holders []string, now time.Time, ttl time.Duration) (int64, error) {
-	res, err := s.coll.UpdateMany(ctx,
-		bson.D{
+func (s *store) renew(ctx context.Context, session string, holders, reading []string, now time.Time, ttl time.Duration) (int64, error) {
+	var models []mongo.WriteModel
+	if len(holders) > 0 {
+		models = append(models, mongo.NewUpdateManyModel().SetFilter(bson.D{
 			{Key: "session", Value: session},
 			{Key: "holder", Value: bson.D{{Key: "$in", Value: holders}}},
 			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: now}}},
-		},
-		extendUpdate(now.Add(ttl)))
+		}).SetUpdate(extendUpdate(now.Add(ttl))))
+	}
+	if len(reading) > 0 {
+		models = append(models, renewReads(session, reading, now, ttl))
+	}
+	if len(models) == 0 {
+		return 0, nil
+	}
+	res, err := s.coll.BulkWrite(ctx, models)
 	if err != nil {
 		return 0, err
 	}

@@ -376,8 +376,8 @@ func historyLost(err error) bool {
 }
 
 // holderPipeline passes only the events that change a lock's holder (a
-// release frees it, an acquire takes it) or say who joined its waiting
-// Lockers; renewals, which touch only expiresAt, are filtered out on the
+// release frees it, an acquire takes it), say who joined its waiting
+// Lockers, or change an RWMutex's readers; renewals, which touch only expiresAt, are filtered out on the
 // server. It keeps only the fields the watcher reads.
 var holderPipeline = mongo.Pipeline{
 	{{Key: "$match", Value: bson.D{{Key: "$or", Value: bson.A{
@@ -390,6 +390,11 @@ var holderPipeline = mongo.Pipeline{
 		bson.D{
 			{Key: "operationType", Value: "update"},
 			{Key: "updateDescription.updatedFields.lastJoined", Value: bson.D{{Key: "$exists", Value: true}}},
+		},
+		bson.D{
+			// A reader left an RWMutex (a $pull reports the whole array).
+			{Key: "operationType", Value: "update"},
+			{Key: "updateDescription.updatedFields.readers", Value: bson.D{{Key: "$exists", Value: true}}},
 		},
 	}}}}},
 	{{Key: "$project", Value: bson.D{{Key: "operationType", Value: 1}, {Key: "documentKey", Value: 1},
