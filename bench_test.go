@@ -356,10 +356,12 @@ func contention(b *testing.B, mode string, opt mongolock.Option) {
 		lo, hi = min(lo, perSession[i].Load()), max(hi, perSession[i].Load())
 	}
 	n := total.Load() - warmUp
+	mean := float64(n) / sessions
+	spread := max(float64(hi)-mean, mean-float64(lo)) / mean
 	record(benchRow{scenario: "contention 8 sessions x 4, " + mode, median: hold.quantile(.5), p99: hold.quantile(.99),
 		opsPerS: float64(n) / elapsed.Seconds(),
-		note: fmt.Sprintf("%.2f commands/acquisition, %.2f failed acquires/acquisition; per session %d..%d acquisitions; latency = wait for Lock; after %d acquisitions of warm-up",
-			float64(cmds)/float64(n), float64(acquires-int(n))/float64(n), lo, hi, warmUp)})
+		note: fmt.Sprintf("%.2f commands/acquisition, %.2f failed acquires/acquisition; per session %d..%d acquisitions (within %.0f%% of the mean); latency = wait for Lock; after %d acquisitions of warm-up",
+			float64(cmds)/float64(n), float64(acquires-int(n))/float64(n), lo, hi, 100*spread, warmUp)})
 	b.ReportMetric(float64(cmds)/float64(n), "commands/acq")
 }
 
