@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -25,22 +26,27 @@ func check(c config, faultLog string, histories []string, ran, final time.Durati
 	}
 	// A hold has a begin line (EndAt 0) and, unless its worker was killed,
 	// an end line.
+	// Read holds have no token: a hold is also known by its worker and the
+	// time its Lock was called.
 	type key struct {
-		name  string
-		token int64
+		name     string
+		token    int64
+		worker   int
+		calledAt int64
 	}
 	ended := map[key]hold{}
 	begun := map[key]hold{}
 	for _, h := range all {
 		if h.EndAt == 0 {
-			begun[key{h.Name, h.Token}] = h
+			begun[key{h.Name, h.Token, h.Worker, h.CalledAt}] = h
 		} else {
-			ended[key{h.Name, h.Token}] = h
+			ended[key{h.Name, h.Token, h.Worker, h.CalledAt}] = h
 		}
 	}
 	var r report
 	r.ran, r.final = ran, final
 	r.faults = map[string]int{}
+	r.kinds = map[string]int{}
 	for _, f := range faults {
 		r.faults[f.Kind]++
 	}
@@ -70,15 +76,20 @@ func check(c config, faultLog string, histories []string, ran, final time.Durati
 			byName[h.Name] = append(byName[h.Name], h)
 		}
 	}
-	for _, hs := range byName {
+	for name, hs := range byName {
+		r.kinds[kindOf(name)] += len(hs)
+		if name == rwName+"/r" {
+			continue // readers hold together: checkReaders
+		}
 		r.checkName(hs, c, faults)
 		r.checkBeliefs(hs, faults)
 	}
+	r.checkReaders(byName[rwName+"/r"], byName[rwName+"/w"], faults)
 	for _, h := range ended {
 		r.checkPause(h, faults)
 	}
 	r.print(out, c)
-	if r.overlapAccepted > 0 || r.outOfOrder > 0 || r.stuck > 0 || r.beliefUnexplained > 0 ||
+	if r.overlapAccepted > 0 || r.outOfOrder > 0 || r.stuck > 0 || r.beliefUnexplained > 0 || r.readerWithWriter > 0 ||
 		final < 0 || final > c.ttl+c.poll+time.Second {
 		return 1, nil
 	}
@@ -97,6 +108,55 @@ type report struct {
 	beliefPaused, beliefUnexplained          int
 	details                                  []string
 	longestTakeover                          time.Duration
+	kinds                                    map[string]int // holds by kind of lock
+	readerWithWriter, readerPaused           int
+}
+
+// kindOf names the kind of lock a recorded name is.
+func kindOf(name string) string {
+	switch {
+	case strings.HasPrefix(name, semName+"/"):
+		return "semaphore permit"
+	case name == rwName+"/w":
+		return "write"
+	case name == rwName+"/r":
+		return "read"
+	}
+	return "mutex"
+}
+
+// checkReaders judges the read holds against the write holds: a reader and
+// a writer that both believed they held (Lock returned, Done not closed)
+// at once are explained only by a SIGSTOP of the one that began first (it
+// should have let go); any other overlap is a violation.
+func (r *report) checkReaders(readers, writers []hold, faults []fault) {
+	end := func(h hold) int64 {
+		if h.DoneAt != 0 {
+			return h.DoneAt
+		}
+		if k := killAfter(faults, h); k != 0 {
+			return k
+		}
+		return h.EndAt
+	}
+	for _, rd := range readers {
+		for _, wr := range writers {
+			if rd.LockAt >= end(wr) || wr.LockAt >= end(rd) {
+				continue
+			}
+			older := rd
+			if wr.LockAt < rd.LockAt {
+				older = wr
+			}
+			if paused(faults, older.Worker, older.CalledAt, end(older)) {
+				r.readerPaused++
+				continue
+			}
+			r.readerWithWriter++
+			r.details = append(r.details, fmt.Sprintf("reader (worker %d) and writer token %d (worker %d) both believed they held, for %v",
+				rd.Worker, wr.Token, wr.Worker, time.Duration(min(end(rd), end(wr))-max(rd.LockAt, wr.LockAt))))
+		}
+	}
 }
 
 // checkName checks the holds of one lock name.
@@ -145,9 +205,11 @@ func (r *report) checkName(hs []hold, c config, faults []fault) {
 	}
 	// A worker killed while holding: the next hold of the name must begin
 	// within TTL + one wake-up, unless another fault got in the way.
+	// Only a mutex's: another permit may serve the semaphore's next holder,
+	// and readers may keep the next writer waiting.
 	bound := c.ttl + c.poll + 250*time.Millisecond
 	for i, h := range hs {
-		if h.EndAt != 0 || i+1 >= len(hs) {
+		if h.EndAt != 0 || i+1 >= len(hs) || kindOf(h.Name) != "mutex" {
 			continue
 		}
 		kill := killAfter(faults, h)
@@ -265,7 +327,10 @@ func (r *report) print(w io.Writer, c config) {
 	fmt.Fprintf(w, "faults: kill %d, pause %d, restart %d, cut %d, delay %d, wall-clock step ±15s %d; clock skew on %d workers\n",
 		r.faults["kill"], r.faults["pause"], r.faults["restart"], r.faults["cut"], r.faults["delay"], r.faults["step"],
 		min(len(skews), c.workers-1))
-	fmt.Fprintf(w, "holds: %d completed, %d cut short by a kill, %d lost before unlock\n", r.holds, r.killedHolds, r.lost)
+	fmt.Fprintf(w, "holds: %d completed, %d cut short by a kill, %d lost before unlock; %d mutex, %d semaphore permit (limit %d, checked per slot), %d write, %d read\n",
+		r.holds, r.killedHolds, r.lost, r.kinds["mutex"], r.kinds["semaphore permit"], semLimit, r.kinds["write"], r.kinds["read"])
+	fmt.Fprintf(w, "readers and writers believing they held at once: %d spanning a SIGSTOP of the first, %d without\n",
+		r.readerPaused, r.readerWithWriter)
 	fmt.Fprintf(w, "fenced writes: %d accepted, %d rejected; written after Done fired: %d (%d accepted)\n",
 		r.accepted, r.rejected, r.stale, r.staleAccepted)
 	fmt.Fprintf(w, "stale writes accepted after a newer hold began (it had not claimed yet): %d\n", r.staleAfterNewer)
@@ -280,6 +345,6 @@ func (r *report) print(w io.Writer, c config) {
 	for _, d := range r.details {
 		fmt.Fprintln(w, "  overlap:", d)
 	}
-	fmt.Fprintf(w, "VIOLATIONS: overlapping accepted writes %d, accepted writes out of token order %d, stuck locks %d, unexplained overlapping beliefs %d\n",
-		r.overlapAccepted, r.outOfOrder, r.stuck, r.beliefUnexplained)
+	fmt.Fprintf(w, "VIOLATIONS: overlapping accepted writes %d, accepted writes out of token order %d, stuck locks %d, unexplained overlapping beliefs %d, readers with a writer %d\n",
+		r.overlapAccepted, r.outOfOrder, r.stuck, r.beliefUnexplained, r.readerWithWriter)
 }

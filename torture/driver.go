@@ -98,9 +98,17 @@ func setup(ctx context.Context, uri string, names int) error {
 	defer client.Disconnect(ctx)
 	db := client.Database("torture")
 	db.Drop(ctx)
+	var resources []string
 	for i := range names {
+		resources = append(resources, fmt.Sprint("lock-", i))
+	}
+	for i := range semLimit {
+		resources = append(resources, fmt.Sprint(semName, "/", i))
+	}
+	resources = append(resources, rwName+"/w")
+	for _, id := range resources {
 		if _, err := db.Collection("resources").InsertOne(ctx,
-			bson.D{{Key: "_id", Value: fmt.Sprint("lock-", i)}, {Key: "token", Value: int64(0)}, {Key: "seq", Value: int64(0)}}); err != nil {
+			bson.D{{Key: "_id", Value: id}, {Key: "token", Value: int64(0)}, {Key: "seq", Value: int64(0)}}); err != nil {
 			return err
 		}
 	}
@@ -282,18 +290,40 @@ func finalCheck(ctx context.Context, uri string, c config) time.Duration {
 		return -1
 	}
 	defer s.Close()
-	var longest time.Duration
+	// Every mutex, every permit of the semaphore, and the read/write lock
+	// for writing (no reader left).
+	var takes []func(context.Context) (func() error, error)
 	for i := range c.names {
 		m := s.NewMutex(fmt.Sprint("lock-", i))
+		takes = append(takes, func(ctx context.Context) (func() error, error) { return m.Unlock, m.Lock(ctx) })
+	}
+	sem := s.NewSemaphore(semName, semLimit)
+	for range semLimit {
+		takes = append(takes, func(ctx context.Context) (func() error, error) {
+			p, err := sem.Acquire(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return p.Release, nil
+		})
+	}
+	rw := s.NewRWMutex(rwName)
+	takes = append(takes, func(ctx context.Context) (func() error, error) { return rw.Unlock, rw.Lock(ctx) })
+	var longest time.Duration
+	var unlocks []func() error
+	for _, take := range takes {
 		t := time.Now()
 		lctx, cancel := context.WithTimeout(ctx, 10*c.ttl)
-		err := m.Lock(lctx)
+		unlock, err := take(lctx)
 		cancel()
 		if err != nil {
 			return -1
 		}
 		longest = max(longest, time.Since(t))
-		m.Unlock()
+		unlocks = append(unlocks, unlock) // permits are held together
+	}
+	for _, u := range unlocks {
+		u()
 	}
 	return longest
 }

@@ -102,43 +102,98 @@ func (w *work) loop(ctx context.Context, locker *mongolock.Locker) {
 	}
 }
 
-// once takes one lock, writes through the fence, and unlocks.
+// The semaphore and the read/write lock among the names: a semaphore of
+// semLimit permits, whose holds are recorded per slot (name/slot, each
+// slot a lock of its own with its token), and an RWMutex whose write holds
+// are recorded as name/w and read holds as name/r.
+const (
+	semName  = "sem"
+	semLimit = 2
+	rwName   = "rw"
+)
+
+// taken is one hold of any kind, as once needs it.
+type taken struct {
+	name   string // as recorded
+	token  int64  // 0 for a read hold: no fenced write
+	done   <-chan struct{}
+	err    func() error
+	unlock func() error
+}
+
+// take waits for one random lock: a Mutex of the names, the semaphore, or
+// the read/write lock for reading (mostly) or writing.
+func (w *work) take(ctx context.Context, s *mongolock.Session) (taken, bool) {
+	switch k := rand.N(w.names + 2); {
+	case k < w.names:
+		m := s.NewMutex(fmt.Sprint("lock-", k))
+		if m.Lock(ctx) != nil {
+			return taken{}, false
+		}
+		return taken{m.Name(), m.Token(), m.Done(), m.Err, m.Unlock}, true
+	case k == w.names:
+		p, err := s.NewSemaphore(semName, semLimit).Acquire(ctx)
+		if err != nil {
+			return taken{}, false
+		}
+		return taken{fmt.Sprint(semName, "/", p.Slot()), p.Token(), p.Done(), p.Err, p.Release}, true
+	case rand.N(3) == 0:
+		rw := s.NewRWMutex(rwName)
+		if rw.Lock(ctx) != nil {
+			return taken{}, false
+		}
+		return taken{rwName + "/w", rw.Token(), rw.Done(), rw.Err, rw.Unlock}, true
+	default:
+		rw := s.NewRWMutex(rwName)
+		if rw.RLock(ctx) != nil {
+			return taken{}, false
+		}
+		return taken{rwName + "/r", 0, rw.RDone(), rw.RErr, rw.RUnlock}, true
+	}
+}
+
+// once takes one lock, writes through the fence (unless it reads), and
+// unlocks.
 func (w *work) once(ctx context.Context, s *mongolock.Session) {
-	name := fmt.Sprint("lock-", rand.N(w.names))
-	m := s.NewMutex(name)
-	h := hold{Worker: w.id, Name: name, CalledAt: now()}
+	h := hold{Worker: w.id, CalledAt: now()}
 	lctx, cancel := context.WithTimeout(ctx, 20*w.ttl)
-	err := m.Lock(lctx)
+	m, ok := w.take(lctx, s)
 	cancel()
-	if err != nil {
+	if !ok {
 		return
 	}
-	h.LockAt, h.Token = now(), m.Token()
+	name := m.name
+	h.Name, h.LockAt, h.Token = name, now(), m.token
 	// When Done closes: the end of this process's belief that it holds.
 	doneAt := make(chan int64, 1)
 	go func(done <-chan struct{}) {
 		<-done
 		doneAt <- now()
-	}(m.Done())
+	}(m.done)
 	w.j.add(h) // begins: a worker killed now leaves this line
-	w.claim(name, h.Token)
+	if h.Token != 0 {
+		w.claim(name, h.Token)
+	}
 	time.Sleep(time.Duration(5+rand.N(20)) * time.Millisecond) // the guarded work
 	select {
-	case <-m.Done():
+	case <-m.done:
 		// Lost while working (paused, cut off): write anyway, marked stale,
 		// to show that the fence refuses an old token.
 		h.Stale = true
 	default:
 	}
-	h.SentAt = now()
-	h.Accepted, h.Seq = w.write(name, h.Token)
+	if h.Token != 0 {
+		h.SentAt = now()
+		h.Accepted, h.Seq = w.write(name, h.Token)
+	}
 	select {
-	case <-m.Done():
-		h.Lost = errors.Is(m.Err(), mongolock.ErrLockLost) || errors.Is(m.Err(), mongolock.ErrSessionClosed)
+	case <-m.done:
+		err := m.err()
+		h.Lost = errors.Is(err, mongolock.ErrLockLost) || errors.Is(err, mongolock.ErrSessionClosed)
 	default:
 	}
 	h.EndAt = now()
-	m.Unlock()
+	m.unlock()
 	h.DoneAt = <-doneAt
 	w.j.add(h)
 }
