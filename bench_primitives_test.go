@@ -121,4 +121,3 @@ func BenchmarkRWMutexWrite(b *testing.B) {
 	opS, bases, ratios := interleave(b, op, st.rawLockUnlock, st.twoPings)
 	recordInterleaved(b, "RWMutex Lock+Unlock", opS, bases, ratios, "raw acquire+release", "2 pings")
 }
-

@@ -43,7 +43,7 @@ func (s *Session) keepalive() {
 func (s *Session) renew() bool {
 	s.mu.Lock()
 	all := slices.Collect(maps.Keys(s.holds))
-	tokens, readTokens, reading := splitHolds(slices.Collect(maps.Values(s.holds)))
+	tokens, reading := splitHolds(slices.Collect(maps.Values(s.holds)))
 	s.mu.Unlock()
 	// The clock is refreshed after the renewal, never before it: a slow
 	// hello must not hold a renewal back past the lease.
@@ -67,8 +67,8 @@ func (s *Session) renew() bool {
 	sent, lease := time.Now(), s.lease(unc)
 	n, err := s.l.store.renew(ctx, s.id, tokens, reading, now, s.opts.ttl)
 	var live map[string]bool
-	if err == nil && n < int64(len(tokens)+len(reading)) {
-		live, err = s.liveHolds(ctx, tokens, readTokens, reading)
+	if err == nil && n != int64(len(tokens)+len(reading)) {
+		live, err = s.liveHolds(ctx, tokens, reading, now.Add(s.opts.ttl))
 	}
 	if err != nil {
 		if s.ctx.Err() == nil {
@@ -94,25 +94,26 @@ func (s *Session) renew() bool {
 	return true
 }
 
-// splitHolds returns the tokens of holds that are not read holds, those of
-// the read holds, and the RWMutex documents these read.
-func splitHolds(holds []*hold) (tokens, readTokens, reading []string) {
+// splitHolds returns the tokens of holds that are not read holds, and the
+// read holds' tokens by the RWMutex document they read.
+func splitHolds(holds []*hold) (tokens []string, reading map[string][]string) {
 	for _, h := range holds {
 		if !h.reader {
 			tokens = append(tokens, h.token)
 			continue
 		}
-		readTokens = append(readTokens, h.token)
-		if !slices.Contains(reading, h.name) {
-			reading = append(reading, h.name)
+		if reading == nil {
+			reading = map[string][]string{}
 		}
+		reading[h.name] = append(reading[h.name], h.token)
 	}
-	return tokens, readTokens, reading
+	return tokens, reading
 }
 
 // liveHolds returns which of the session's holds (tokens) and read holds
-// (readTokens, on the RWMutex documents reading) the server still has.
-func (s *Session) liveHolds(ctx context.Context, tokens, readTokens, reading []string) (map[string]bool, error) {
+// (reading) the server still has: a read hold, only if its document's
+// readers' lease reaches until, the end the renewal wrote.
+func (s *Session) liveHolds(ctx context.Context, tokens []string, reading map[string][]string, until time.Time) (map[string]bool, error) {
 	live := map[string]bool{}
 	if len(tokens) > 0 {
 		held, err := s.l.store.liveHolders(ctx, s.id, tokens)
@@ -121,13 +122,15 @@ func (s *Session) liveHolds(ctx context.Context, tokens, readTokens, reading []s
 		}
 		maps.Copy(live, held)
 	}
-	if len(readTokens) > 0 {
-		read, err := s.l.store.liveReads(ctx, reading)
+	if len(reading) > 0 {
+		read, err := s.l.store.liveReads(ctx, slices.Collect(maps.Keys(reading)), until)
 		if err != nil {
 			return nil, err
 		}
-		for _, tok := range readTokens {
-			live[tok] = read[tok]
+		for _, toks := range reading {
+			for _, tok := range toks {
+				live[tok] = read[tok]
+			}
 		}
 	}
 	return live, nil
@@ -158,17 +161,17 @@ func (s *Session) releaseUnreleased() {
 			}
 		})
 	}
-	tokens, readTokens, reading := splitHolds(holds)
-	if len(readTokens) > 0 {
+	tokens, reading := splitHolds(holds)
+	if len(reading) > 0 {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.ttl, cleanupTimeout))
 			defer cancel()
-			if err := s.l.store.releaseReads(ctx, s.id, reading, readTokens); err != nil {
+			if err := s.l.store.releaseReads(ctx, s.id, reading); err != nil {
 				errMu.Lock()
 				s.closeErr = cmp.Or(s.closeErr, err)
 				errMu.Unlock()
 				s.l.opts.logger.Warn("mongolock: could not release the session's read locks; they expire with their leases",
-					"session", s.id, "locks", len(readTokens), "err", err)
+					"session", s.id, "documents", len(reading), "err", err)
 			}
 		})
 	}

@@ -227,6 +227,7 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 			return t, false, stopped
 		}
 		l.opts.logger.Debug("mongolock: acquire outcome unknown; retrying with the same token", "name", c.name, "err", err)
+		c.retry = true
 		pause = min(2*pause, time.Second)
 	}
 	if ambiguous(err) || ctx.Err() != nil {
@@ -290,6 +291,17 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // forget releases, in the background, what an attempt for c may have
 // taken unseen: for a permit, the slot c.holder holds, whichever it is.
 func (l *Locker) forget(c claim) {
+	if c.read {
+		l.background(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+			defer cancel()
+			if _, err := l.store.releaseRead(ctx, c.name, reader{Token: c.holder, Session: c.session}); err != nil {
+				l.opts.logger.Warn("mongolock: could not release a read hold whose acquire was not confirmed; it expires with its lease",
+					"name", c.name, "err", err)
+			}
+		})
+		return
+	}
 	if c.slots == nil {
 		l.cleanupLater(c.name, c.holder)
 		return

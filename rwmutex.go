@@ -71,6 +71,15 @@ func (rw *RWMutex) Lock(ctx context.Context) error {
 		h.release()
 		return err
 	}
+	// The last look may have been answered after the hold was given up.
+	s := rw.s
+	s.mu.Lock()
+	lost := h.isEnded || !time.Now().Before(h.validUntil)
+	s.mu.Unlock()
+	if lost {
+		h.release()
+		return fmt.Errorf("%w: %q: the writer's hold ended while readers drained", ErrLockLost, rw.name)
+	}
 	rw.mu.Lock()
 	rw.w = h
 	rw.mu.Unlock()
@@ -109,6 +118,8 @@ func (rw *RWMutex) drain(ctx context.Context, h *hold) error {
 	l := rw.s.l
 	news := l.waits.observe(rw.id)
 	defer l.waits.unobserve(rw.id, news)
+	l.waits.want() // readers' releases come by the change stream
+	defer l.waits.unwant()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	pause := l.waits.minPause()
@@ -117,7 +128,7 @@ func (rw *RWMutex) drain(ctx context.Context, h *hold) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-h.done:
-			return fmt.Errorf("%w: %q: the writer's hold ended while readers drained: %w", ErrLockLost, rw.name, h.s.ended())
+			return fmt.Errorf("%w: %q: the writer's hold ended while readers drained", ErrLockLost, rw.name)
 		case <-news:
 		case <-timer.C:
 		}
@@ -201,7 +212,7 @@ func (rw *RWMutex) RLock(ctx context.Context) error {
 		return ok, err
 	}
 	l := rw.s.l
-	a := attempt{try: try, peek: l.peek(rw.id), noTurns: true}
+	a := attempt{try: try, peek: l.peek(rw.id), noTurns: true, shared: true}
 	if err := l.waits.wait(ctx, rw.id, a, rw.s.done, rw.s.ended); err != nil {
 		return err
 	}
@@ -287,22 +298,29 @@ type reader struct {
 }
 
 // acquireRead adds a read hold for c to the RWMutex document c.name, in one
-// findOneAndUpdate with upsert, when no writer holds it (or the writer's
-// lease surely ran out); otherwise the upsert fails on the duplicate _id
-// and ok is false. The readers' lease end only moves forward.
+// findOneAndUpdate with upsert, when no writer holds it or waits for it
+// (or the writer's lease surely ran out); otherwise the upsert fails on the
+// duplicate _id and ok is false. The readers' lease end only moves
+// forward.
 func (s *store) acquireRead(ctx context.Context, c claim, now time.Time, unc time.Duration) (*lockDoc, bool, error) {
 	filter := bson.D{{Key: "_id", Value: c.name}, {Key: "$or", Value: bson.A{
 		bson.D{{Key: "holder", Value: nil}},
 		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: now.Add(-unc)}}}},
 		bson.D{{Key: "readers.t", Value: c.holder}}, // a repeated attempt
 	}}}
+	// The writer field is left alone: a writer whose lease ran out is as
+	// good as none to every taker, and a repeated attempt must not clear a
+	// live writer that came after the first.
 	update := bson.D{
-		{Key: "$set", Value: bson.D{{Key: "holder", Value: nil}}},
 		{Key: "$addToSet", Value: bson.D{{Key: "readers", Value: reader{Token: c.holder, Session: c.session}}}},
 		{Key: "$max", Value: bson.D{{Key: "readersUntil", Value: now.Add(c.ttl)}}},
 	}
 	var doc lockDoc
 	err := s.coll.FindOneAndUpdate(ctx, filter, update, acquireOpts).Decode(&doc)
+	if mongo.IsDuplicateKeyError(err) {
+		// Two first readers upserted at once: the document exists now.
+		err = s.coll.FindOneAndUpdate(ctx, filter, update, acquireOpts).Decode(&doc)
+	}
 	switch {
 	case err == nil:
 		doc.Name = c.name
@@ -357,21 +375,27 @@ func noReaders(surelyPast time.Time) bson.D {
 }
 
 // renewReads is the keepalive's statement that extends the readers' lease
-// of every RWMutex document the session reads (reading), unless it ran out.
-func renewReads(session string, reading []string, now time.Time, ttl time.Duration) mongo.WriteModel {
+// of the RWMutex document id, which the session reads with tokens, unless
+// it ran out or one of them is gone (cleared by a writer after the lease
+// ran out): another read hold of the session must not bring back one that
+// was lost.
+func renewReads(id string, tokens []string, now time.Time, ttl time.Duration) mongo.WriteModel {
+	// An update of many, as the holders' statement: the driver sends
+	// statements of one kind in one command.
 	return mongo.NewUpdateManyModel().SetFilter(bson.D{
-		{Key: "_id", Value: bson.D{{Key: "$in", Value: reading}}},
-		{Key: "readers.s", Value: session},
+		{Key: "_id", Value: id},
+		{Key: "readers.t", Value: bson.D{{Key: "$all", Value: tokens}}},
 		{Key: "readersUntil", Value: bson.D{{Key: "$gt", Value: now}}},
 	}).SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "readersUntil", Value: now.Add(ttl)}}}})
 }
 
-// liveReads returns which of the session's read holds (tokens) the RWMutex
-// documents reading still have, with a readers' lease that runs.
-func (s *store) liveReads(ctx context.Context, reading []string) (map[string]bool, error) {
+// liveReads returns which read holds the RWMutex documents reading still
+// have with a readers' lease that reaches until (the end a renewal wrote,
+// or another reader's later one).
+func (s *store) liveReads(ctx context.Context, reading []string, until time.Time) (map[string]bool, error) {
 	cur, err := s.coll.Find(ctx, bson.D{
 		{Key: "_id", Value: bson.D{{Key: "$in", Value: reading}}},
-		{Key: "readersUntil", Value: bson.D{{Key: "$gt", Value: s.clock.Now()}}},
+		{Key: "readersUntil", Value: bson.D{{Key: "$gte", Value: until}}},
 	}, mopt.Find().SetProjection(bson.D{{Key: "readers", Value: 1}}))
 	if err != nil {
 		return nil, err
@@ -389,15 +413,19 @@ func (s *store) liveReads(ctx context.Context, reading []string) (map[string]boo
 	return live, nil
 }
 
-// releaseReads drops the read holds of session among tokens from the
-// RWMutex documents reading, in one round trip.
-func (s *store) releaseReads(ctx context.Context, session string, reading, tokens []string) error {
-	entries := make(bson.A, len(tokens))
-	for i, t := range tokens {
-		entries[i] = reader{Token: t, Session: session}
+// releaseReads drops the read holds of session (tokens by RWMutex
+// document) from their documents, in one round trip.
+func (s *store) releaseReads(ctx context.Context, session string, reading map[string][]string) error {
+	var entries bson.A
+	var ids []string
+	for id, tokens := range reading {
+		ids = append(ids, id)
+		for _, t := range tokens {
+			entries = append(entries, reader{Token: t, Session: session})
+		}
 	}
 	_, err := s.coll.UpdateMany(ctx,
-		bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: reading}}}},
+		bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}},
 		bson.D{{Key: "$pullAll", Value: bson.D{{Key: "readers", Value: entries}}}})
 	return err
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,15 +24,19 @@ const slotSep = "\x1f"
 // slotID returns the _id of slot i of the semaphore name.
 func slotID(name string, i int) string { return name + slotSep + strconv.Itoa(i) }
 
-// semaphoreOf returns the semaphore whose slot id is, if it is one (an
-// RWMutex's document ends with the separator and "rw").
+// semaphoreOf returns the wait queue of the semaphore whose slot id is,
+// if it is one (an RWMutex's document ends with the separator and "rw").
 func semaphoreOf(id string) (string, bool) {
 	sem, n, ok := strings.Cut(id, slotSep)
 	if _, err := strconv.Atoi(n); !ok || err != nil {
 		return "", false
 	}
-	return sem, true
+	return semQueue(sem), true
 }
+
+// semQueue is the name a semaphore's waiters queue under in a process:
+// apart from the waiters of a Mutex of the same name.
+func semQueue(name string) string { return name + slotSep }
 
 // Semaphore is a counting semaphore on one name: at most its limit of
 // permits are held at once, across processes. Each permit is a hold of the
@@ -41,29 +44,33 @@ func semaphoreOf(id string) (string, bool) {
 // other holds, with its own Done, Err and fencing Token. A Semaphore is
 // safe for concurrent use; one value may hold several permits at once.
 //
-// The permits are limit ordinary lock documents (slots), made once, with
-// the limit written in each: every party must give the same limit, and one
-// that gives another gets ErrLimitMismatch rather than a larger or smaller
-// semaphore. Acquiring a permit when one is free is one round trip (one
+// The limit is recorded in the document of the name itself, made by the
+// first party: every party must give the same limit, and one that gives
+// another gets ErrLimitMismatch rather than a larger or smaller semaphore
+// (a Mutex, Election or GetLock on the name finds it locked for ever). The
+// permits are limit ordinary lock documents (slots), each recording the
+// limit too. Acquiring a permit when one is free is one round trip (one
 // findOneAndUpdate over the slots, which MongoDB applies to one free slot
 // atomically); releasing it is one more. The first acquire of a Semaphore
-// value on a name not used before makes the slots: up to three round trips
-// more, once.
+// value reads the limit once (one round trip more); on a name not used
+// before it also makes the limit's document and the slots (two more).
 type Semaphore struct {
 	s     *Session
 	name  string
+	queue string // this process's waiters' queue
 	limit int
 	slots []string
 
-	mu    sync.Mutex
-	ready bool // the slots exist with this limit
+	mu     sync.Mutex
+	agreed bool // the name's document records this limit
+	made   bool // the slots were made by this value, or found
 }
 
 // NewSemaphore returns a Semaphore on name with limit permits, owned by this
 // session. The name and the limit (1 to MaxLimit) are checked by Acquire and
 // TryAcquire.
 func (s *Session) NewSemaphore(name string, limit int) *Semaphore {
-	sem := &Semaphore{s: s, name: name, limit: limit}
+	sem := &Semaphore{s: s, name: name, queue: semQueue(name), limit: limit}
 	if limit > 0 && limit <= MaxLimit {
 		for i := range limit {
 			sem.slots = append(sem.slots, slotID(name, i))
@@ -95,8 +102,8 @@ func (sem *Semaphore) Acquire(ctx context.Context) (*Permit, error) {
 		return p != nil, err
 	}
 	l := sem.s.l
-	a := attempt{try: try, peek: sem.peek, noTurns: true}
-	if err := l.waits.wait(ctx, sem.name, a, sem.s.done, sem.s.ended); err != nil {
+	a := attempt{try: try, peek: sem.peek, noTurns: true, shared: true}
+	if err := l.waits.wait(ctx, sem.queue, a, sem.s.done, sem.s.ended); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -129,26 +136,31 @@ func (sem *Semaphore) check(ctx context.Context) error {
 	return sem.s.check(ctx, sem.name)
 }
 
-// try makes one attempt; if no slot matched and the slots were not known to
-// exist with this limit, it makes them (or finds them made with another
-// limit: ErrLimitMismatch) and tries again.
+// try makes one attempt, once the name's limit is known to agree; if no
+// slot matched and this value has not made the slots, it makes them and
+// tries again.
 func (sem *Semaphore) try(ctx context.Context) (*Permit, error) {
-	c := claim{name: sem.name, slots: sem.slots, limit: sem.limit}
-	h, ok, err := sem.s.acquireClaim(ctx, c, holdOptions{})
-	if err != nil || ok {
-		return permit(h), err
-	}
 	sem.mu.Lock()
-	ready := sem.ready
+	agreed, made := sem.agreed, sem.made
 	sem.mu.Unlock()
-	if ready {
-		return nil, nil
+	if !agreed {
+		if err := sem.s.l.store.agreeLimit(ctx, sem.name, sem.limit); err != nil {
+			return nil, err
+		}
+		sem.mu.Lock()
+		sem.agreed = true
+		sem.mu.Unlock()
+	}
+	c := claim{name: sem.queue, slots: sem.slots, limit: sem.limit}
+	h, ok, err := sem.s.acquireClaim(ctx, c, holdOptions{})
+	if err != nil || ok || made {
+		return permit(h), err
 	}
 	if err := sem.s.l.store.makeSlots(ctx, sem.name, sem.slots, sem.limit); err != nil {
 		return nil, err
 	}
 	sem.mu.Lock()
-	sem.ready = true
+	sem.made = true
 	sem.mu.Unlock()
 	h, _, err = sem.s.acquireClaim(ctx, c, holdOptions{})
 	return permit(h), err
@@ -218,10 +230,33 @@ func (p *Permit) Slot() int {
 	return i
 }
 
-// makeSlots makes the slot documents of the semaphore name that do not
-// exist yet, each recording limit, and checks that every slot records that
-// limit: ErrLimitMismatch when another party made them with another. Slots
-// beyond the limit, made by a party with a larger one, also mismatch.
+// agreeLimit checks that the document of the semaphore name records
+// limit, making it if there is none: ErrLimitMismatch when it records
+// another, or none (the name is another kind of lock's).
+func (s *store) agreeLimit(ctx context.Context, name string, limit int) error {
+	doc, err := s.read(ctx, name)
+	if err == nil && doc == nil {
+		_, err = s.coll.InsertOne(ctx, bson.D{{Key: "_id", Value: name}, {Key: "limit", Value: limit}, {Key: "holder", Value: nil}})
+		if err == nil {
+			return nil
+		}
+		if mongo.IsDuplicateKeyError(err) {
+			doc, err = s.read(ctx, name) // made by another party meanwhile
+		}
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("mongolock: reading the limit of semaphore %q: %w", name, err)
+	case doc.Limit == 0:
+		return fmt.Errorf("%w: %q is the name of a Mutex, Election or GetLock lock", ErrLimitMismatch, name)
+	case doc.Limit != limit:
+		return fmt.Errorf("%w: semaphore %q has limit %d, and this party gives %d", ErrLimitMismatch, name, doc.Limit, limit)
+	}
+	return nil
+}
+
+// makeSlots makes the slot documents that do not exist yet, each recording
+// limit, once the name's document was found to agree.
 func (s *store) makeSlots(ctx context.Context, name string, slots []string, limit int) error {
 	docs := make([]any, len(slots))
 	for i, id := range slots {
@@ -234,23 +269,6 @@ func (s *store) makeSlots(ctx context.Context, name string, slots []string, limi
 	var bwe mongo.BulkWriteException
 	if err != nil && !(errors.As(err, &bwe) && bwe.WriteConcernError == nil && allDuplicates(bwe)) {
 		return fmt.Errorf("mongolock: making the slots of semaphore %q: %w", name, err)
-	}
-	// Every slot of this name, this limit's and beyond it.
-	cur, err := s.coll.Find(ctx,
-		bson.D{{Key: "_id", Value: bson.D{{Key: "$regex", Value: "^" + regexp.QuoteMeta(name+slotSep)}}}},
-		mopt.Find().SetProjection(bson.D{{Key: "limit", Value: 1}}))
-	if err != nil {
-		return fmt.Errorf("mongolock: reading the slots of semaphore %q: %w", name, err)
-	}
-	var found []lockDoc
-	if err := cur.All(ctx, &found); err != nil {
-		return fmt.Errorf("mongolock: reading the slots of semaphore %q: %w", name, err)
-	}
-	for _, d := range found {
-		if d.Limit != limit {
-			return fmt.Errorf("%w: %q has a slot made with limit %d, and this party gives %d",
-				ErrLimitMismatch, name, d.Limit, limit)
-		}
 	}
 	return nil
 }

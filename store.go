@@ -59,6 +59,7 @@ type claim struct {
 	slots []string
 	limit int
 	read  bool // a read hold of an RWMutex's document (rwmutex.go)
+	retry bool // the attempt repeats one whose outcome is unknown
 	alone bool // a write hold of an RWMutex's document, only with no reader in
 }
 
@@ -99,7 +100,9 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: surelyPast}}}},
 		bson.D{{Key: "holder", Value: c.holder}},
 	}
-	filter := bson.D{{Key: "_id", Value: c.name}, {Key: "$or", Value: free}}
+	// A semaphore's name records its limit (semaphore.go): no other kind
+	// of lock may take it.
+	filter := bson.D{{Key: "_id", Value: c.name}, {Key: "limit", Value: nil}, {Key: "$or", Value: free}}
 	if c.alone {
 		filter = bson.D{{Key: "_id", Value: c.name}, {Key: "$and", Value: bson.A{
 			bson.D{{Key: "$or", Value: free}}, noReaders(surelyPast)}}}
@@ -144,6 +147,14 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 // document after it. As acquire, the filter also matches the slot c.holder
 // already holds, for a repeated attempt.
 func (s *store) acquirePermit(ctx context.Context, c claim, now time.Time, unc time.Duration) (*lockDoc, bool, error) {
+	if c.retry {
+		// The slot an earlier attempt may have taken comes first: a free
+		// slot met before it in the scan would make two.
+		doc, ok, err := s.takePermit(ctx, c, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: c.slots}}}, {Key: "holder", Value: c.holder}}, now)
+		if ok || err != nil {
+			return doc, ok, err
+		}
+	}
 	filter := bson.D{
 		{Key: "_id", Value: bson.D{{Key: "$in", Value: c.slots}}},
 		{Key: "limit", Value: c.limit},
@@ -153,6 +164,11 @@ func (s *store) acquirePermit(ctx context.Context, c claim, now time.Time, unc t
 			bson.D{{Key: "holder", Value: c.holder}},
 		}},
 	}
+	return s.takePermit(ctx, c, filter, now)
+}
+
+// takePermit takes for c the first slot that filter matches.
+func (s *store) takePermit(ctx context.Context, c claim, filter bson.D, now time.Time) (*lockDoc, bool, error) {
 	update := bson.D{
 		{Key: "$set", Value: bson.D{
 			{Key: "owner", Value: c.owner},
@@ -302,7 +318,7 @@ func (s *store) releaseAll(ctx context.Context, session string, holders []string
 // later one.
 //
 // now is the server-clock estimate when the renewal is sent.
-func (s *store) renew(ctx context.Context, session string, holders, reading []string, now time.Time, ttl time.Duration) (int64, error) {
+func (s *store) renew(ctx context.Context, session string, holders []string, reading map[string][]string, now time.Time, ttl time.Duration) (int64, error) {
 	var models []mongo.WriteModel
 	if len(holders) > 0 {
 		models = append(models, mongo.NewUpdateManyModel().SetFilter(bson.D{
@@ -311,8 +327,8 @@ func (s *store) renew(ctx context.Context, session string, holders, reading []st
 			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: now}}},
 		}).SetUpdate(extendUpdate(now.Add(ttl))))
 	}
-	if len(reading) > 0 {
-		models = append(models, renewReads(session, reading, now, ttl))
+	for id, tokens := range reading {
+		models = append(models, renewReads(id, tokens, now, ttl))
 	}
 	if len(models) == 0 {
 		return 0, nil

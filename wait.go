@@ -135,6 +135,9 @@ type attempt struct {
 	// noTurns: the name has no lock document of its own to join turns in
 	// (a semaphore's).
 	noTurns bool
+	// shared: a success does not use the lock up (a permit, a read hold):
+	// the next waiter tries at once too.
+	shared bool
 }
 
 // wait queues behind the waiters of name and returns when a.try succeeds
@@ -191,6 +194,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			}
 			news = false // tried since
 			if ok {
+				news = a.shared
 				return nil
 			}
 			join()
@@ -497,6 +501,16 @@ func (r *waitRegistry) taken(name string, until time.Time, firm bool) {
 		if q.local == 0 && len(q.waiters) > 0 {
 			signal(q.waiters[0].kick) // its timer may be set for a turn's end, now moot
 		}
+	}
+}
+
+// readersChanged is the watcher's news that an RWMutex's readers came or
+// went: a writer of this process waiting for them to leave looks again.
+func (r *waitRegistry) readersChanged(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.names[name]; q != nil {
+		signalAll(q.observers)
 	}
 }
 

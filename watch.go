@@ -40,6 +40,7 @@ type wakeSink interface {
 	// turn: a lock of that name was freed for heir alone until then.
 	turn(name, heir string, until time.Time)
 	joined(name, locker string) // a Locker joined the lock's waiting ones
+	readersChanged(name string) // an RWMutex's readers came or went
 	notifyAll()                 // any lock may have been freed: events may have been missed
 	streaming(on bool)          // whether releases are being watched
 }
@@ -79,6 +80,26 @@ func (ev *changeEvent) joiner() string {
 	v, _ := f.Lookup("lastJoined").StringValueOK()
 	l, _, _ := strings.Cut(v, "@") // id@time of the join
 	return l
+}
+
+// readersOnly reports whether the event changed an RWMutex's readers and
+// not its writer: news for a writer waiting for them to leave, and for no
+// one else.
+func (ev *changeEvent) readersOnly() bool {
+	f := ev.UpdateDescription.UpdatedFields
+	if ev.OperationType != "update" {
+		return false
+	}
+	if _, err := f.LookupErr("holder"); err == nil {
+		return false
+	}
+	elems, _ := f.Elements()
+	for _, e := range elems {
+		if k := e.Key(); k == "readers" || strings.HasPrefix(k, "readers.") {
+			return true
+		}
+	}
+	return false
 }
 
 // leaseEnd returns the lease end an acquire wrote, zero when the event does
@@ -313,6 +334,8 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 			switch heir, until := ev.heir(); {
 			case ev.joiner() != "":
 				w.sink.joined(name, ev.joiner()) // no change of holder: nothing to fold
+			case ev.readersOnly():
+				w.sink.readersChanged(name) // nor here
 			case heir != "" && heir == w.self && ev.freed():
 				// This Locker's turn: it must hear of it even if the lock
 				// is taken again later in the batch (by another, once the

@@ -168,6 +168,7 @@ func (r *recorder) notify(name string)                     { r.add("wake " + nam
 func (r *recorder) notifyAll()                             { r.add("wake all") }
 func (r *recorder) taken(name string, _ time.Time, _ bool) { r.add("taken " + name) }
 func (r *recorder) turn(name, heir string, _ time.Time)    { r.add("turn " + name + " " + heir) }
+func (r *recorder) readersChanged(name string)             { r.add("readers " + name) }
 func (r *recorder) joined(name, locker string)             { r.add("joined " + name + " " + locker) }
 func (r *recorder) streaming(on bool) {
 	if on {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -44,7 +45,7 @@ func (c *cli) run(args []string) int {
 	least := fs.Duration("hold-at-least", 0, "keep the lock until this long after acquiring it, however soon CMD exits")
 	most := fs.Duration("hold-at-most", 0, "end CMD (exit 124) if it still runs this long after it started; 0: no cap")
 	quiet := fs.Bool("quiet", false, "say nothing when the lock is held by another (exit 75)")
-	limit := fs.Int("limit", 1, "let up to this many jobs hold NAME at once (a semaphore, as consul lock -n)")
+	limit := fs.Int("limit", 0, "let up to this many jobs hold NAME at once (a semaphore, as consul lock -n); every host must give the same")
 	if code, ok := c.parse(fs, args); !ok {
 		return code
 	}
@@ -67,7 +68,9 @@ func (c *cli) run(args []string) int {
 			"and the cap not below the least hold\n", *least, *most)
 		return exitUsage
 	}
-	if *limit < 1 || *limit > mongolock.MaxLimit || (*limit > 1 && *least > 0) {
+	limited := false
+	fs.Visit(func(f *flag.Flag) { limited = limited || f.Name == "limit" })
+	if limited && (*limit < 1 || *limit > mongolock.MaxLimit || *least > 0) {
 		fmt.Fprintf(c.stderr, "mongolock run: --limit %d must be between 1 and %d, and not given with --hold-at-least\n",
 			*limit, mongolock.MaxLimit)
 		return exitUsage
@@ -143,7 +146,7 @@ func (c *cli) run(args []string) int {
 	// The cap is timed here, not by WithHoldAtMost: the lock stays held,
 	// and renewed, until the capped job is gone.
 	t := mutexTaker(s.NewMutex(name, mongolock.WithHoldAtLeast(*least)))
-	if *limit != 1 {
+	if limited { // even --limit 1: hosts giving other limits are told
 		t = semaphoreTaker(s.NewSemaphore(name, *limit))
 	}
 

@@ -155,7 +155,13 @@ func TestRunLimit(t *testing.T) {
 		strings.TrimSpace(out) != "slot "+strings.TrimSpace(string(a)) {
 		t.Fatalf("third job after the first ended: exit %d, output %q, want slot %s", code, out, a)
 	}
-	if code, _ := exit(t, e.cmd("run", "--limit", "3", "--wait", "0", "pool", "--", "true")); code != 2 {
-		t.Fatalf("a job giving another limit: exit %d, want 2 (limit mismatch)", code)
+	for _, limit := range []string{"3", "1"} {
+		if code, _ := exit(t, e.cmd("run", "--limit", limit, "--wait", "0", "pool", "--", "true")); code != 2 {
+			t.Fatalf("a job giving --limit %s: exit %d, want 2 (limit mismatch)", limit, code)
+		}
+	}
+	// A host that forgot --limit takes no permit and does not run either.
+	if code, out := exit(t, e.cmd("run", "--wait", "0", "pool", "--", "echo", "ran")); code != 75 || out != "" {
+		t.Fatalf("a job without --limit: exit %d, output %q; want 75 and nothing run", code, out)
 	}
 }
