@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -272,12 +273,15 @@ func handoff(b *testing.B, x, y *mongolock.Mutex, n int) samples {
 // change streams' own not counted), acquires that failed, and the spread
 // between the sessions that got the fewest and the most, after a warm-up.
 func BenchmarkContention(b *testing.B) {
-	for _, mode := range []string{"change streams", "polling"} {
-		b.Run(mode, func(b *testing.B) { contention(b, mode, mongolock.WithChangeStreams(mode == "change streams")) })
+	for _, mode := range []string{"change streams", "polling", "FIFO, change streams", "FIFO, polling"} {
+		b.Run(mode, func(b *testing.B) {
+			contention(b, mode, mongolock.WithChangeStreams(!strings.HasSuffix(mode, "polling")),
+				mongolock.WithFIFO(strings.HasPrefix(mode, "FIFO")))
+		})
 	}
 }
 
-func contention(b *testing.B, mode string, opt mongolock.Option) {
+func contention(b *testing.B, mode string, opt ...mongolock.Option) {
 	e := newEnv(b)
 	const sessions, goroutines = 8, 4
 	var counters []*counter
@@ -289,7 +293,7 @@ func contention(b *testing.B, mode string, opt mongolock.Option) {
 	defer cancel()
 	var mutexes [][]*mongolock.Mutex
 	for range sessions {
-		l, cnt := e.locker("", opt)
+		l, cnt := e.locker("", opt...)
 		counters = append(counters, cnt)
 		s := session(b, l)
 		var ms []*mongolock.Mutex

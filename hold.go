@@ -127,7 +127,16 @@ func (h *hold) release() error {
 		}))
 	}
 	waits := s.l.waits
-	t := waits.turnFor(h.name, h.waiting, s.l.clock.Now())
+	w := h.waiting
+	if s.l.opts.fifo {
+		// Who waits now, and since when: the acquire's view is old.
+		ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.ttl, cleanupTimeout))
+		if doc, err := s.l.store.read(ctx, h.name); err == nil && doc != nil {
+			w = doc.waiters(s.l.clock.Now())
+		}
+		cancel()
+	}
+	t := waits.turnFor(h.name, w, s.l.clock.Now())
 	handedOn := false
 	defer func() {
 		// A turn this process gave itself: its head tries at once (the

@@ -66,6 +66,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 		l.waits.watch = &watcher{open: l.openHolderChanges, sink: l.waits, log: o.logger, self: l.id}
 	}
 	l.waits.self = l.id
+	l.waits.fifo = o.fifo
 	l.waits.joinTurns = l.joinTurns
 	l.waits.leaveTurns = l.leaveTurns
 	return l, nil
@@ -355,7 +356,7 @@ func (l *Locker) cleanup(name, holder string) {
 // change stream runs, so that a release names it heir in its turn, or a
 // poller, so that releases name no heir while it waits.
 func (l *Locker) joinTurns(ctx context.Context, name string, streaming bool) error {
-	return l.store.join(ctx, name, l.id, streaming)
+	return l.store.join(ctx, name, l.id, streaming, l.opts.fifo)
 }
 
 // leaveTurns takes this Locker out of the Lockers waiting for name, in the

@@ -34,6 +34,7 @@ type options struct {
 	writeConcern *writeconcern.WriteConcern
 	clock        Clock
 	clockRefresh time.Duration // 0: defaultClockRefresh; set by tests
+	fifo         bool
 }
 
 // WithLogger sends the Locker's log (fallbacks, warnings, lost holds) to l.
@@ -55,6 +56,22 @@ func WithSafetyPollInterval(d time.Duration) Option { return func(o *options) { 
 // Off, waiters poll. The default is on; the Locker turns it off by itself,
 // with one line in the log, where the server has no change streams.
 func WithChangeStreams(on bool) Option { return func(o *options) { o.watch = on } }
+
+// WithFIFO serves the processes that wait for a lock in the order they
+// began to wait: a release names the one that has waited longest as the
+// lock's heir, whether its waiters are told by a change stream or poll,
+// and the releaser, if its process still has waiters, joins at the back.
+// Within a process, waiters are served in the order they called. Every
+// process that uses a lock must set it the same way. It costs one round
+// trip more per Unlock (a read of who waits, and since when, before the
+// release); waiting costs what it does with the default turns (one write
+// to join). A release to a polling process keeps the lock free for that
+// process alone for up to a poll interval more, so that it polls within
+// its turn. The default, off, gives
+// turns round the waiting processes (see Turns in the README) and lets a
+// process keep the lock for up to 4 holds in a row when its own waiters
+// wait too.
+func WithFIFO(on bool) Option { return func(o *options) { o.fifo = on } }
 
 // WithClock replaces the local clock the Locker reads, for tests of clock
 // skew and steps: leases are still judged in server time, estimated from

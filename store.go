@@ -30,6 +30,8 @@ type lockDoc struct {
 	Heir    string               `bson:"heir"`
 	Waiting map[string]time.Time `bson:"waiting"`
 	Pollers map[string]time.Time `bson:"pollers"`
+	// Since holds, under WithFIFO, when each waiting Locker began to wait.
+	Since map[string]time.Time `bson:"since,omitempty"`
 	// Limit is set in a semaphore's slot documents (semaphore.go): the
 	// limit their creator gave.
 	Limit int `bson:"limit,omitempty"`
@@ -205,12 +207,18 @@ func (s *store) release(ctx context.Context, name, holder string, t turn) (bool,
 			{Key: "expiresAt", Value: t.until},
 			{Key: "heir", Value: t.heir},
 		}
-		if t.stay {
+		switch {
+		case t.stay && t.polls:
+			set = append(set, bson.E{Key: pollerKey(t.locker), Value: s.clock.Now()})
+		case t.stay:
 			set = append(set, bson.E{Key: waitingKey(t.locker), Value: t.until})
+		}
+		if t.stay && t.fifo {
+			set = append(set, bson.E{Key: sinceKey(t.locker), Value: t.until}) // at the back
 		}
 		update = bson.D{
 			{Key: "$set", Value: set},
-			{Key: "$unset", Value: bson.D{{Key: waitingKey(t.heir), Value: ""}}},
+			{Key: "$unset", Value: notWaiting(t.heir)},
 		}
 	}
 	res, err := s.coll.UpdateOne(ctx,
@@ -253,22 +261,28 @@ func kept(holder string) bool { return strings.HasPrefix(holder, keptPrefix) }
 // join adds locker to the Lockers waiting for the lock name, as one
 // told of releases by a change stream (streaming) or as a poller, in one
 // round trip.
-func (s *store) join(ctx context.Context, name, locker string, streaming bool) error {
+func (s *store) join(ctx context.Context, name, locker string, streaming, fifo bool) error {
 	in, out := waitingKey(locker), pollerKey(locker)
 	if !streaming {
 		in, out = out, in
 	}
-	set := bson.D{{Key: in, Value: s.clock.Now()}}
+	now := s.clock.Now()
+	set := bson.D{{Key: in, Value: now}}
 	if streaming {
 		// Tells a holder, through its change stream, who joined after its
 		// acquire saw the waiting Lockers. The value changes at every join
 		// (a change stream reports only fields whose value changed).
 		set = append(set, bson.E{Key: "lastJoined", Value: locker + "@" + strconv.FormatInt(time.Now().UnixNano(), 36)})
 	}
-	_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}}, bson.D{
+	update := bson.D{
 		{Key: "$set", Value: set},
 		{Key: "$unset", Value: bson.D{{Key: out, Value: ""}}},
-	})
+	}
+	if fifo {
+		// When it began to wait: a join again keeps the first time.
+		update = append(update, bson.E{Key: "$min", Value: bson.D{{Key: sinceKey(locker), Value: now}}})
+	}
+	_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}}, update)
 	return err
 }
 
@@ -281,11 +295,12 @@ func (s *store) leave(ctx context.Context, name, locker string) error {
 
 // notWaiting is the $unset of locker's entries among the waiting Lockers.
 func notWaiting(locker string) bson.D {
-	return bson.D{{Key: waitingKey(locker), Value: ""}, {Key: pollerKey(locker), Value: ""}}
+	return bson.D{{Key: waitingKey(locker), Value: ""}, {Key: pollerKey(locker), Value: ""}, {Key: sinceKey(locker), Value: ""}}
 }
 
 func waitingKey(locker string) string { return "waiting." + locker }
 func pollerKey(locker string) string  { return "pollers." + locker }
+func sinceKey(locker string) string   { return "since." + locker }
 
 // freeUpdate marks a lock free; the fence, owner and times stay for the
 // record.

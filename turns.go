@@ -53,6 +53,10 @@ const pollerFresh = 3 * rejoinAfter
 type waiters struct {
 	streaming []string // Lockers told of releases by a change stream
 	polling   bool     // a poller waits
+	// For WithFIFO: the pollers whose entries are fresh, and when each
+	// waiting Locker began to wait (server time).
+	pollers []string
+	since   map[string]time.Time
 }
 
 // waiters returns who waits for the lock, at server time now.
@@ -61,10 +65,38 @@ func (d *lockDoc) waiters(now time.Time) waiters {
 	for l := range d.Waiting {
 		w.streaming = append(w.streaming, l)
 	}
-	for _, at := range d.Pollers {
-		w.polling = w.polling || now.Sub(at) < pollerFresh
+	for l, at := range d.Pollers {
+		if now.Sub(at) < pollerFresh {
+			w.polling = true
+			w.pollers = append(w.pollers, l)
+		}
 	}
+	w.since = d.Since
 	return w
+}
+
+// fifoHeir returns the Locker other than locker that has waited longest
+// among w (by the time it began to wait, then by id), and whether it polls;
+// "" when none waits.
+func fifoHeir(locker string, w waiters) (heir string, polls bool) {
+	var first time.Time
+	consider := func(l string, poller bool) {
+		at, ok := w.since[l]
+		if !ok {
+			at = time.Unix(1<<40, 0) // joined before WithFIFO: last
+		}
+		if l == locker || heir != "" && (at.After(first) || at.Equal(first) && l > heir) {
+			return
+		}
+		heir, first, polls = l, at, poller
+	}
+	for _, l := range w.streaming {
+		consider(l, false)
+	}
+	for _, l := range w.pollers {
+		consider(l, true)
+	}
+	return heir, polls
 }
 
 // turn is what a release says about who takes the lock next.
@@ -73,6 +105,8 @@ type turn struct {
 	until  time.Time // server time the heir's turn ends
 	locker string    // the releasing Locker
 	stay   bool      // it still has waiters: it joins the waiting Lockers
+	polls  bool      // it joins them as a poller (WithFIFO)
+	fifo   bool      // WithFIFO: it joins them at the back
 }
 
 // nextTurn returns the turn a release by locker gives, when w waits for the
@@ -96,6 +130,25 @@ func nextTurn(locker string, w waiters, localWaiters, streaming bool, run int, n
 	return t
 }
 
+// nextFIFOTurn is nextTurn under WithFIFO: the Locker that has waited
+// longest is heir, whether it streams or polls, and the releaser never
+// names itself; a poller's turn is longer by pollTurn (the poll interval),
+// so that it polls within it. A releaser whose process still has waiters
+// joins the waiting Lockers at the back.
+func nextFIFOTurn(locker string, w waiters, localWaiters, streaming bool, pollTurn time.Duration, now time.Time) turn {
+	t := turn{locker: locker, fifo: true}
+	heir, polls := fifoHeir(locker, w)
+	if heir == "" {
+		return t
+	}
+	t.heir, t.until = heir, now.Add(turnGrace)
+	if polls {
+		t.until = t.until.Add(pollTurn)
+	}
+	t.stay, t.polls = localWaiters, !streaming
+	return t
+}
+
 // turnFor returns the turn a release of name by this process gives, when
 // w waited for it, and counts the process's run of holds.
 func (r *waitRegistry) turnFor(name string, w waiters, now time.Time) turn {
@@ -108,6 +161,9 @@ func (r *waitRegistry) turnFor(name string, w waiters, now time.Time) turn {
 		}
 	}
 	t := nextTurn(r.self, w, len(q.waiters) > 0, r.streamOn, q.run, now)
+	if r.fifo {
+		t = nextFIFOTurn(r.self, w, len(q.waiters) > 0, r.streamOn, r.maxPause, now)
+	}
 	if t.heir == r.self {
 		q.run++
 		// Its change event may come before the release's reply, or after
@@ -140,7 +196,7 @@ func nextHeir(locker string, waiting []string) string {
 // this process holds the name, its own release joins for it. A failure to
 // join only costs turns.
 func (r *waitRegistry) join(ctx context.Context, name string) {
-	if r.watch != nil && r.watch.noStreamsAnywhere() {
+	if r.watch != nil && r.watch.noStreamsAnywhere() && !r.fifo {
 		return // no Locker of this server can stream: nobody is named heir
 	}
 	select {
@@ -188,7 +244,7 @@ func (r *waitRegistry) handedOn(name string, t turn) {
 	case t.stay && len(q.waiters) == 0 && q.local == 0 && r.leaveTurns != nil:
 		r.leaveTurns(name) // its waiters left while it released
 	case t.stay:
-		q.joined, q.joinedStreaming, q.joinedAt = true, true, time.Now()
+		q.joined, q.joinedStreaming, q.joinedAt = true, !t.polls, time.Now()
 	}
 	signalAll(q.observers)
 	if q.local == 0 {

@@ -23,6 +23,7 @@ type waitRegistry struct {
 	watch       *watcher        // nil: no change streams
 	closed      <-chan struct{} // the Locker's: waits end with ErrClosed
 	self        string          // the Locker's id among waiting Lockers
+	fifo        bool            // WithFIFO: turns in the order processes began to wait
 	joinTurns   func(ctx context.Context, name string, streaming bool) error
 	leaveTurns  func(name string) // in the background
 
