@@ -127,14 +127,14 @@ func (h *hold) release() error {
 		}))
 	}
 	waits := s.l.waits
+	ctx, cancel := h.unlockContext() // the read's and the release's
+	defer cancel()
 	w := h.waiting
 	if s.l.opts.fifo {
 		// Who waits now, and since when: the acquire's view is old.
-		ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.ttl, cleanupTimeout))
 		if doc, err := s.l.store.read(ctx, h.name); err == nil && doc != nil {
 			w = doc.waiters(s.l.clock.Now())
 		}
-		cancel()
 	}
 	t := waits.turnFor(h.name, w, s.l.clock.Now())
 	handedOn := false
@@ -148,7 +148,7 @@ func (h *hold) release() error {
 		}
 	}()
 
-	matched, lostReply, err := h.write(func(ctx context.Context) (bool, error) {
+	matched, lostReply, err := h.writeIn(ctx, func(ctx context.Context) (bool, error) {
 		return s.l.store.release(ctx, h.name, h.token, t)
 	})
 	// A match (even on a retry) means the turn was written.
@@ -164,8 +164,19 @@ func (h *hold) release() error {
 // returns whether an attempt matched the hold, whether a reply was lost,
 // and the last attempt's error.
 func (h *hold) write(op func(context.Context) (bool, error)) (matched, lostReply bool, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), min(h.s.opts.ttl, cleanupTimeout))
+	ctx, cancel := h.unlockContext()
 	defer cancel()
+	return h.writeIn(ctx, op)
+}
+
+// unlockContext bounds an Unlock's round trips: the lesser of the TTL and
+// cleanupTimeout.
+func (h *hold) unlockContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), min(h.s.opts.ttl, cleanupTimeout))
+}
+
+// writeIn is write within ctx.
+func (h *hold) writeIn(ctx context.Context, op func(context.Context) (bool, error)) (matched, lostReply bool, err error) {
 	matched, err = op(ctx)
 	for err != nil && ambiguous(err) && sleep(ctx, 20*time.Millisecond) {
 		lostReply = true

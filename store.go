@@ -216,9 +216,9 @@ func (s *store) release(ctx context.Context, name, holder string, t turn) (bool,
 		if t.stay && t.fifo {
 			set = append(set, bson.E{Key: sinceKey(t.locker), Value: t.until}) // at the back
 		}
-		update = bson.D{
-			{Key: "$set", Value: set},
-			{Key: "$unset", Value: notWaiting(t.heir)},
+		update = bson.D{{Key: "$set", Value: set}}
+		if !t.heirPolls {
+			update = append(update, bson.E{Key: "$unset", Value: notWaiting(t.heir)})
 		}
 	}
 	res, err := s.coll.UpdateOne(ctx,

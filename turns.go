@@ -31,6 +31,13 @@ import (
 // instead: while a poller waits, releases name no heir, so that it keeps
 // its chance to find the lock free. A poller's entry counts for
 // pollerFresh after it joined; a waiting poller joins again before that.
+//
+// WithFIFO (nextFIFOTurn) names instead the Locker that began to wait
+// first, whether it streams or polls; a poller's turn lasts the releaser's
+// poll interval longer, and a poller that misses it keeps its place (it
+// learns of turns only by polling), so an heir that polls slower than the
+// releaser may hold the lock back by that turn at each release until it
+// comes. A streaming heir that misses its turn goes to the back.
 
 // turnGrace is how long only the heir may take a released lock: time for
 // the change stream to tell it and for its attempt to arrive.
@@ -53,25 +60,32 @@ const pollerFresh = 3 * rejoinAfter
 type waiters struct {
 	streaming []string // Lockers told of releases by a change stream
 	polling   bool     // a poller waits
-	// For WithFIFO: the pollers whose entries are fresh, and when each
-	// waiting Locker began to wait (server time).
-	pollers []string
-	since   map[string]time.Time
+	// For WithFIFO: the pollers whose entries are fresh, when each waiting
+	// Locker began to wait, and when it last joined (server time).
+	pollers  []string
+	since    map[string]time.Time
+	joinedAt map[string]time.Time
 }
 
 // waiters returns who waits for the lock, at server time now.
 func (d *lockDoc) waiters(now time.Time) waiters {
 	var w waiters
-	for l := range d.Waiting {
+	w.joinedAt = map[string]time.Time{}
+	for l, at := range d.Waiting {
 		w.streaming = append(w.streaming, l)
+		w.joinedAt[l] = at
 	}
 	for l, at := range d.Pollers {
 		if now.Sub(at) < pollerFresh {
 			w.polling = true
 			w.pollers = append(w.pollers, l)
+			w.joinedAt[l] = at
 		}
 	}
 	w.since = d.Since
+	if w.since == nil {
+		w.since = map[string]time.Time{} // read: says who joined, even if none did with WithFIFO
+	}
 	return w
 }
 
@@ -83,7 +97,7 @@ func fifoHeir(locker string, w waiters) (heir string, polls bool) {
 	consider := func(l string, poller bool) {
 		at, ok := w.since[l]
 		if !ok {
-			at = time.Unix(1<<40, 0) // joined before WithFIFO: last
+			at = w.joinedAt[l] // joined without WithFIFO: its last join
 		}
 		if l == locker || heir != "" && (at.After(first) || at.Equal(first) && l > heir) {
 			return
@@ -107,6 +121,10 @@ type turn struct {
 	stay   bool      // it still has waiters: it joins the waiting Lockers
 	polls  bool      // it joins them as a poller (WithFIFO)
 	fifo   bool      // WithFIFO: it joins them at the back
+	// heirPolls: the heir is a poller (WithFIFO), which learns of its turn
+	// only by polling: it stays among the waiting Lockers, in its place,
+	// in case it misses the turn.
+	heirPolls bool
 }
 
 // nextTurn returns the turn a release by locker gives, when w waits for the
@@ -143,7 +161,10 @@ func nextFIFOTurn(locker string, w waiters, localWaiters, streaming bool, pollTu
 	}
 	t.heir, t.until = heir, now.Add(turnGrace)
 	if polls {
+		// Its own poll interval is not known here: this process's, and
+		// the heir keeps its place if it misses the turn.
 		t.until = t.until.Add(pollTurn)
+		t.heirPolls = true
 	}
 	t.stay, t.polls = localWaiters, !streaming
 	return t
@@ -156,7 +177,8 @@ func (r *waitRegistry) turnFor(name string, w waiters, now time.Time) turn {
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	for _, l := range q.joiners {
-		if !slices.Contains(w.streaming, l) {
+		// Under WithFIFO w is a fresh read: a joiner not in it left.
+		if !slices.Contains(w.streaming, l) && (!r.fifo || w.since == nil) {
 			w.streaming = append(w.streaming, l)
 		}
 	}
@@ -217,7 +239,7 @@ func (r *waitRegistry) join(ctx context.Context, name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if q := r.names[name]; q != nil && q.local == 0 && (err == nil || ambiguous(err)) {
-		q.joined, q.joinedStreaming, q.joinedAt = true, streaming, time.Now()
+		q.joined, q.joinedStreaming, q.joinedAt, q.wasJoined = true, streaming, time.Now(), true
 	}
 }
 

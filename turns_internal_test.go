@@ -69,3 +69,32 @@ func TestWaitersFreshPollers(t *testing.T) {
 		t.Errorf("fresh poller: %+v, want polling", w)
 	}
 }
+
+// TestFIFOHeir: under WithFIFO the heir is the other Locker that began to
+// wait first, streaming or polling; one without a recorded start counts
+// from its last join; a poller's turn is longer and keeps its place.
+func TestFIFOHeir(t *testing.T) {
+	at := func(s int) time.Time { return time.Unix(int64(s), 0) }
+	w := waiters{
+		streaming: []string{"me", "s1", "s2"},
+		pollers:   []string{"p1"},
+		since:     map[string]time.Time{"me": at(1), "s1": at(5), "p1": at(3)},
+		joinedAt:  map[string]time.Time{"s2": at(4)},
+	}
+	if heir, polls := fifoHeir("me", w); heir != "p1" || !polls {
+		t.Fatalf("fifoHeir = %q, %v; want the poller that began first", heir, polls)
+	}
+	delete(w.since, "p1")
+	w.pollers = nil
+	if heir, _ := fifoHeir("me", w); heir != "s2" {
+		t.Fatalf("fifoHeir = %q; want s2, counted from its last join", heir)
+	}
+	if heir, _ := fifoHeir("me", waiters{streaming: []string{"me"}}); heir != "" {
+		t.Fatalf("fifoHeir with only the releaser waiting = %q", heir)
+	}
+	now := at(100)
+	tp := nextFIFOTurn("me", waiters{pollers: []string{"p"}, since: map[string]time.Time{"p": at(1)}}, true, true, time.Second, now)
+	if tp.heir != "p" || !tp.heirPolls || !tp.until.Equal(now.Add(turnGrace+time.Second)) || !tp.stay || tp.polls {
+		t.Fatalf("turn to a poller = %+v", tp)
+	}
+}

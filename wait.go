@@ -45,6 +45,9 @@ type nameQueue struct {
 	busy      bool            // the stream's last news: taken, or another's turn
 	joiners   []string        // Lockers seen joining the waiting ones during this process's hold
 	joined    bool            // this Locker is among the lock's waiting Lockers
+	// it joined during this wait, whatever joined says since (a stream's
+	// blip clears that): a wait that ends without the lock leaves
+	wasJoined bool
 	// how it joined (told by its change stream, or polling), and when
 	joinedStreaming bool
 	joinedAt        time.Time
@@ -339,8 +342,8 @@ func (r *waitRegistry) leave(name string, w *waiter, news bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
-	if len(q.waiters) == 1 && q.waiters[0] == w && q.local == 0 && q.joined && r.leaveTurns != nil {
-		q.joined = false
+	if len(q.waiters) == 1 && q.waiters[0] == w && q.local == 0 && (q.joined || q.wasJoined) && r.leaveTurns != nil {
+		q.joined, q.wasJoined = false, false
 		r.leaveTurns(name) // starts a goroutine: does not block
 	}
 	if i := slices.Index(q.waiters, w); i >= 0 {
@@ -363,7 +366,7 @@ func (r *waitRegistry) held(name string) {
 	q.local++
 	q.firm, q.freedNews = time.Time{}, false
 	q.joiners = q.joiners[:0]
-	q.joined = false // the acquire left the waiting Lockers
+	q.joined, q.wasJoined = false, false // the acquire left the waiting Lockers
 	r.stopTurnLocked(q)
 	signalAll(q.observers)
 }
