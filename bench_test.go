@@ -273,10 +273,14 @@ func handoff(b *testing.B, x, y *mongolock.Mutex, n int) samples {
 // change streams' own not counted), acquires that failed, and the spread
 // between the sessions that got the fewest and the most, after a warm-up.
 func BenchmarkContention(b *testing.B) {
-	for _, mode := range []string{"change streams", "polling", "FIFO, change streams", "FIFO, polling"} {
+	for _, mode := range []string{"change streams", "change streams, no turns", "polling", "FIFO, change streams", "FIFO, polling"} {
 		b.Run(mode, func(b *testing.B) {
-			contention(b, mode, mongolock.WithChangeStreams(!strings.HasSuffix(mode, "polling")),
-				mongolock.WithFIFO(strings.HasPrefix(mode, "FIFO")))
+			opts := []mongolock.Option{mongolock.WithChangeStreams(!strings.HasSuffix(mode, "polling")),
+				mongolock.WithFIFO(strings.HasPrefix(mode, "FIFO"))}
+			if strings.HasSuffix(mode, "no turns") {
+				opts = append(opts, mongolock.WithoutTurns())
+			}
+			contention(b, mode, opts...)
 		})
 	}
 }

@@ -6,6 +6,11 @@ import "time"
 // answered.
 func RenewNow(s *Session) bool { return s.renew() }
 
+// WithoutTurns makes a Locker that never joins a lock's waiting Lockers,
+// so that no release names an heir: waiters behave as before turns, for
+// the benchmark's comparison.
+func WithoutTurns() Option { return func(o *options) { o.noTurns = true } }
+
 // WithClockRefresh sets how old the estimate of the server's clock may
 // grow before it is measured again (default a minute).
 func WithClockRefresh(d time.Duration) Option { return func(o *options) { o.clockRefresh = d } }

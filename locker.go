@@ -67,8 +67,10 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 	}
 	l.waits.self = l.id
 	l.waits.fifo = o.fifo
-	l.waits.joinTurns = l.joinTurns
-	l.waits.leaveTurns = l.leaveTurns
+	if !o.noTurns {
+		l.waits.joinTurns = l.joinTurns
+		l.waits.leaveTurns = l.leaveTurns
+	}
 	return l, nil
 }
 

@@ -35,6 +35,7 @@ type options struct {
 	clock        Clock
 	clockRefresh time.Duration // 0: defaultClockRefresh; set by tests
 	fifo         bool
+	noTurns      bool // set by benchmarks: no process joins turns, as before them
 }
 
 // WithLogger sends the Locker's log (fallbacks, warnings, lost holds) to l.
