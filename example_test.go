@@ -283,3 +283,23 @@ func ExampleRWMutex() {
 	// writer while read: true
 	// writing with token 1
 }
+
+// The leader loop: lead runs while this process leads, and its context
+// is cancelled the moment leadership ends.
+func ExampleElection_Run() {
+	session, cleanup := exampleSession("example_run")
+	defer cleanup()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+
+	err := session.NewElection("scheduler").Run(ctx, "host-a", func(leaderCtx context.Context) {
+		fmt.Println("leading")
+		stop() // here: end the example; a real leader works until leaderCtx ends
+		<-leaderCtx.Done()
+	}, mongolock.OnStoppedLeading(func() { fmt.Println("stopped leading") }))
+	fmt.Println(err)
+	// Output:
+	// leading
+	// stopped leading
+	// context canceled
+}

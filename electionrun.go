@@ -1,0 +1,110 @@
+package mongolock
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// RunOption configures Election.Run.
+type RunOption func(*runOptions)
+
+type runOptions struct {
+	newLeader func(value string)
+	stopped   func()
+}
+
+// OnNewLeader has Run call f with the value of each new leader it sees,
+// this process included, in order, from a goroutine of its own; f must
+// not block for long. Short leaderships may be missed, as by Observe.
+func OnNewLeader(f func(value string)) RunOption {
+	return func(o *runOptions) { o.newLeader = f }
+}
+
+// OnStoppedLeading has Run call f each time this process stops leading,
+// after lead has returned and leadership was given up: never for a process
+// that did not lead.
+func OnStoppedLeading(f func()) RunOption {
+	return func(o *runOptions) { o.stopped = f }
+}
+
+// Run is the leader loop, in the style of client-go's leaderelection: it
+// campaigns with value; when it leads, it calls lead with a context that
+// is cancelled the moment leadership ends (lost lease, the session's end,
+// ctx's end), which is before any other campaigner can win; once lead has
+// returned, it resigns (if it still leads) and campaigns again. So lead
+// runs in at most one process at a time, provided it stops when its
+// context is cancelled, and the lease is never given up while lead runs.
+//
+// Run blocks until ctx ends (it then returns ctx.Err(), having resigned if
+// it led) or the session ends (ErrSessionClosed, at once if it had ended
+// already); it returns ErrClosed when the Locker closes, and an invalid
+// name's error at once. Between campaigns after a server error it pauses,
+// up to a second.
+func (e *Election) Run(ctx context.Context, value string, lead func(ctx context.Context), opts ...RunOption) error {
+	var o runOptions
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if err := e.s.check(ctx, e.name); err != nil {
+		return err
+	}
+	if o.newLeader != nil {
+		obsCtx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for v := range e.Observe(obsCtx) {
+				o.newLeader(v)
+			}
+		})
+		defer wg.Wait()
+		defer stop()
+	}
+	pause := 10 * time.Millisecond
+	for {
+		err := e.Campaign(ctx, value)
+		switch {
+		case err == nil:
+			pause = 10 * time.Millisecond
+			e.lead(ctx, lead)
+			if o.stopped != nil {
+				o.stopped()
+			}
+			continue
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, ErrSessionClosed), errors.Is(err, ErrClosed), errors.Is(err, ErrInvalidName):
+			return err
+		}
+		e.s.l.opts.logger.Warn("mongolock: campaign failed; trying again", "name", e.name, "err", err)
+		if !sleep(ctx, pause) {
+			return ctx.Err()
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
+
+// lead runs f while this process leads, then resigns if it still does.
+func (e *Election) lead(ctx context.Context, f func(ctx context.Context)) {
+	e.mu.Lock()
+	h := e.cur
+	e.mu.Unlock()
+	leadCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		select {
+		case <-h.done: // leadership ended: f must stop now
+			cancel()
+		case <-leadCtx.Done():
+		}
+	}()
+	f(leadCtx)
+	cancel()
+	<-stopped
+	h.release() // only after f returned; ErrNotHeld or a loss if it ended already
+}

@@ -1,0 +1,102 @@
+package mongolock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mongolock/mongolock"
+)
+
+// TestElectionRun: two processes run the leader loop; the leader's link is
+// cut. The second leads only after the first's lead context was
+// cancelled; the stop callback fires only for a process that led; the new
+// leader callback sees both leaders; cancelling Run resigns.
+func TestElectionRun(t *testing.T) {
+	e := newEnv(t)
+	proxy, proxied := newCutProxy(t)
+	ctx := ctxT(t, time.Minute)
+	var mu sync.Mutex
+	var events []string
+	record := func(s string) {
+		mu.Lock()
+		events = append(events, s)
+		mu.Unlock()
+	}
+	seen := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(events)
+	}
+	run := func(l *mongolock.Locker, name string, ttl time.Duration) (context.CancelFunc, chan error) {
+		s := session(t, l, mongolock.WithTTL(ttl))
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- s.NewElection("leader").Run(runCtx, name, func(ctx context.Context) {
+				record(name + " leads")
+				<-ctx.Done()
+				record(name + " stops")
+			},
+				mongolock.OnStoppedLeading(func() { record(name + " stopped callback") }),
+				mongolock.OnNewLeader(func(v string) { record(name + " sees " + v) }))
+		}()
+		return cancel, done
+	}
+	la, _ := e.locker(proxied, mongolock.WithPollInterval(50*time.Millisecond))
+	_, doneA := run(la, "A", 2*time.Second)
+	for !slices.Contains(seen(), "A leads") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	lb, _ := e.locker("", mongolock.WithPollInterval(50*time.Millisecond))
+	cancelB, doneB := run(lb, "B", 5*time.Second)
+	for !slices.Contains(seen(), "B sees A") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	proxy.Cut()
+	for !slices.Contains(seen(), "B leads") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := seen()
+	if i, j := slices.Index(got, "A stops"), slices.Index(got, "B leads"); i < 0 || i > j {
+		t.Fatalf("B led before A's lead context was cancelled: %v", got)
+	}
+	if slices.Contains(got, "B stopped callback") {
+		t.Fatalf("the stop callback fired for B before it led: %v", got)
+	}
+	// A's session ends with its lost lease: its Run returns.
+	if err := <-doneA; !errors.Is(err, mongolock.ErrSessionClosed) {
+		t.Fatalf("A's Run = %v, want ErrSessionClosed", err)
+	}
+	cancelB()
+	if err := <-doneB; !errors.Is(err, context.Canceled) {
+		t.Fatalf("B's Run = %v, want context.Canceled", err)
+	}
+	got = seen()
+	for _, want := range []string{"A stopped callback", "B stops", "B stopped callback", "B sees B"} {
+		if !slices.Contains(got, want) {
+			t.Fatalf("no %q in %v", want, got)
+		}
+	}
+	if _, err := session(t, lb).NewElection("leader").Leader(ctx); !errors.Is(err, mongolock.ErrNoLeader) {
+		t.Fatalf("after B's Run returned: Leader = %v, want ErrNoLeader (it resigned)", err)
+	}
+	t.Log(fmt.Sprint(got))
+}
+
+// TestElectionRunAfterSessionEnd: Run on a session that ended returns at
+// once, and never calls lead.
+func TestElectionRunAfterSessionEnd(t *testing.T) {
+	e := newEnv(t)
+	l, _ := e.locker("")
+	s := session(t, l)
+	s.Close()
+	err := s.NewElection("x").Run(ctxT(t, time.Minute), "v", func(context.Context) { t.Error("lead called") })
+	if !errors.Is(err, mongolock.ErrSessionClosed) {
+		t.Fatalf("Run after the session ended = %v, want ErrSessionClosed", err)
+	}
+}
