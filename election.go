@@ -130,10 +130,12 @@ func (e *Election) Leader(ctx context.Context) (string, error) {
 
 // Observe returns a channel that receives the value of each new leader, in
 // order and once per leadership, until ctx ends; then it is closed. It
-// learns of changes made in this process at once, and of others by
-// polling at the Locker's poll interval (and when a leader's lease runs
-// out): a leadership shorter than that may go unseen. A slow reader does
-// not lose the latest leader, only leaderships it was too slow for.
+// learns of changes made in this process at once, and of others from the
+// change stream, which it keeps open (reading the leader once per change),
+// or, where there is none, by polling at the Locker's poll interval (and
+// when a leader's lease runs out). A leadership that ends before the read
+// it caused may go unseen. A slow reader does not lose the latest leader,
+// only leaderships it was too slow for.
 func (e *Election) Observe(ctx context.Context) <-chan string {
 	out := make(chan string)
 	go func() {
@@ -147,6 +149,8 @@ func (e *Election) observe(ctx context.Context, out chan<- string) {
 	l := e.s.l
 	changed := l.waits.observe(e.name)
 	defer l.waits.unobserve(e.name, changed)
+	l.waits.want() // the change stream tells of every change of leader
+	defer l.waits.unwant()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var last int64 = -1 // fence of the last leadership sent

@@ -100,3 +100,42 @@ func TestElectionRunAfterSessionEnd(t *testing.T) {
 		t.Fatalf("Run after the session ended = %v, want ErrSessionClosed", err)
 	}
 }
+
+// TestObserveByChangeStream: an observer whose poll interval is a minute
+// sees each new leader of another process promptly: from the change
+// stream, not by polling.
+func TestObserveByChangeStream(t *testing.T) {
+	if !hasChangeStreams(t) {
+		t.Skip("needs change streams")
+	}
+	e := newEnv(t)
+	ctx := ctxT(t, time.Minute)
+	obsL, _ := e.locker("", mongolock.WithPollInterval(time.Minute), mongolock.WithSafetyPollInterval(time.Minute))
+	seen := session(t, obsL).NewElection("lead").Observe(ctx)
+	for !obsL.Streaming() {
+		if ctx.Err() != nil {
+			t.Fatal("the observer's change stream never opened")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	l, _ := e.locker("")
+	for _, v := range []string{"one", "two", "three"} {
+		el := session(t, l).NewElection("lead")
+		if err := el.Campaign(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		select {
+		case got := <-seen:
+			if got != v {
+				t.Fatalf("observed %q, want %q", got, v)
+			}
+		case <-wctx.Done():
+			t.Fatalf("leader %q not observed in 20s with a poll interval of a minute", v)
+		}
+		cancel()
+		if err := el.Resign(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
