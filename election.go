@@ -43,8 +43,9 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 		return e.proclaim(ctx, h, value)
 	}
 	var h *hold
+	start := time.Now()
 	try := func(ctx context.Context) (ok bool, err error) {
-		h, ok, err = e.s.acquire(ctx, e.name, value, holdOptions{})
+		h, ok, err = e.s.acquire(ctx, "election", e.name, value, start, holdOptions{})
 		return ok, err
 	}
 	l := e.s.l

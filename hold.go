@@ -23,6 +23,8 @@ type hold struct {
 	fence      int64
 	waiting    waiters   // who else waited, as the acquire saw it
 	acquiredAt time.Time // server time, as written by the acquire
+	since      time.Time // local time the hold began, for an Observer
+	kind       string    // for an Observer (Event.Kind)
 	bounds     holdOptions
 	done       chan struct{}
 
@@ -114,6 +116,7 @@ func (h *hold) release() error {
 	}
 	h.endLocal(nil)
 	s.mu.Unlock()
+	s.l.observeReleased(h)
 	if until := h.keepUntil(); !until.IsZero() {
 		return h.keep(until)
 	}
@@ -236,6 +239,7 @@ func (h *hold) capped() {
 		return
 	}
 	s.mu.Unlock()
+	l.observeLost(h)
 	l.opts.logger.Warn("mongolock: hold reached its cap; it ends as a lost one",
 		"session", s.id, "name", h.name, "atMost", h.bounds.atMost)
 	// The margin in full whatever the clock's error: the estimate may be

@@ -70,6 +70,9 @@ func (s *Session) renew() bool {
 	if err == nil && n != int64(len(tokens)+len(reading)) {
 		live, err = s.liveHolds(ctx, tokens, reading, now.Add(s.opts.ttl))
 	}
+	if f := s.l.opts.observer.Renewed; f != nil {
+		f(len(all), time.Since(sent), err)
+	}
 	if err != nil {
 		if s.ctx.Err() == nil {
 			s.l.opts.logger.Warn("mongolock: renewal failed", "session", s.id, "locks", len(all), "err", err)
@@ -77,6 +80,8 @@ func (s *Session) renew() bool {
 		return false
 	}
 	until := sent.Add(lease)
+	var lost []*hold
+	defer func() { s.l.observeLost(lost...) }() // after the unlock below
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, tok := range all {
@@ -86,6 +91,7 @@ func (s *Session) renew() bool {
 		case live != nil && !live[tok]:
 			s.l.opts.logger.Warn("mongolock: lock lost: no longer held on the server",
 				"session", s.id, "name", h.name)
+			lost = append(lost, h)
 			h.end(ErrLockLost)
 		default:
 			h.extend(until)

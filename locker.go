@@ -67,6 +67,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 	}
 	l.waits.self = l.id
 	l.waits.fifo = o.fifo
+	l.waits.streamHook = o.observer.ChangeStream
 	if !o.noTurns {
 		l.waits.joinTurns = l.joinTurns
 		l.waits.leaveTurns = l.leaveTurns

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Mutex is a distributed mutual-exclusion lock on one name, owned by a
@@ -48,8 +49,9 @@ func (m *Mutex) Lock(ctx context.Context) error {
 		return err
 	}
 	var h *hold
+	start := time.Now()
 	try := func(ctx context.Context) (ok bool, err error) {
-		h, ok, err = m.s.acquire(ctx, m.name, "", m.bounds)
+		h, ok, err = m.s.acquire(ctx, "mutex", m.name, "", start, m.bounds)
 		return ok, err
 	}
 	l := m.s.l
@@ -69,7 +71,7 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 	if err := m.check(ctx); err != nil {
 		return err
 	}
-	h, ok, err := m.s.acquire(ctx, m.name, "", m.bounds)
+	h, ok, err := m.s.acquire(ctx, "mutex", m.name, "", time.Now(), m.bounds)
 	switch {
 	case err != nil:
 		return err

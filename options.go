@@ -36,6 +36,7 @@ type options struct {
 	clockRefresh time.Duration // 0: defaultClockRefresh; set by tests
 	fifo         bool
 	noTurns      bool // set by benchmarks: no process joins turns, as before them
+	observer     Observer
 }
 
 // WithLogger sends the Locker's log (fallbacks, warnings, lost holds) to l.

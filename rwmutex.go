@@ -58,8 +58,9 @@ func (rw *RWMutex) Lock(ctx context.Context) error {
 		return err
 	}
 	var h *hold
+	start := time.Now()
 	try := func(ctx context.Context) (ok bool, err error) {
-		h, ok, err = rw.s.acquire(ctx, rw.id, "", holdOptions{})
+		h, ok, err = rw.s.acquire(ctx, "write", rw.id, "", start, holdOptions{})
 		return ok, err
 	}
 	l := rw.s.l
@@ -94,7 +95,7 @@ func (rw *RWMutex) TryLock(ctx context.Context) error {
 	if err := rw.s.check(ctx, rw.name); err != nil {
 		return err
 	}
-	h, ok, err := rw.s.acquireClaim(ctx, claim{name: rw.id, alone: true}, holdOptions{})
+	h, ok, err := rw.s.acquireClaim(ctx, claim{name: rw.id, alone: true, kind: "write", calledAt: time.Now()}, holdOptions{})
 	switch {
 	case err != nil:
 		return err
@@ -207,8 +208,9 @@ func (rw *RWMutex) RLock(ctx context.Context) error {
 		return err
 	}
 	var h *hold
+	c := claim{name: rw.id, read: true, kind: "read", calledAt: time.Now()}
 	try := func(ctx context.Context) (ok bool, err error) {
-		h, ok, err = rw.s.acquireClaim(ctx, claim{name: rw.id, read: true}, holdOptions{})
+		h, ok, err = rw.s.acquireClaim(ctx, c, holdOptions{})
 		return ok, err
 	}
 	l := rw.s.l
@@ -227,7 +229,7 @@ func (rw *RWMutex) TryRLock(ctx context.Context) error {
 	if err := rw.s.check(ctx, rw.name); err != nil {
 		return err
 	}
-	h, ok, err := rw.s.acquireClaim(ctx, claim{name: rw.id, read: true}, holdOptions{})
+	h, ok, err := rw.s.acquireClaim(ctx, claim{name: rw.id, read: true, kind: "read", calledAt: time.Now()}, holdOptions{})
 	switch {
 	case err != nil:
 		return err

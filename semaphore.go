@@ -96,9 +96,10 @@ func (sem *Semaphore) Acquire(ctx context.Context) (*Permit, error) {
 		return nil, err
 	}
 	var p *Permit
+	start := time.Now()
 	try := func(ctx context.Context) (bool, error) {
 		var err error
-		p, err = sem.try(ctx)
+		p, err = sem.try(ctx, start)
 		return p != nil, err
 	}
 	l := sem.s.l
@@ -116,7 +117,7 @@ func (sem *Semaphore) TryAcquire(ctx context.Context) (*Permit, error) {
 	if err := sem.check(ctx); err != nil {
 		return nil, err
 	}
-	p, err := sem.try(ctx)
+	p, err := sem.try(ctx, time.Now())
 	switch {
 	case err != nil:
 		return nil, err
@@ -139,7 +140,7 @@ func (sem *Semaphore) check(ctx context.Context) error {
 // try makes one attempt, once the name's limit is known to agree; if no
 // slot matched and this value has not made the slots, it makes them and
 // tries again.
-func (sem *Semaphore) try(ctx context.Context) (*Permit, error) {
+func (sem *Semaphore) try(ctx context.Context, calledAt time.Time) (*Permit, error) {
 	sem.mu.Lock()
 	agreed, made := sem.agreed, sem.made
 	sem.mu.Unlock()
@@ -151,7 +152,7 @@ func (sem *Semaphore) try(ctx context.Context) (*Permit, error) {
 		sem.agreed = true
 		sem.mu.Unlock()
 	}
-	c := claim{name: sem.queue, slots: sem.slots, limit: sem.limit}
+	c := claim{name: sem.queue, slots: sem.slots, limit: sem.limit, kind: "permit", calledAt: calledAt}
 	h, ok, err := sem.s.acquireClaim(ctx, c, holdOptions{})
 	if err != nil || ok || made {
 		return permit(h), err

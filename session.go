@@ -123,9 +123,11 @@ func (s *Session) finish(cause error) {
 	if lost {
 		holdErr = ErrLockLost
 	}
+	var lostHolds []*hold
 	for _, h := range s.holds {
 		switch {
 		case lost:
+			lostHolds = append(lostHolds, h)
 			h.end(holdErr)
 		case !h.keepUntil().IsZero():
 			// Kept, not freed: this process's waiters wait for its end.
@@ -138,6 +140,7 @@ func (s *Session) finish(cause error) {
 	}
 	close(s.done)
 	s.mu.Unlock()
+	s.l.observeLost(lostHolds...)
 	s.cancel()
 }
 
@@ -176,8 +179,8 @@ func (s *Session) endedErrLocked() error {
 
 // acquire makes one attempt (with its lost-reply retries) to take name for
 // a new hold of this session, bounded as b says.
-func (s *Session) acquire(ctx context.Context, name, value string, b holdOptions) (*hold, bool, error) {
-	return s.acquireClaim(ctx, claim{name: name, value: value}, b)
+func (s *Session) acquire(ctx context.Context, kind, name, value string, calledAt time.Time, b holdOptions) (*hold, bool, error) {
+	return s.acquireClaim(ctx, claim{name: name, value: value, kind: kind, calledAt: calledAt}, b)
 }
 
 // acquireClaim makes one attempt for c, completed with the session's
@@ -209,9 +212,10 @@ func (s *Session) acquireClaim(ctx context.Context, c claim, b holdOptions) (*ho
 		s.l.forget(c)
 		return nil, false, err
 	}
-	defer s.mu.Unlock()
 	h := &hold{s: s, name: t.id, token: c.holder, fence: t.fence, waiting: t.waiting,
-		acquiredAt: t.now, bounds: b, done: make(chan struct{})}
+		acquiredAt: t.now, since: time.Now(), kind: c.kind, bounds: b, done: make(chan struct{})}
+	defer s.l.observeAcquired(h, c.calledAt) // after the unlock below
+	defer s.mu.Unlock()
 	if c.slots != nil {
 		h.sem = name
 	}

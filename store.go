@@ -61,8 +61,12 @@ type claim struct {
 	slots []string
 	limit int
 	read  bool // a read hold of an RWMutex's document (rwmutex.go)
-	retry bool // the attempt repeats one whose outcome is unknown
-	alone bool // a write hold of an RWMutex's document, only with no reader in
+	// For an Observer: the kind of hold, and when the call that wants it
+	// began.
+	kind     string
+	calledAt time.Time
+	retry    bool // the attempt repeats one whose outcome is unknown
+	alone    bool // a write hold of an RWMutex's document, only with no reader in
 }
 
 // store runs the lock document operations, each one round trip.

@@ -24,6 +24,7 @@ type waitRegistry struct {
 	closed      <-chan struct{} // the Locker's: waits end with ErrClosed
 	self        string          // the Locker's id among waiting Lockers
 	fifo        bool            // WithFIFO: turns in the order processes began to wait
+	streamHook  func(on bool)   // Observer.ChangeStream
 	joinTurns   func(ctx context.Context, name string, streaming bool) error
 	leaveTurns  func(name string) // in the background
 
@@ -536,6 +537,9 @@ func (r *waitRegistry) notifyAll() {
 // from the server) and the longer safety interval.
 func (r *waitRegistry) streaming(on bool) {
 	r.mu.Lock()
+	if r.streamOn != on && r.streamHook != nil {
+		defer r.streamHook(on) // after the unlock below
+	}
 	defer r.mu.Unlock()
 	r.streamOn = on
 	for _, q := range r.names {
