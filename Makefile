@@ -3,12 +3,12 @@
 MONGOTEST := bin/mongotest
 GO ?= go
 
-.PHONY: demo test test-mongotest test-lib test-polling test-gocron test-torture torture bench bench-peers vet clean
+.PHONY: demo test test-mongotest test-lib test-polling test-gocron test-otel test-torture torture bench bench-peers vet clean
 
 demo: $(MONGOTEST)
 	$(MONGOTEST) -- $(GO) run ./examples/demo
 
-test: test-mongotest test-lib test-polling test-gocron test-torture
+test: test-mongotest test-lib test-polling test-gocron test-otel test-torture
 
 test-mongotest:
 	cd mongotest && $(GO) test -race -count=1 ./...
@@ -26,6 +26,11 @@ test-polling: $(MONGOTEST)
 # library's go.mod), with two schedulers as two hosts.
 test-gocron: $(MONGOTEST)
 	cd gocronlock && ../$(MONGOTEST) -- $(GO) test -race -count=1 ./...
+
+# The OpenTelemetry adapter (a module of its own), on the SDK's in-memory
+# reader.
+test-otel: $(MONGOTEST)
+	cd otellock && ../$(MONGOTEST) -- $(GO) test -race -count=1 ./...
 
 # The short torture (40s of faults); `make torture` runs the long one.
 test-torture:
@@ -55,6 +60,7 @@ vet:
 	cd benchmarks && $(GO) vet ./...
 	cd torture && $(GO) vet ./...
 	cd gocronlock && $(GO) vet ./...
+	cd otellock && $(GO) vet ./...
 
 # Built outside the race detector: the server is not under test here, and
 # FerretDB's SQLite runs several times slower with it.
