@@ -117,7 +117,8 @@ func (e *Election) Done() <-chan struct{} {
 }
 
 // Leader returns the value of the current leader, whoever it is, or
-// ErrNoLeader when no one leads.
+// ErrNoLeader when no one leads. Locker.Status of the election's name also
+// gives the number of leader transitions so far.
 func (e *Election) Leader(ctx context.Context) (string, error) {
 	doc, err := e.s.l.readLive(ctx, e.name)
 	if err != nil {

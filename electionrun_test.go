@@ -138,4 +138,8 @@ func TestObserveByChangeStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// One transition per change of leader, kept in the document.
+	if st, err := l.Status(ctx, "lead"); err != nil || st.Transitions != 3 {
+		t.Fatalf("Status after 3 leaders: %+v, %v; want 3 transitions", st, err)
+	}
 }

@@ -20,6 +20,9 @@ type lockDoc struct {
 	Holder     string    `bson:"holder"` // "" (null) when free
 	Session    string    `bson:"session"`
 	Fence      int64     `bson:"fence"`
+	// Transitions counts an election's leaderships: one per change of
+	// leader (Election.Campaign's acquires).
+	Transitions int64 `bson:"transitions,omitempty"`
 	Value      string    `bson:"value"`
 	AcquiredAt time.Time `bson:"acquiredAt"`
 	ExpiresAt  time.Time `bson:"expiresAt"` // for a free lock with an heir: the end of its turn
@@ -128,11 +131,15 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 	if c.alone {
 		set = append(set, bson.E{Key: "readers", Value: bson.A{}}) // those left have no lease
 	}
+	inc := bson.D{{Key: "fence", Value: int64(1)}}
+	if c.kind == "election" {
+		inc = append(inc, bson.E{Key: "transitions", Value: int64(1)})
+	}
 	update := bson.D{
 		{Key: "$set", Value: set},
 		{Key: "$unset", Value: notWaiting(c.locker)},
 		{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: now.Add(c.ttl)}}},
-		{Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}},
+		{Key: "$inc", Value: inc},
 	}
 	var doc lockDoc
 	err := s.coll.FindOneAndUpdate(ctx, filter, update, acquireOpts).Decode(&doc)

@@ -69,10 +69,12 @@ func (c *cli) release(args []string) int {
 }
 
 func (c *cli) leader(args []string) int {
-	fs := c.flags("leader", "[--watch] NAME", "mongolock leader --watch scheduler",
+	fs := c.flags("leader", "[--watch] [--transitions] NAME", "mongolock leader --watch scheduler",
 		"Prints the value of the leader of the election NAME; with --watch, each new leader until\n"+
-			"interrupted. Exits 1 when there is no leader (without --watch).")
+			"interrupted; with --transitions, after a tab, how many leaderships the election has had.\n"+
+			"Exits 1 when there is no leader (without --watch).")
 	watch := fs.Bool("watch", false, "follow leader changes")
+	transitions := fs.Bool("transitions", false, "also print the number of leader transitions")
 	if code, ok := c.parseNames(fs, args, 1, 1); !ok {
 		return code
 	}
@@ -83,18 +85,30 @@ func (c *cli) leader(args []string) int {
 		}
 		defer s.Close()
 		e := s.NewElection(fs.Arg(0))
+		show := func(v string) {
+			if !*transitions {
+				fmt.Fprintln(c.stdout, v)
+				return
+			}
+			info, err := l.Status(ctx, fs.Arg(0))
+			if err != nil {
+				fmt.Fprintf(c.stdout, "%s\t?\n", v)
+				return
+			}
+			fmt.Fprintf(c.stdout, "%s\t%d\n", v, info.Transitions)
+		}
 		if !*watch {
 			v, err := e.Leader(ctx)
 			if err != nil {
 				return c.fail(err)
 			}
-			fmt.Fprintln(c.stdout, v)
+			show(v)
 			return 0
 		}
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		for v := range e.Observe(ctx) {
-			fmt.Fprintln(c.stdout, v)
+			show(v)
 		}
 		return 0
 	})
@@ -134,8 +148,12 @@ func (c *cli) print(infos []mongolock.LockInfo, asJSON, one bool) int {
 		if i.Held {
 			state = "held"
 		}
+		value := orDash(i.Value)
+		if i.Transitions > 0 {
+			value += fmt.Sprintf(" (leadership %d)", i.Transitions)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", i.Name, state, orDash(i.Owner), i.Token,
-			stamp(i.AcquiredAt), stamp(i.ExpiresAt), orDash(i.Value))
+			stamp(i.AcquiredAt), stamp(i.ExpiresAt), value)
 	}
 	if err := tw.Flush(); err != nil && !errors.Is(err, os.ErrClosed) {
 		return c.fail(err)

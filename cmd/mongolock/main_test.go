@@ -391,6 +391,9 @@ func TestAdminCommands(t *testing.T) {
 	if code, out := exit(t, e.cmd("leader", "jobs/leader")); code != 0 || strings.TrimSpace(out) != "10.0.0.7:8080" {
 		t.Fatalf("leader: exit %d, %q", code, out)
 	}
+	if code, out := exit(t, e.cmd("leader", "--transitions", "jobs/leader")); code != 0 || strings.TrimSpace(out) != "10.0.0.7:8080\t1" {
+		t.Fatalf("leader --transitions: exit %d, %q", code, out)
+	}
 	if code, _ := exit(t, e.cmd("leader", "nobody")); code != 1 {
 		t.Fatalf("leader of no one: exit %d, want 1", code)
 	}
