@@ -133,11 +133,14 @@ func (e *Election) Leader(ctx context.Context) (string, error) {
 // Observe returns a channel that receives the value of each new leader, in
 // order and once per leadership, until ctx ends; then it is closed. It
 // learns of changes made in this process at once, and of others from the
-// change stream, which it keeps open (reading the leader once per change),
-// or, where there is none, by polling at the Locker's poll interval (and
-// when a leader's lease runs out). A leadership that ends before the read
-// it caused may go unseen. A slow reader does not lose the latest leader,
-// only leaderships it was too slow for.
+// change stream, which it keeps open: each acquire's event tells the new
+// leader's value, so a leadership that ended before Observe could read the
+// document is still reported (unless its value was the same as the one
+// before, which the event does not repeat). Where there is no change
+// stream it polls at the Locker's poll interval (and when a leader's lease
+// runs out), and a leadership shorter than that may go unseen. A slow
+// reader does not lose the latest leader; of the leaderships it was too
+// slow for, the last 64 are kept.
 func (e *Election) Observe(ctx context.Context) <-chan string {
 	out := make(chan string)
 	go func() {
@@ -165,13 +168,26 @@ func (e *Election) observe(ctx context.Context, out chan<- string) {
 		case <-changed:
 		case <-timer.C:
 		}
+		// Leaders the change stream told of, in order, even those gone by
+		// now; then the current one.
+		for _, n := range l.waits.takeNews(e.name) {
+			if n.fence <= last {
+				continue
+			}
+			select {
+			case out <- n.value:
+				last = n.fence
+			case <-ctx.Done():
+				return
+			}
+		}
 		doc, err := e.s.l.readLive(ctx, e.name)
 		pause := jitter(l.opts.pollInterval)
 		if err == nil && doc != nil {
 			if until := doc.ExpiresAt.Sub(l.clock.SurelyPast()); until > 0 && until < pause {
 				pause = until + time.Millisecond
 			}
-			if doc.Fence != last {
+			if doc.Fence > last {
 				select {
 				case out <- doc.Value:
 					last = doc.Fence

@@ -143,3 +143,45 @@ func TestObserveByChangeStream(t *testing.T) {
 		t.Fatalf("Status after 3 leaders: %+v, %v; want 3 transitions", st, err)
 	}
 }
+
+// TestObserveShortLeaderships: leaderships that end before the observer
+// could read the document are still reported, from the change stream's
+// events, in order.
+func TestObserveShortLeaderships(t *testing.T) {
+	if !hasChangeStreams(t) {
+		t.Skip("needs change streams")
+	}
+	e := newEnv(t)
+	ctx := ctxT(t, time.Minute)
+	obsL, _ := e.locker("", mongolock.WithPollInterval(time.Minute), mongolock.WithSafetyPollInterval(time.Minute))
+	seen := session(t, obsL).NewElection("short").Observe(ctx)
+	for !obsL.Streaming() {
+		if ctx.Err() != nil {
+			t.Fatal("the observer's change stream never opened")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	l, _ := e.locker("")
+	el := session(t, l).NewElection("short")
+	want := []string{"one", "two", "three", "four"}
+	for _, v := range want {
+		if err := el.Campaign(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		if err := el.Resign(ctx); err != nil { // at once
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for len(got) < len(want) {
+		select {
+		case v := <-seen:
+			got = append(got, v)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("observed %v, want %v", got, want)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("observed %v, want %v", got, want)
+	}
+}

@@ -37,6 +37,7 @@ type waitRegistry struct {
 type nameQueue struct {
 	waiters   []*waiter
 	observers []chan struct{} // Election.Observe: told of every change seen
+	news      []leaderNews    // leaders the change stream told of, for observers
 	local     int             // holds of this process on the name
 	pause     time.Duration   // next poll pause, shared by successive heads
 	expiry    time.Time       // server time the last seen holder's lease ends
@@ -507,6 +508,40 @@ func (r *waitRegistry) taken(name string, until time.Time, firm bool) {
 			signal(q.waiters[0].kick) // its timer may be set for a turn's end, now moot
 		}
 	}
+}
+
+// leaderNews is one acquire the change stream told of.
+type leaderNews struct {
+	fence int64
+	value string
+}
+
+// maxNews bounds the leaders kept for observers that do not read them.
+const maxNews = 64
+
+// leader is the watcher's news that name was taken with fence and value:
+// kept for observers (Election.Observe), so that a leadership that ended
+// before they read the document is still seen.
+func (r *waitRegistry) leader(name string, fence int64, value string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.names[name]; q != nil && len(q.observers) > 0 {
+		q.news = append(q.news[max(0, len(q.news)-maxNews+1):], leaderNews{fence, value})
+		signalAll(q.observers)
+	}
+}
+
+// takeNews returns and forgets the leaders told of name so far.
+func (r *waitRegistry) takeNews(name string) []leaderNews {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.names[name]
+	if q == nil {
+		return nil
+	}
+	news := q.news
+	q.news = nil
+	return news
 }
 
 // readersChanged is the watcher's news that an RWMutex's readers came or

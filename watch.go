@@ -41,6 +41,9 @@ type wakeSink interface {
 	turn(name, heir string, until time.Time)
 	joined(name, locker string) // a Locker joined the lock's waiting ones
 	readersChanged(name string) // an RWMutex's readers came or went
+	// leader: a lock of that name was taken with this fencing token and
+	// value (an election's new leader), told before any folding.
+	leader(name string, fence int64, value string)
 	notifyAll()                 // any lock may have been freed: events may have been missed
 	streaming(on bool)          // whether releases are being watched
 }
@@ -53,6 +56,7 @@ type changeEvent struct {
 	UpdateDescription struct {
 		UpdatedFields bson.Raw `bson:"updatedFields"`
 	} `bson:"updateDescription"`
+	FullDocument bson.Raw `bson:"fullDocument"` // an insert's
 }
 
 // heir returns the Locker a release gave the next turn to ("" for
@@ -100,6 +104,24 @@ func (ev *changeEvent) readersOnly() bool {
 		}
 	}
 	return false
+}
+
+// leadership returns the fencing token and value an acquire wrote, when
+// the event tells both (a value set to what it was is not reported).
+func (ev *changeEvent) leadership() (int64, string, bool) {
+	f := ev.UpdateDescription.UpdatedFields
+	if ev.OperationType == "insert" {
+		f = ev.FullDocument // the first acquire of a name
+	}
+	if _, err := f.LookupErr("holder"); err != nil {
+		return 0, "", false
+	}
+	fence, ok := f.Lookup("fence").AsInt64OK()
+	if !ok {
+		return 0, "", false
+	}
+	value, ok := f.Lookup("value").StringValueOK()
+	return fence, value, ok
 }
 
 // leaseEnd returns the lease end an acquire wrote, zero when the event does
@@ -344,6 +366,9 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 				flush()
 				w.sink.turn(name, heir, until)
 			default:
+				if fence, value, ok := ev.leadership(); ok && !ev.freed() {
+					w.sink.leader(name, fence, value) // every one, before folding
+				}
 				if _, seen := state[name]; !seen {
 					order = append(order, name)
 				}
@@ -421,7 +446,7 @@ var holderPipeline = mongo.Pipeline{
 		},
 	}}}}},
 	{{Key: "$project", Value: bson.D{{Key: "operationType", Value: 1}, {Key: "documentKey", Value: 1},
-		{Key: "updateDescription", Value: 1}}}},
+		{Key: "updateDescription", Value: 1}, {Key: "fullDocument", Value: 1}}}},
 }
 
 // openHolderChanges opens the Locker's change stream of holder changes.
