@@ -12,16 +12,16 @@ import (
 
 // LockInfo describes one lock as stored, for people and tools.
 type LockInfo struct {
-	Name       string    `json:"name"`
-	Held       bool      `json:"held"`            // a holder's lease is live now (server time, allowing for the clock's error)
-	Owner      string    `json:"owner,omitempty"` // the current or last holder's owner
-	Token      int64     `json:"token"`           // fencing token of the current or last hold
+	Name  string `json:"name"`
+	Held  bool   `json:"held"`            // a holder's lease is live now (server time, allowing for the clock's error)
+	Owner string `json:"owner,omitempty"` // the current or last holder's owner
+	Token int64  `json:"token"`           // fencing token of the current or last hold
 	// Transitions counts an election's leaderships, one per change of
 	// leader; 0 for other locks.
-	Transitions int64 `json:"transitions,omitempty"`
-	Value      string    `json:"value,omitempty"` // the leader's value, for elections
-	AcquiredAt time.Time `json:"acquiredAt"`      // server time
-	ExpiresAt  time.Time `json:"expiresAt"`       // server time; when freed, the time of release, or the end of the next waiting process's turn
+	Transitions int64     `json:"transitions,omitempty"`
+	Value       string    `json:"value,omitempty"` // the leader's value, for elections
+	AcquiredAt  time.Time `json:"acquiredAt"`      // server time
+	ExpiresAt   time.Time `json:"expiresAt"`       // server time; when freed, the time of release, or the end of the next waiting process's turn
 }
 
 func (l *Locker) info(d *lockDoc) LockInfo {

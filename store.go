@@ -15,17 +15,17 @@ import (
 // lockDoc is how a lock is stored: one document per name, kept after
 // release so that its fencing counter only ever grows.
 type lockDoc struct {
-	Name       string    `bson:"_id"`
-	Owner      string    `bson:"owner"`
-	Holder     string    `bson:"holder"` // "" (null) when free
-	Session    string    `bson:"session"`
-	Fence      int64     `bson:"fence"`
+	Name    string `bson:"_id"`
+	Owner   string `bson:"owner"`
+	Holder  string `bson:"holder"` // "" (null) when free
+	Session string `bson:"session"`
+	Fence   int64  `bson:"fence"`
 	// Transitions counts an election's leaderships: one per change of
 	// leader (Election.Campaign's acquires).
-	Transitions int64 `bson:"transitions,omitempty"`
-	Value      string    `bson:"value"`
-	AcquiredAt time.Time `bson:"acquiredAt"`
-	ExpiresAt  time.Time `bson:"expiresAt"` // for a free lock with an heir: the end of its turn
+	Transitions int64     `bson:"transitions,omitempty"`
+	Value       string    `bson:"value"`
+	AcquiredAt  time.Time `bson:"acquiredAt"`
+	ExpiresAt   time.Time `bson:"expiresAt"` // for a free lock with an heir: the end of its turn
 	// Heir is the Locker whose waiters alone may take the lock after a
 	// release, until ExpiresAt; Waiting holds the Lockers whose waiters
 	// wait for it and learn of releases from a change stream, Pollers those

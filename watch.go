@@ -44,8 +44,8 @@ type wakeSink interface {
 	// leader: a lock of that name was taken with this fencing token and
 	// value (an election's new leader), told before any folding.
 	leader(name string, fence int64, value string)
-	notifyAll()                 // any lock may have been freed: events may have been missed
-	streaming(on bool)          // whether releases are being watched
+	notifyAll()        // any lock may have been freed: events may have been missed
+	streaming(on bool) // whether releases are being watched
 }
 
 type changeEvent struct {
