@@ -145,6 +145,11 @@ func (s *Server) Cut(on bool) { s.proxy.setCut(on) }
 // delay off.
 func (s *Server) Delay(d time.Duration) { s.proxy.setDelay(d) }
 
+// DirectURI returns a URI of FerretDB itself, behind no proxy: for
+// measurements of what the proxy costs only. There conditional updates are
+// not atomic, and there are no change streams.
+func (s *Server) DirectURI() string { return "mongodb://" + s.backendAddr() + "/" }
+
 func (s *Server) backendAddr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -56,6 +56,7 @@ func run() int {
 		}
 		defer srv.Close()
 		os.Setenv("MONGODB_URI", srv.URI())
+		os.Setenv("MONGOTEST_DIRECT_URI", srv.DirectURI()) // FerretDB behind no proxy: for measurements only
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
