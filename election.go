@@ -130,6 +130,21 @@ func (e *Election) Leader(ctx context.Context) (string, error) {
 	return doc.Value, nil
 }
 
+// Leadership returns the current leader's value, as Leader does, and the
+// number of leader transitions the election has had (one per change of
+// leader, kept in its document), or ErrNoLeader with the count when no one
+// leads.
+func (e *Election) Leadership(ctx context.Context) (value string, transitions int64, err error) {
+	info, err := e.s.l.Status(ctx, e.name)
+	switch {
+	case err != nil:
+		return "", 0, err
+	case !info.Held:
+		return "", info.Transitions, fmt.Errorf("%w: %q", ErrNoLeader, e.name)
+	}
+	return info.Value, info.Transitions, nil
+}
+
 // Observe returns a channel that receives the value of each new leader, in
 // order and once per leadership, until ctx ends; then it is closed. It
 // learns of changes made in this process at once, and of others from the

@@ -142,6 +142,13 @@ func TestObserveByChangeStream(t *testing.T) {
 	if st, err := l.Status(ctx, "lead"); err != nil || st.Transitions != 3 {
 		t.Fatalf("Status after 3 leaders: %+v, %v; want 3 transitions", st, err)
 	}
+	el := session(t, l).NewElection("lead")
+	if err := el.Campaign(ctx, "four"); err != nil {
+		t.Fatal(err)
+	}
+	if v, n, err := el.Leadership(ctx); v != "four" || n != 4 || err != nil {
+		t.Fatalf("Leadership = %q, %d, %v; want four, 4", v, n, err)
+	}
 }
 
 // TestObserveShortLeaderships: leaderships that end before the observer
