@@ -36,11 +36,17 @@ func (e *Election) Name() string { return e.name }
 // (ctx.Err()), or the session ends (ErrSessionClosed). If it leads already,
 // it replaces the value and returns. On failure it does not lead.
 func (e *Election) Campaign(ctx context.Context, value string) error {
+	_, err := e.campaign(ctx, value)
+	return err
+}
+
+// campaign is Campaign, returning the leadership's hold.
+func (e *Election) campaign(ctx context.Context, value string) (*hold, error) {
 	if err := e.s.check(ctx, e.name); err != nil {
-		return err
+		return nil, err
 	}
 	if h := e.leading(); h != nil {
-		return e.proclaim(ctx, h, value)
+		return h, e.proclaim(ctx, h, value)
 	}
 	var h *hold
 	start := time.Now()
@@ -50,12 +56,12 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	}
 	l := e.s.l
 	if err := l.waits.wait(ctx, e.name, attempt{try: try, peek: l.peek(e.name)}, e.s.done, e.s.ended); err != nil {
-		return err
+		return nil, err
 	}
 	e.mu.Lock()
 	e.cur = h
 	e.mu.Unlock()
-	return nil
+	return h, nil
 }
 
 // proclaim replaces the value of a leadership held.
@@ -155,7 +161,8 @@ func (e *Election) Leadership(ctx context.Context) (value string, transitions in
 // stream it polls at the Locker's poll interval (and when a leader's lease
 // runs out), and a leadership shorter than that may go unseen. A slow
 // reader does not lose the latest leader; of the leaderships it was too
-// slow for, the last 64 are kept.
+// slow for, the last 64 are kept. A leadership whose event comes after a
+// later leader was read from the document is skipped.
 func (e *Election) Observe(ctx context.Context) <-chan string {
 	out := make(chan string)
 	go func() {
@@ -185,7 +192,7 @@ func (e *Election) observe(ctx context.Context, out chan<- string) {
 		}
 		// Leaders the change stream told of, in order, even those gone by
 		// now; then the current one.
-		for _, n := range l.waits.takeNews(e.name) {
+		for _, n := range l.waits.takeNews(e.name, changed) {
 			if n.fence <= last {
 				continue
 			}

@@ -37,6 +37,11 @@ func OnStoppedLeading(f func()) RunOption {
 // runs in at most one process at a time, provided it stops when its
 // context is cancelled, and the lease is never given up while lead runs.
 //
+// Session.Close (or the end of the session's context) releases at once,
+// while lead may still be stopping: end Run's ctx, and let Run return,
+// before closing the session. A leadership lost to an admin's
+// ForceRelease ends only at the next renewal.
+//
 // Run blocks until ctx ends (it then returns ctx.Err(), having resigned if
 // it led) or the session ends (ErrSessionClosed, at once if it had ended
 // already); it returns ErrClosed when the Locker closes, and an invalid
@@ -65,11 +70,11 @@ func (e *Election) Run(ctx context.Context, value string, lead func(ctx context.
 	}
 	pause := 10 * time.Millisecond
 	for {
-		err := e.Campaign(ctx, value)
+		h, err := e.campaign(ctx, value)
 		switch {
 		case err == nil:
 			pause = 10 * time.Millisecond
-			e.lead(ctx, lead)
+			e.lead(ctx, h, lead)
 			if o.stopped != nil {
 				o.stopped()
 			}
@@ -87,11 +92,8 @@ func (e *Election) Run(ctx context.Context, value string, lead func(ctx context.
 	}
 }
 
-// lead runs f while this process leads, then resigns if it still does.
-func (e *Election) lead(ctx context.Context, f func(ctx context.Context)) {
-	e.mu.Lock()
-	h := e.cur
-	e.mu.Unlock()
+// lead runs f while the leadership h lasts, then resigns if it still does.
+func (e *Election) lead(ctx context.Context, h *hold, f func(ctx context.Context)) {
 	leadCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stopped := make(chan struct{})

@@ -63,11 +63,11 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 		closed: closed,
 	}
 	if o.watch {
-		l.waits.watch = &watcher{open: l.openHolderChanges, sink: l.waits, log: o.logger, self: l.id}
+		l.waits.watch = &watcher{open: l.openHolderChanges, sink: l.waits, log: o.logger, self: l.id,
+			onStream: o.observer.ChangeStream}
 	}
 	l.waits.self = l.id
 	l.waits.fifo = o.fifo
-	l.waits.streamHook = o.observer.ChangeStream
 	if !o.noTurns {
 		l.waits.joinTurns = l.joinTurns
 		l.waits.leaveTurns = l.leaveTurns

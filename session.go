@@ -123,7 +123,7 @@ func (s *Session) finish(cause error) {
 	if lost {
 		holdErr = ErrLockLost
 	}
-	var lostHolds []*hold
+	var lostHolds, endedHolds []*hold
 	for _, h := range s.holds {
 		switch {
 		case lost:
@@ -131,9 +131,11 @@ func (s *Session) finish(cause error) {
 			h.end(holdErr)
 		case !h.keepUntil().IsZero():
 			// Kept, not freed: this process's waiters wait for its end.
+			endedHolds = append(endedHolds, h)
 			s.keeping = append(s.keeping, h)
 			h.endLocal(holdErr)
 		default:
+			endedHolds = append(endedHolds, h)
 			s.unreleased = append(s.unreleased, h)
 			h.end(holdErr)
 		}
@@ -141,6 +143,9 @@ func (s *Session) finish(cause error) {
 	close(s.done)
 	s.mu.Unlock()
 	s.l.observeLost(lostHolds...)
+	for _, h := range endedHolds {
+		s.l.observeReleased(h)
+	}
 	s.cancel()
 }
 

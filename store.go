@@ -142,6 +142,19 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 		{Key: "$inc", Value: inc},
 	}
 	var doc lockDoc
+	if c.retry {
+		// An earlier attempt may have taken it: then only the lease moves,
+		// and the fence (and an election's transitions) count it once.
+		again := bson.D{{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: now.Add(c.ttl)}}}}
+		err := s.coll.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: c.name}, {Key: "holder", Value: c.holder}},
+			again, permitOpts).Decode(&doc)
+		if err == nil {
+			return &doc, true, nil
+		}
+		if !errors.Is(err, mongo.ErrNoDocuments) {
+			return nil, false, err
+		}
+	}
 	err := s.coll.FindOneAndUpdate(ctx, filter, update, acquireOpts).Decode(&doc)
 	switch {
 	case err == nil:

@@ -24,7 +24,6 @@ type waitRegistry struct {
 	closed      <-chan struct{} // the Locker's: waits end with ErrClosed
 	self        string          // the Locker's id among waiting Lockers
 	fifo        bool            // WithFIFO: turns in the order processes began to wait
-	streamHook  func(on bool)   // Observer.ChangeStream
 	joinTurns   func(ctx context.Context, name string, streaming bool) error
 	leaveTurns  func(name string) // in the background
 
@@ -36,17 +35,17 @@ type waitRegistry struct {
 
 type nameQueue struct {
 	waiters   []*waiter
-	observers []chan struct{} // Election.Observe: told of every change seen
-	news      []leaderNews    // leaders the change stream told of, for observers
-	local     int             // holds of this process on the name
-	pause     time.Duration   // next poll pause, shared by successive heads
-	expiry    time.Time       // server time the last seen holder's lease ends
-	firm      time.Time       // server time a kept lock frees (no one releases it before)
-	freedNews bool            // news of a release came during this process's hold
-	turnUntil time.Time       // server time another Locker's turn ends (turns.go)
-	busy      bool            // the stream's last news: taken, or another's turn
-	joiners   []string        // Lockers seen joining the waiting ones during this process's hold
-	joined    bool            // this Locker is among the lock's waiting Lockers
+	observers []chan struct{}                // Election.Observe: told of every change seen
+	news      map[chan struct{}][]leaderNews // leaders the change stream told of, per observer
+	local     int                            // holds of this process on the name
+	pause     time.Duration                  // next poll pause, shared by successive heads
+	expiry    time.Time                      // server time the last seen holder's lease ends
+	firm      time.Time                      // server time a kept lock frees (no one releases it before)
+	freedNews bool                           // news of a release came during this process's hold
+	turnUntil time.Time                      // server time another Locker's turn ends (turns.go)
+	busy      bool                           // the stream's last news: taken, or another's turn
+	joiners   []string                       // Lockers seen joining the waiting ones during this process's hold
+	joined    bool                           // this Locker is among the lock's waiting Lockers
 	// it joined during this wait, whatever joined says since (a stream's
 	// blip clears that): a wait that ends without the lock leaves
 	wasJoined bool
@@ -413,6 +412,7 @@ func (r *waitRegistry) unobserve(name string, c chan struct{}) {
 	if i := slices.Index(q.observers, c); i >= 0 {
 		q.observers = slices.Delete(q.observers, i, i+1)
 	}
+	delete(q.news, c)
 	r.drop(name, q)
 }
 
@@ -526,21 +526,28 @@ func (r *waitRegistry) leader(name string, fence int64, value string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if q := r.names[name]; q != nil && len(q.observers) > 0 {
-		q.news = append(q.news[max(0, len(q.news)-maxNews+1):], leaderNews{fence, value})
+		if q.news == nil {
+			q.news = map[chan struct{}][]leaderNews{}
+		}
+		for _, c := range q.observers {
+			n := q.news[c]
+			q.news[c] = append(n[max(0, len(n)-maxNews+1):], leaderNews{fence, value})
+		}
 		signalAll(q.observers)
 	}
 }
 
-// takeNews returns and forgets the leaders told of name so far.
-func (r *waitRegistry) takeNews(name string) []leaderNews {
+// takeNews returns and forgets the leaders told of name so far to the
+// observer c.
+func (r *waitRegistry) takeNews(name string, c chan struct{}) []leaderNews {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.names[name]
 	if q == nil {
 		return nil
 	}
-	news := q.news
-	q.news = nil
+	news := q.news[c]
+	delete(q.news, c)
 	return news
 }
 
@@ -572,9 +579,6 @@ func (r *waitRegistry) notifyAll() {
 // from the server) and the longer safety interval.
 func (r *waitRegistry) streaming(on bool) {
 	r.mu.Lock()
-	if r.streamOn != on && r.streamHook != nil {
-		defer r.streamHook(on) // after the unlock below
-	}
 	defer r.mu.Unlock()
 	r.streamOn = on
 	for _, q := range r.names {

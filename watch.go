@@ -160,6 +160,8 @@ type watcher struct {
 	sink wakeSink
 	log  *slog.Logger
 	self string // this Locker's id: turns given to it are never folded away
+	// onStream is Observer.ChangeStream, called with no lock held.
+	onStream func(on bool)
 
 	mu          sync.Mutex
 	demand      int                // waiters that want news
@@ -168,6 +170,7 @@ type watcher struct {
 	gen         int // of the last run started
 	unsupported bool
 	nowhere     bool // unsupported for every client of the server, not just this user
+	on          bool // the last state told to the sink
 	closed      bool
 	wg          sync.WaitGroup
 }
@@ -199,9 +202,14 @@ func (w *watcher) want() {
 // later run has started: an old run ending must not say "off" over it.
 func (w *watcher) streaming(gen int, on bool) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	changed := gen == w.gen && w.on != on
 	if gen == w.gen {
 		w.sink.streaming(on)
+		w.on = on
+	}
+	w.mu.Unlock()
+	if changed && w.onStream != nil {
+		w.onStream(on) // after the unlock: it may not block the stream's users
 	}
 }
 
