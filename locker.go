@@ -292,30 +292,25 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// forget releases, in the background, what an attempt for c may have
-// taken unseen: for a permit, the slot c.holder holds, whichever it is.
+// forget releases, in the background and within cleanupTimeout, what an
+// attempt for c may have taken unseen: the caller's context may be gone,
+// and its caller must not wait for the server. Close waits for these.
 func (l *Locker) forget(c claim) {
-	if c.read {
-		l.background(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-			defer cancel()
-			if _, err := l.store.releaseRead(ctx, c.name, reader{Token: c.holder, Session: c.session}); err != nil {
-				l.opts.logger.Warn("mongolock: could not release a read hold whose acquire was not confirmed; it expires with its lease",
-					"name", c.name, "err", err)
-			}
-		})
-		return
-	}
-	if c.slots == nil {
-		l.cleanupLater(c.name, c.holder)
-		return
+	release := func(ctx context.Context) (bool, error) {
+		switch {
+		case c.read:
+			return l.store.releaseRead(ctx, c.name, reader{Token: c.holder, Session: c.session})
+		case c.slots != nil: // whichever slot c.holder holds
+			return false, l.store.releaseAll(ctx, c.session, []string{c.holder})
+		}
+		return l.store.release(ctx, c.name, c.holder, turn{})
 	}
 	l.background(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
-		if err := l.store.releaseAll(ctx, c.session, []string{c.holder}); err != nil {
-			l.opts.logger.Warn("mongolock: could not release a permit whose acquire was not confirmed; it expires with its lease",
-				"semaphore", c.name, "err", err)
+		if _, err := release(ctx); err != nil {
+			l.opts.logger.Warn("mongolock: could not release what an acquire whose outcome is unknown may have taken; it expires with its lease",
+				"name", displayName(c.name), "err", err)
 		}
 	})
 }
@@ -335,24 +330,6 @@ func (l *Locker) background(f func()) {
 		defer l.bg.Done()
 		f()
 	}()
-}
-
-// cleanupLater releases, in the background and within cleanupTimeout, a
-// hold whose acquire may have succeeded unseen: the caller's context may be
-// gone, and its caller must not wait for the server. Close waits for these.
-// After Close it runs in the caller instead, so that nothing outlives it.
-func (l *Locker) cleanupLater(name, holder string) {
-	l.background(func() { l.cleanup(name, holder) })
-}
-
-// cleanup releases holder's possible hold of name within cleanupTimeout.
-func (l *Locker) cleanup(name, holder string) {
-	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-	defer cancel()
-	if _, err := l.store.release(ctx, name, holder, turn{}); err != nil {
-		l.opts.logger.Warn("mongolock: could not release a lock whose acquire was not confirmed; it expires with its lease",
-			"name", name, "err", err)
-	}
 }
 
 // joinTurns adds this Locker to the Lockers waiting for name: one whose
