@@ -276,12 +276,15 @@ func handoff(b *testing.B, x, y *mongolock.Mutex, n int) samples {
 // change streams' own not counted), acquires that failed, and the spread
 // between the sessions that got the fewest and the most, after a warm-up.
 func BenchmarkContention(b *testing.B) {
-	for _, mode := range []string{"change streams", "change streams, no turns", "polling", "FIFO, change streams", "FIFO, polling"} {
+	for _, mode := range []string{"change streams", "change streams, no turns", "polling", "polling, pollers in turn", "FIFO, change streams", "FIFO, polling"} {
 		b.Run(mode, func(b *testing.B) {
-			opts := []mongolock.Option{mongolock.WithChangeStreams(!strings.HasSuffix(mode, "polling")),
+			opts := []mongolock.Option{mongolock.WithChangeStreams(!strings.Contains(mode, "polling")),
 				mongolock.WithFIFO(strings.HasPrefix(mode, "FIFO"))}
 			if strings.HasSuffix(mode, "no turns") {
 				opts = append(opts, mongolock.WithoutTurns())
+			}
+			if strings.HasSuffix(mode, "pollers in turn") {
+				opts = append(opts, mongolock.WithPollersInTurn())
 			}
 			contention(b, mode, opts...)
 		})

@@ -14,3 +14,7 @@ func WithoutTurns() Option { return func(o *options) { o.noTurns = true } }
 // WithClockRefresh sets how old the estimate of the server's clock may
 // grow before it is measured again (default a minute).
 func WithClockRefresh(d time.Duration) Option { return func(o *options) { o.clockRefresh = d } }
+
+// WithPollersInTurn names pollers in their turn too (pollturns.go): work
+// in progress, measured by the benchmark and TestFairShares.
+func WithPollersInTurn() Option { return func(o *options) { o.pollersInTurn = true } }

@@ -92,13 +92,17 @@ func TestFIFOOrder(t *testing.T) {
 // TestFairShares: 4 processes with 2 goroutines each contend for one name;
 // each process's share of the acquisitions is at least half the mean
 // (the benchmark reports the exact spread): by the default turns when
-// change streams run, and by WithFIFO with or without them.
+// change streams run, by WithFIFO with or without them, and by turns for
+// pollers (work in progress, pollturns.go) when polling.
 func TestFairShares(t *testing.T) {
 	type mode struct {
 		name string
 		opts []mongolock.Option
 	}
-	modes := []mode{{"fifo, polling", []mongolock.Option{mongolock.WithFIFO(true), mongolock.WithChangeStreams(false)}}}
+	modes := []mode{
+		{"pollers in turn, polling", []mongolock.Option{mongolock.WithPollersInTurn(), mongolock.WithChangeStreams(false)}},
+		{"fifo, polling", []mongolock.Option{mongolock.WithFIFO(true), mongolock.WithChangeStreams(false)}},
+	}
 	if hasChangeStreams(t) {
 		modes = append(modes, mode{"turns, change streams", nil}, mode{"fifo, change streams", []mongolock.Option{mongolock.WithFIFO(true)}})
 	}

@@ -139,7 +139,7 @@ func (h *hold) release() error {
 			w = doc.waiters(s.l.clock.Now())
 		}
 	}
-	t := waits.turnFor(h.name, w, s.l.clock.Now())
+	t := waits.turnFor(h.name, w, h.acquiredAt, s.l.clock.Now())
 	handedOn := false
 	defer func() {
 		// A turn this process gave itself: its head tries at once (the

@@ -68,6 +68,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 	}
 	l.waits.self = l.id
 	l.waits.fifo = o.fifo
+	l.waits.pollersInTurn = o.pollersInTurn
 	if !o.noTurns {
 		l.waits.joinTurns = l.joinTurns
 		l.waits.leaveTurns = l.leaveTurns

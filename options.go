@@ -36,7 +36,10 @@ type options struct {
 	clockRefresh time.Duration // 0: defaultClockRefresh; set by tests
 	fifo         bool
 	noTurns      bool // set by benchmarks: no process joins turns, as before them
-	observer     Observer
+	// set by tests and benchmarks: pollers are named in their turn too
+	// (pollturns.go, work in progress)
+	pollersInTurn bool
+	observer      Observer
 }
 
 // WithLogger sends the Locker's log (fallbacks, warnings, lost holds) to l.

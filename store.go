@@ -31,6 +31,7 @@ type lockDoc struct {
 	// wait for it and learn of releases from a change stream, Pollers those
 	// that poll, each with the server time it joined (see turns.go).
 	Heir    string               `bson:"heir"`
+	Locker  string               `bson:"locker"` // the last holder's Locker: turns go round from it
 	Waiting map[string]time.Time `bson:"waiting"`
 	Pollers map[string]time.Time `bson:"pollers"`
 	// Since holds, under WithFIFO, when each waiting Locker began to wait.
@@ -127,6 +128,7 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 		{Key: "value", Value: c.value},
 		{Key: "acquiredAt", Value: now},
 		{Key: "heir", Value: nil},
+		{Key: "locker", Value: c.locker},
 	}
 	if c.alone {
 		set = append(set, bson.E{Key: "readers", Value: bson.A{}}) // those left have no lease

@@ -1,6 +1,7 @@
 package mongolock
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -23,21 +24,26 @@ func TestNextHeir(t *testing.T) {
 		}
 	}
 	now := time.Unix(100, 0)
+	const pollTurn = 30 * time.Millisecond
 	for _, c := range []struct {
-		what                   string
-		w                      waiters
-		local, streaming, stay bool
-		heir                   string
+		what                          string
+		w                             waiters
+		pollersInTurn                 bool
+		local, streaming, stay, polls bool
+		heir                          string
+		turn                          time.Duration
 	}{
-		{"another waits", waiters{streaming: []string{"b"}}, true, true, true, "b"},
-		{"no other waits: the local head tries at once", waiters{}, true, true, false, ""},
-		{"a poller waits: no heir", waiters{streaming: []string{"b"}, polling: true}, true, true, false, ""},
-		{"the releaser polls: it does not stay", waiters{streaming: []string{"b"}}, true, false, false, "b"},
-		{"no local waiters", waiters{streaming: []string{"b"}}, false, true, false, "b"},
+		{"another waits", waiters{streaming: []string{"b"}}, false, true, true, true, false, "b", turnGrace},
+		{"no other waits: the local head tries at once", waiters{}, false, true, true, false, false, "", 0},
+		{"a poller waits: no heir", waiters{streaming: []string{"b"}, pollers: []string{"c"}}, false, true, true, false, false, "", 0},
+		{"the releaser polls: it does not stay", waiters{streaming: []string{"b"}}, false, true, false, false, false, "b", turnGrace},
+		{"no local waiters", waiters{streaming: []string{"b"}}, false, false, true, false, false, "b", turnGrace},
+		{"pollers in turn: a poller is next, its turn is longer", waiters{streaming: []string{"c"}, pollers: []string{"b"}}, true, true, true, true, false, "b", turnGrace + pollTurn},
+		{"pollers in turn: the releaser polls, it stays as a poller", waiters{streaming: []string{"b"}}, true, true, false, true, true, "b", turnGrace},
 	} {
-		tr := nextTurn("a", c.w, c.local, c.streaming, runLength-1, now)
-		if tr.heir != c.heir || tr.stay != c.stay || (c.heir != "" && !tr.until.Equal(now.Add(turnGrace))) {
-			t.Errorf("%s: %+v, want heir %q stay %v", c.what, tr, c.heir, c.stay)
+		tr := nextTurn("a", c.w, c.local, c.streaming, runLength-1, c.pollersInTurn, pollTurn, now)
+		if tr.heir != c.heir || tr.stay != c.stay || tr.polls != c.polls || (c.heir != "" && !tr.until.Equal(now.Add(c.turn))) {
+			t.Errorf("%s: %+v, want heir %q stay %v polls %v turn %v", c.what, tr, c.heir, c.stay, c.polls, c.turn)
 		}
 	}
 }
@@ -46,14 +52,14 @@ func TestTurnRuns(t *testing.T) {
 	now := time.Unix(100, 0)
 	w := waiters{streaming: []string{"b"}}
 	for run := range runLength - 1 {
-		if tr := nextTurn("a", w, true, true, run, now); tr.heir != "a" || tr.stay {
+		if tr := nextTurn("a", w, true, true, run, false, 0, now); tr.heir != "a" || tr.stay {
 			t.Errorf("run %d with local waiters: %+v, want heir a (itself)", run, tr)
 		}
 	}
-	if tr := nextTurn("a", w, true, true, runLength-1, now); tr.heir != "b" || !tr.stay {
+	if tr := nextTurn("a", w, true, true, runLength-1, false, 0, now); tr.heir != "b" || !tr.stay {
 		t.Errorf("after a run of %d: %+v, want heir b", runLength, tr)
 	}
-	if tr := nextTurn("a", w, false, true, 0, now); tr.heir != "b" {
+	if tr := nextTurn("a", w, false, true, 0, false, 0, now); tr.heir != "b" {
 		t.Errorf("no local waiters: %+v, want heir b", tr)
 	}
 }
@@ -61,11 +67,11 @@ func TestTurnRuns(t *testing.T) {
 func TestWaitersFreshPollers(t *testing.T) {
 	now := time.Unix(1000, 0)
 	d := lockDoc{Waiting: map[string]time.Time{"b": now}, Pollers: map[string]time.Time{"old": now.Add(-pollerFresh)}}
-	if w := d.waiters(now); w.polling || len(w.streaming) != 1 {
+	if w := d.waiters(now); len(w.pollers) != 0 || len(w.streaming) != 1 {
 		t.Errorf("stale poller: %+v, want it ignored", w)
 	}
 	d.Pollers["p"] = now.Add(-time.Second)
-	if w := d.waiters(now); !w.polling {
+	if w := d.waiters(now); len(w.pollers) != 1 {
 		t.Errorf("fresh poller: %+v, want polling", w)
 	}
 }
@@ -96,5 +102,28 @@ func TestFIFOHeir(t *testing.T) {
 	tp := nextFIFOTurn("me", waiters{pollers: []string{"p"}, since: map[string]time.Time{"p": at(1)}}, true, true, time.Second, now)
 	if tp.heir != "p" || !tp.heirPolls || !tp.until.Equal(now.Add(turnGrace+time.Second)) || !tp.stay || tp.polls {
 		t.Fatalf("turn to a poller = %+v", tp)
+	}
+}
+
+// TestLookedForgetsTurn: a poller's read that shows another Locker's turn
+// holds its next wait back to that turn's end; a later read showing no
+// turn (the lock held, or free) lets go of it, so that a failed try after
+// it does not sleep through this Locker's own turn to come.
+func TestLookedForgetsTurn(t *testing.T) {
+	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
+	clock := newServerClock(f, f.hello, 0)
+	clock.Ensure(context.Background())
+	r := newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second}, clock, nil)
+	now := clock.Now()
+	r.looked("n", lockView{until: now.Add(time.Minute), turn: true, holder: "x", place: 2})
+	if d, _, _ := r.nextWait(context.Background(), "n", nil); d < 30*time.Second {
+		t.Fatalf("during another's turn: wait %v, want to its end", d)
+	}
+	for _, v := range []lockView{{free: true}, {until: now.Add(time.Minute), holder: "y", place: 1}} {
+		r.looked("n", lockView{until: now.Add(time.Minute), turn: true, holder: "x", place: 2})
+		r.looked("n", v)
+		if d, _, _ := r.nextWait(context.Background(), "n", nil); d > time.Second+time.Millisecond && !v.free || v.free && d > time.Second {
+			t.Errorf("after a read showing %+v: wait %v, want at most the poll interval", v, d)
+		}
 	}
 }

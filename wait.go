@@ -24,8 +24,11 @@ type waitRegistry struct {
 	closed      <-chan struct{} // the Locker's: waits end with ErrClosed
 	self        string          // the Locker's id among waiting Lockers
 	fifo        bool            // WithFIFO: turns in the order processes began to wait
-	joinTurns   func(ctx context.Context, name string, streaming bool) error
-	leaveTurns  func(name string) // in the background
+	// pollersInTurn: pollers are named in their turn too (pollturns.go; a
+	// test-only option while it is work in progress)
+	pollersInTurn bool
+	joinTurns     func(ctx context.Context, name string, streaming bool) error
+	leaveTurns    func(name string) // in the background
 
 	mu       sync.Mutex
 	names    map[string]*nameQueue
@@ -56,6 +59,13 @@ type nameQueue struct {
 	ownTurns        []time.Time // ends of the last turns this process gave itself
 	turnGen         uint64      // ends the turn timer's claim when it changes
 	turnTimer       *time.Timer // wakes the head when another's turn ends
+	// What the head's last read of the lock showed, while polling
+	// (pollturns.go), and how long a turn took, as measured between reads.
+	lookedAt     time.Time
+	lookedPlace  int
+	lookedFence  int64
+	lookedHolder string
+	turnTook     time.Duration
 }
 
 type waiter struct {
@@ -76,6 +86,13 @@ func newWaitRegistry(o options, clock *serverClock, closed <-chan struct{}) *wai
 
 func (r *waitRegistry) minPause() time.Duration {
 	return max(r.maxPause/16, time.Millisecond)
+}
+
+// polling reports whether this Locker learns of releases only by polling.
+func (r *waitRegistry) polling() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.streamOn
 }
 
 // capLocked is the longest poll pause now; r.mu must be held.
@@ -143,6 +160,9 @@ type attempt struct {
 	// shared: a success does not use the lock up (a permit, a read hold):
 	// the next waiter tries at once too.
 	shared bool
+	// look, when set, reads the lock for a head that polls, instead of an
+	// attempt that would probably fail (pollturns.go).
+	look func(ctx context.Context) lockView
 }
 
 // wait queues behind the waiters of name and returns when a.try succeeds
@@ -173,7 +193,11 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	defer timer.Stop()
 	var pollAt time.Time // the next poll: news may bring it earlier, never later
 	arm := func() {
-		d, poll, _ := r.nextWait(ctx, name, a.peek)
+		peek := a.peek
+		if a.look != nil && r.polling() {
+			peek = nil // the next poll reads the lock anyway
+		}
+		d, poll, _ := r.nextWait(ctx, name, peek)
 		pollAt = time.Now().Add(poll)
 		timer.Reset(d)
 	}
@@ -220,6 +244,15 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			return stopErr()
 		case <-timer.C:
 			tryNow = true
+			if a.look != nil && r.polling() {
+				// A poll: read first, attempt only when it is free for us.
+				if try, d := r.looked(name, a.look(ctx)); !try {
+					tryNow = false
+					join()
+					pollAt = time.Now().Add(d)
+					timer.Reset(d)
+				}
+			}
 		case <-w.kick:
 			head, freed := r.state(name, w)
 			switch {
@@ -368,6 +401,7 @@ func (r *waitRegistry) held(name string) {
 	q.firm, q.freedNews = time.Time{}, false
 	q.joiners = q.joiners[:0]
 	q.joined, q.wasJoined = false, false // the acquire left the waiting Lockers
+	q.lookedAt, q.lookedPlace = time.Time{}, 0
 	r.stopTurnLocked(q)
 	signalAll(q.observers)
 }
