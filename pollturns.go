@@ -8,22 +8,24 @@ import (
 )
 
 // Turns for pollers: work in progress, on only with the test-only option
-// WithPollersInTurn (turns.go says why). A process without a change stream learns that the
-// lock was freed, or that its turn came, only by asking: its waiters'
-// head, once an attempt of its failed, reads the lock's document at each
-// poll instead of attempting again (one round trip either way), and
-// attempts only when the read shows the lock free for it. The read also
-// says where this process stands in the turns (the releases name the
-// waiting processes in turn, pollers as well as streaming ones, turns.go),
-// so that it can poll when its turn is near rather than at a fixed pace:
+// WithPollersInTurn (turns.go says why). A process without a change
+// stream learns that the lock was freed, or that its turn came, only by
+// asking: its waiters' head reads the lock's document at each poll
+// instead of attempting (one round trip either way), and attempts only
+// when the read shows the lock free for it. The read also says where this
+// process stands in the turns (the releases name the waiting processes in
+// turn, pollers as well as streaming ones, turns.go), so that it can poll
+// when its turn is near rather than at a fixed pace:
 //
 //   - next in turn, it reads every heirPoll, backing off while the same
 //     hold goes on (a long hold is not polled for fast);
-//   - k turns away, it reads again after about k-1 turns' time, as it
-//     measured turns passing between its reads, never later than its
-//     poll pause;
+//   - k turns away, it reads again after about half of k-1 turns' time,
+//     as it measured turns passing between its reads (smoothed, an
+//     overestimate counting less), never later than its poll pause;
 //   - not among the waiting processes (a missed turn took it out), it
-//     joins again.
+//     joins again and reads again after heirPoll;
+//   - after a failed attempt, it reads again after heirPoll: the failure
+//     says nothing of its place.
 //
 // A turn given to a poller lasts heirPoll plus twice the released hold's
 // length longer than turnGrace (the next process's pause has backed off by
@@ -132,7 +134,12 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 	}
 	// Turns that passed since the last read tell how long one takes.
 	if !q.lookedAt.IsZero() && v.place > 0 && q.lookedPlace > v.place {
-		q.turnTook = at.Sub(q.lookedAt) / time.Duration(q.lookedPlace-v.place)
+		took := at.Sub(q.lookedAt) / time.Duration(q.lookedPlace-v.place)
+		if q.turnTook == 0 {
+			q.turnTook = took
+		}
+		// Smoothed, and an overestimate counts less: it makes turns missed.
+		q.turnTook = (3*q.turnTook + min(took, q.turnTook*2)) / 4
 	}
 	fresh := v.fence != q.lookedFence || v.holder != q.lookedHolder
 	q.lookedAt, q.lookedPlace, q.lookedFence, q.lookedHolder = at, v.place, v.fence, v.holder
@@ -144,7 +151,10 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 		d = jitter(q.pause)
 		q.pause = min(2*q.pause, r.maxPause)
 	case v.place > 1 && q.turnTook > 0:
-		d = min(max(time.Duration(v.place-1)*q.turnTook*3/4, heirPoll), r.maxPause)
+		d = min(max(time.Duration(v.place-1)*q.turnTook/2, heirPoll), r.maxPause)
+	case v.place == 0:
+		// Out of the waiting Lockers: it joins now, and may be next.
+		d = jitter(min(heirPoll, r.maxPause))
 	default:
 		d = jitter(q.pause)
 		q.pause = min(2*q.pause, r.maxPause)

@@ -36,9 +36,9 @@ import (
 // and on only in tests and benchmarks (pollersInTurn): pollers are then
 // named in their turn too, learn of it by reading the lock when their
 // turn is near, and their turn is longer by the time that may take
-// (pollTurn). They make polling processes' shares fairer but, measured on
-// the embedded server, not yet within 25% of the mean and at about 30%
-// lower throughput (README, "No starvation").
+// (pollTurn). Measured on the embedded server they make polling
+// processes' shares fair in most runs, but at 30 to 40% lower throughput
+// (README, "Fairness when polling").
 //
 // WithFIFO (nextFIFOTurn) names instead the Locker that began to wait
 // first, whether it streams or polls; a poller's turn is longer by

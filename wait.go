@@ -193,11 +193,16 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	defer timer.Stop()
 	var pollAt time.Time // the next poll: news may bring it earlier, never later
 	arm := func() {
-		peek := a.peek
 		if a.look != nil && r.polling() {
-			peek = nil // the next poll reads the lock anyway
+			// The next poll reads the lock, and what it shows sets the
+			// pace (pollturns.go): a failed try says nothing of this
+			// Locker's place in the turns, so it must not put the read off.
+			d := jitter(min(heirPoll, r.maxPause))
+			pollAt = time.Now().Add(d)
+			timer.Reset(d)
+			return
 		}
-		d, poll, _ := r.nextWait(ctx, name, peek)
+		d, poll, _ := r.nextWait(ctx, name, a.peek)
 		pollAt = time.Now().Add(poll)
 		timer.Reset(d)
 	}
