@@ -1,7 +1,6 @@
 package mongolock
 
 import (
-	"cmp"
 	"context"
 	"slices"
 	"time"
@@ -75,37 +74,18 @@ func (l *Locker) look(name string) func(context.Context) lockView {
 }
 
 // placeInTurns returns how many turns come before self's, counting the
-// current holder's (or heir's) Locker holder's as the first: 1 when self
-// is next; 0 when self is not among w.
+// turn of the current holder's (or heir's) Locker holder as the first: 1
+// when self is next; 0 when self is not among w (or is holder).
 func placeInTurns(self, holder string, w waiters, fifo bool) int {
 	all := slices.Concat(w.streaming, w.pollers)
 	if !slices.Contains(all, self) {
 		return 0
 	}
-	all = slices.DeleteFunc(all, func(l string) bool { return l == holder })
+	order := inTurn(holder, all)
 	if fifo {
-		at := func(l string) time.Time {
-			if t, ok := w.since[l]; ok {
-				return t
-			}
-			return w.joinedAt[l]
-		}
-		slices.SortFunc(all, func(a, b string) int {
-			if c := at(a).Compare(at(b)); c != 0 {
-				return c
-			}
-			return cmp.Compare(a, b)
-		})
-		return slices.Index(all, self) + 1
+		order = byWaited(holder, w)
 	}
-	// In the order of ids after holder's, wrapping round (nextHeir).
-	slices.Sort(all)
-	i := slices.Index(all, self)
-	first, _ := slices.BinarySearch(all, holder)
-	if holder == "" {
-		first = 0
-	}
-	return (i-first+len(all))%len(all) + 1
+	return slices.Index(order, self) + 1
 }
 
 // looked records what a poller's read of name showed, and returns whether

@@ -1,6 +1,7 @@
 package mongolock
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"time"
@@ -96,28 +97,37 @@ func (d *lockDoc) waiters(now time.Time) waiters {
 	return w
 }
 
+// began returns when l began to wait, as w records it (WithFIFO); one
+// that joined without WithFIFO, its last join.
+func (w waiters) began(l string) time.Time {
+	if at, ok := w.since[l]; ok {
+		return at
+	}
+	return w.joinedAt[l]
+}
+
+// byWaited returns the Lockers of w other than but, the one that has
+// waited longest first (by the time it began to wait, then by id): the
+// order of WithFIFO's turns.
+func byWaited(but string, w waiters) []string {
+	all := slices.DeleteFunc(slices.Concat(w.streaming, w.pollers), func(l string) bool { return l == but })
+	slices.SortFunc(all, func(a, b string) int {
+		if c := w.began(a).Compare(w.began(b)); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	return all
+}
+
 // fifoHeir returns the Locker other than locker that has waited longest
-// among w (by the time it began to wait, then by id), and whether it polls;
-// "" when none waits.
+// among w (byWaited), and whether it polls; "" when none waits.
 func fifoHeir(locker string, w waiters) (heir string, polls bool) {
-	var first time.Time
-	consider := func(l string, poller bool) {
-		at, ok := w.since[l]
-		if !ok {
-			at = w.joinedAt[l] // joined without WithFIFO: its last join
-		}
-		if l == locker || heir != "" && (at.After(first) || at.Equal(first) && l > heir) {
-			return
-		}
-		heir, first, polls = l, at, poller
+	order := byWaited(locker, w)
+	if len(order) == 0 {
+		return "", false
 	}
-	for _, l := range w.streaming {
-		consider(l, false)
-	}
-	for _, l := range w.pollers {
-		consider(l, true)
-	}
-	return heir, polls
+	return order[0], slices.Contains(w.pollers, order[0])
 }
 
 // turn is what a release says about who takes the lock next.
@@ -219,19 +229,22 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 }
 
 // nextHeir returns the waiting Locker after locker in the order of ids,
-// wrapping round; "" when no other waits.
+// wrapping round (inTurn); "" when no other waits.
 func nextHeir(locker string, waiting []string) string {
-	others := slices.DeleteFunc(slices.Clone(waiting), func(l string) bool { return l == locker })
-	if len(others) == 0 {
-		return ""
+	if order := inTurn(locker, waiting); len(order) > 0 {
+		return order[0]
 	}
+	return ""
+}
+
+// inTurn returns the Lockers of waiting other than after, in the order
+// turns go round after its: by id, from the first after its, wrapping
+// round.
+func inTurn(after string, waiting []string) []string {
+	others := slices.DeleteFunc(slices.Clone(waiting), func(l string) bool { return l == after })
 	slices.Sort(others)
-	for _, l := range others {
-		if l > locker {
-			return l
-		}
-	}
-	return others[0]
+	i, _ := slices.BinarySearch(others, after)
+	return slices.Concat(others[i:], others[:i])
 }
 
 // join adds this Locker to name's waiting Lockers after a failed attempt,

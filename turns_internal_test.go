@@ -127,3 +127,34 @@ func TestLookedForgetsTurn(t *testing.T) {
 		}
 	}
 }
+
+// TestPlaceInTurns: a poller's place counts the turns before its own, from
+// the holder's, in the order releases name heirs (ids wrapping round, or
+// WithFIFO's order of waiting).
+func TestPlaceInTurns(t *testing.T) {
+	at := time.Unix(100, 0)
+	w := waiters{streaming: []string{"d", "b"}, pollers: []string{"a", "c"},
+		since:    map[string]time.Time{"d": at, "c": at.Add(time.Second)},
+		joinedAt: map[string]time.Time{"a": at.Add(3 * time.Second), "b": at.Add(2 * time.Second)}}
+	for _, c := range []struct {
+		self, holder string
+		fifo         bool
+		want         int
+	}{
+		{"c", "b", false, 1},
+		{"d", "b", false, 2},
+		{"a", "b", false, 3}, // wraps round
+		{"b", "d", false, 2},
+		{"a", "", false, 1},
+		{"c", "x", false, 3}, // a holder that does not wait: from the first id
+		{"e", "b", false, 0}, // not among the waiting Lockers
+		{"d", "a", true, 1},
+		{"c", "a", true, 2},
+		{"b", "a", true, 3},
+		{"a", "d", true, 3},
+	} {
+		if got := placeInTurns(c.self, c.holder, w, c.fifo); got != c.want {
+			t.Errorf("placeInTurns(%q, holder %q, fifo %v) = %d, want %d", c.self, c.holder, c.fifo, got, c.want)
+		}
+	}
+}
