@@ -20,11 +20,14 @@ import (
 //     hold goes on (a long hold is not polled for fast);
 //   - k turns away, it reads again after about half of k-1 turns' time,
 //     as it measured turns passing between its reads (smoothed, an
-//     overestimate counting less), never later than its poll pause;
+//     overestimate counting less), never later than its poll pause, and
+//     backing off too while the same hold goes on;
 //   - not among the waiting processes (a missed turn took it out), it
 //     joins again and reads again after heirPoll;
 //   - after a failed attempt, it reads again after heirPoll: the failure
-//     says nothing of its place.
+//     says nothing of its place;
+//   - while a hold of its own process has the name, it does not read: the
+//     end of that hold wakes it, as without turns for pollers.
 //
 // A turn given to a poller lasts heirPoll plus twice the released hold's
 // length longer than turnGrace (the next process's pause has backed off by
@@ -132,6 +135,14 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 		q.pause = min(2*q.pause, r.maxPause)
 	case v.place > 1 && q.turnTook > 0:
 		d = min(max(time.Duration(v.place-1)*q.turnTook/2, heirPoll), r.maxPause)
+		// A hold that goes on is not read fast, as next in turn (a turn
+		// ends soon anyway).
+		if fresh || v.turn {
+			q.pause = min(heirPoll, r.maxPause)
+		} else {
+			d = max(d, jitter(q.pause))
+			q.pause = min(2*q.pause, r.maxPause)
+		}
 	case v.place == 0:
 		// Out of the waiting Lockers: it joins now, and may be next.
 		d = jitter(min(heirPoll, r.maxPause))

@@ -2,6 +2,7 @@ package mongolock
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -156,5 +157,40 @@ func TestPlaceInTurns(t *testing.T) {
 		if got := placeInTurns(c.self, c.holder, w, c.fifo); got != c.want {
 			t.Errorf("placeInTurns(%q, holder %q, fifo %v) = %d, want %d", c.self, c.holder, c.fifo, got, c.want)
 		}
+	}
+}
+
+// TestPollerReadsBackOff: a head that reads the lock (pollturns.go) does
+// not read it fast while a hold goes on: not at all while the hold is its
+// own process's (whose end wakes it), and more and more slowly, turns away
+// from its own, while another process's long hold goes on.
+func TestPollerReadsBackOff(t *testing.T) {
+	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
+	clock := newServerClock(f, f.hello, 0)
+	clock.Ensure(context.Background())
+	r := newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second, pollersInTurn: true}, clock, nil)
+	r.held("n") // a hold of this process
+	var reads atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	r.wait(ctx, "n", attempt{
+		try:  func(context.Context) (bool, error) { return false, nil },
+		look: func(context.Context) lockView { reads.Add(1); return lockView{until: clock.Now().Add(time.Minute)} },
+	}, nil, nil)
+	if n := reads.Load(); n != 0 {
+		t.Errorf("%d reads during this process's own hold, want none", n)
+	}
+
+	now := clock.Now()
+	v := lockView{until: now.Add(time.Minute), fence: 7, holder: "b", place: 3}
+	r.looked("m", v)
+	v.place = 2
+	r.looked("m", v) // a turn passed: turnTook is known
+	var d time.Duration
+	for range 8 {
+		_, d = r.looked("m", v) // the same hold goes on
+	}
+	if d < 500*time.Millisecond {
+		t.Errorf("after 8 reads of the same hold, two turns away: next read in %v, want it backed off towards the poll interval", d)
 	}
 }

@@ -88,11 +88,13 @@ func (r *waitRegistry) minPause() time.Duration {
 	return max(r.maxPause/16, time.Millisecond)
 }
 
-// polling reports whether this Locker learns of releases only by polling.
-func (r *waitRegistry) polling() bool {
+// reads reports whether name's head reads the lock at its polls
+// (pollturns.go): this Locker learns of releases only by polling, and no
+// hold of this process has the name (whose end wakes the head).
+func (r *waitRegistry) reads(name string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return !r.streamOn
+	return !r.streamOn && r.queue(name).local == 0
 }
 
 // capLocked is the longest poll pause now; r.mu must be held.
@@ -193,7 +195,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	defer timer.Stop()
 	var pollAt time.Time // the next poll: news may bring it earlier, never later
 	arm := func() {
-		if a.look != nil && r.polling() {
+		if a.look != nil && r.reads(name) {
 			// The next poll reads the lock, and what it shows sets the
 			// pace (pollturns.go): a failed try says nothing of this
 			// Locker's place in the turns, so it must not put the read off.
@@ -249,7 +251,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			return stopErr()
 		case <-timer.C:
 			tryNow = true
-			if a.look != nil && r.polling() {
+			if a.look != nil && r.reads(name) {
 				// A poll: read first, attempt only when it is free for us.
 				if try, d := r.looked(name, a.look(ctx)); !try {
 					tryNow = false
