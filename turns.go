@@ -38,7 +38,8 @@ import (
 // named in their turn too, learn of it by reading the lock when their
 // turn is near, and their turn is longer by the time that may take
 // (pollTurn). Measured on the embedded server they make polling
-// processes' shares fair in most runs, but at 30 to 40% lower throughput
+// processes' shares much fairer (not yet in every run), at 11 to 24%
+// lower throughput
 // (README, "Fairness when polling").
 //
 // WithFIFO (nextFIFOTurn) names instead the Locker that began to wait
