@@ -39,8 +39,7 @@ import (
 // turn is near, and their turn is longer by the time that may take
 // (pollTurn). Measured on the embedded server they make polling
 // processes' shares much fairer (not yet in every run), at 11 to 24%
-// lower throughput
-// (README, "Fairness when polling").
+// lower throughput (README, "Fairness when polling").
 //
 // WithFIFO (nextFIFOTurn) names instead the Locker that began to wait
 // first, whether it streams or polls; a poller's turn is longer by
