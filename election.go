@@ -55,7 +55,7 @@ func (e *Election) campaign(ctx context.Context, value string) (*hold, error) {
 		return ok, err
 	}
 	l := e.s.l
-	if err := l.waits.wait(ctx, e.name, attempt{try: try, peek: l.peek(e.name), look: l.look(e.name)}, e.s.done, e.s.ended); err != nil {
+	if err := l.waits.wait(ctx, e.name, attempt{try: try, peek: l.peek(e.name), look: l.look(e.name, "")}, e.s.done, e.s.ended); err != nil {
 		return nil, err
 	}
 	e.mu.Lock()

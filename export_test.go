@@ -15,6 +15,8 @@ func WithoutTurns() Option { return func(o *options) { o.noTurns = true } }
 // grow before it is measured again (default a minute).
 func WithClockRefresh(d time.Duration) Option { return func(o *options) { o.clockRefresh = d } }
 
-// WithPollersInTurn names pollers in their turn too (pollturns.go): work
-// in progress, measured by the benchmark and TestFairShares.
-func WithPollersInTurn() Option { return func(o *options) { o.pollersInTurn = true } }
+// WithoutPollersInTurn makes a Locker whose releases name no heir while a
+// poller waits, and whose polling waiters attempt instead of reading the
+// lock: turns only among processes with a change stream, as before turns
+// for pollers (pollturns.go), for the benchmark's comparison.
+func WithoutPollersInTurn() Option { return func(o *options) { o.pollersApart = true } }

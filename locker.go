@@ -68,7 +68,6 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 	}
 	l.waits.self = l.id
 	l.waits.fifo = o.fifo
-	l.waits.pollersInTurn = o.pollersInTurn
 	if !o.noTurns {
 		l.waits.joinTurns = l.joinTurns
 		l.waits.leaveTurns = l.leaveTurns
@@ -209,7 +208,7 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 		}
 		l.opts.logger.Debug("mongolock: refreshing the server's clock failed; keeping the last estimate", "err", err)
 	}
-	c.locker = l.id
+	c.locker, c.run = l.id, l.waits.runOf(c.name)
 	pause := 10 * time.Millisecond
 	first := time.Now()
 	for {

@@ -36,10 +36,10 @@ type options struct {
 	clockRefresh time.Duration // 0: defaultClockRefresh; set by tests
 	fifo         bool
 	noTurns      bool // set by benchmarks: no process joins turns, as before them
-	// set by tests and benchmarks: pollers are named in their turn too
-	// (pollturns.go, work in progress)
-	pollersInTurn bool
-	observer      Observer
+	// set by benchmarks: while a poller waits, releases name no heir, as
+	// before turns for pollers (pollturns.go)
+	pollersApart bool
+	observer     Observer
 }
 
 // WithLogger sends the Locker's log (fallbacks, warnings, lost holds) to l.

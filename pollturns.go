@@ -6,28 +6,39 @@ import (
 	"time"
 )
 
-// Turns for pollers: work in progress, on only with the test-only option
-// WithPollersInTurn (turns.go says why). A process without a change
-// stream learns that the lock was freed, or that its turn came, only by
-// asking: its waiters' head reads the lock's document at each poll
-// instead of attempting (one round trip either way), and attempts only
-// when the read shows the lock free for it. The read also says where this
-// process stands in the turns (the releases name the waiting processes in
-// turn, pollers as well as streaming ones, turns.go), so that it can poll
-// when its turn is near rather than at a fixed pace:
+// Turns for pollers. A process without a change stream learns that the
+// lock was freed, or that its turn came, only by asking: its waiters' head
+// reads the lock's document at each poll instead of attempting (one round
+// trip either way), and attempts only when the read shows the lock free
+// for it. The read also says where this process stands in the turns (the
+// releases name the waiting processes in turn, pollers as well as
+// streaming ones, turns.go), and how far the holder's run of holds has
+// gone (each acquire records how many holds its process had in a row
+// before it), so that it can poll when its turn is near rather than at a
+// fixed pace. The unit is a hold's length, from one acquire of a run to
+// the next, as measured between two reads of one run or over this
+// process's own runs (smoothed, an overestimate counting less); the pace
+// is that length, at most heirPoll:
 //
-//   - next in turn, it reads every heirPoll, backing off while the same
-//     hold goes on (a long hold is not polled for fast);
-//   - k turns away, it reads again after about half of k-1 turns' time,
-//     as it measured turns passing between its reads (smoothed, an
-//     overestimate counting less), never later than its poll pause, and
-//     backing off too while the same hold goes on;
+//   - next in turn, having measured a hold, it sleeps until the holder's
+//     run should end (runLength holds, half a hold early) and attempts
+//     then, without a read; otherwise, or when that attempt fails, it
+//     reads at the pace, backing off while the same hold goes on (a long
+//     hold is not polled for fast);
+//   - k turns away, it reads again after about three quarters of k-1
+//     turns' time (turnsAway), as it measured turns passing between its
+//     reads (or, before it has, runLength holds a turn), never later than
+//     its poll pause, and backs off too while the same hold goes on;
 //   - not among the waiting processes (a missed turn took it out), it
-//     joins again and reads again after heirPoll;
-//   - after a failed attempt, it reads again after heirPoll: the failure
-//     says nothing of its place;
+//     joins again and reads again at the pace (backing off if it is
+//     still out);
+//   - when its process has just handed the lock on, it reads as its place
+//     behind every other waiting process says (at the pace if it knows no
+//     turn's length yet); a new head reads at the pace. It does not
+//     attempt when the heir's turn ends, as a head with a change stream
+//     does (the heir has the lock by then);
 //   - while a hold of its own process has the name, it does not read: the
-//     end of that hold wakes it, as without turns for pollers.
+//     end of that hold wakes it.
 //
 // A turn given to a poller lasts heirPoll plus twice the released hold's
 // length longer than turnGrace (the next process's pause has backed off by
@@ -35,7 +46,8 @@ import (
 // turn anyway (a slow link, a wrong guess) costs the lock that turn and is
 // out of the waiting processes until its next read.
 
-// heirPoll is the pace at which the process next in turn reads the lock.
+// heirPoll is the slowest pace at which the process next in turn reads the
+// lock (before its first backing off).
 const heirPoll = 20 * time.Millisecond
 
 // lockView is what a poller's read of a lock's document says.
@@ -47,24 +59,63 @@ type lockView struct {
 	fence  int64     // the last hold's fencing token
 	place  int       // turns until this Locker's: 1 when next; 0 when not among the waiting
 	holder string    // the Locker whose hold or turn it is
+	// The holder's hold or turn: how many of its Locker's holds came
+	// before it in a row (run), and when it began (server time; for a
+	// turn, now: the hold it is for begins about then).
+	run   int
+	began time.Time
+	last  holdMark // the last acquire, as stored
+}
+
+// holdMark is an acquire as a lock's document records it: by which
+// Locker, after how many of its holds in a row, with what fencing token,
+// at what server time.
+type holdMark struct {
+	locker string
+	run    int
+	fence  int64
+	at     time.Time
+}
+
+// holdsSince returns how many holds of one run came after from to m; 0
+// when m is not in the same run as from, or not after it.
+func (m holdMark) holdsSince(from holdMark) int {
+	n := m.run - from.run
+	if from.at.IsZero() || m.locker != from.locker || n <= 0 || m.fence-from.fence != int64(n) {
+		return 0
+	}
+	return n
 }
 
 // look returns a function reading name's document for this Locker's head
-// of waiters.
-func (l *Locker) look(name string) func(context.Context) lockView {
-	if l.opts.noTurns || !l.opts.pollersInTurn {
+// of waiters; owner is the seed API's (which takes its own lock again), ""
+// for a session's hold.
+func (l *Locker) look(name, owner string) func(context.Context) lockView {
+	if l.opts.noTurns || l.opts.pollersApart {
 		return nil // the head attempts at each poll
 	}
 	return func(ctx context.Context) lockView {
+		// A long wait judges leases on a fresh estimate, as its attempts
+		// would (take); a failed refresh keeps the last one.
+		if err := l.clock.Ensure(ctx); err != nil && l.clock.Measured() {
+			l.opts.logger.Debug("mongolock: refreshing the server's clock failed; keeping the last estimate", "err", err)
+		}
 		doc, err := l.store.read(ctx, name)
 		if err != nil || doc == nil {
 			return lockView{free: true}
 		}
 		now, surelyPast := l.clock.Now(), l.clock.SurelyPast()
-		v := lockView{until: doc.ExpiresAt, fence: doc.Fence, holder: doc.Locker}
+		v := lockView{until: doc.ExpiresAt, fence: doc.Fence, holder: doc.Locker,
+			run: doc.Run, began: doc.AcquiredAt, last: holdMark{doc.Locker, doc.Run, doc.Fence, doc.AcquiredAt}}
 		switch {
 		case doc.Holder == "" && doc.Heir != "" && doc.Heir != l.id && doc.ExpiresAt.After(surelyPast):
-			v.turn, v.holder = true, doc.Heir
+			v.turn, v.holder, v.began = true, doc.Heir, now
+			if v.run++; doc.Heir != doc.Locker {
+				v.run = 0
+			}
+		case owner != "" && doc.Owner == owner && doc.Session == "":
+			v.free = true // the seed API's owner takes its own lock again
+			return v
 		case l.held(doc):
 			v.firm = kept(doc.Holder)
 		default:
@@ -92,11 +143,13 @@ func placeInTurns(self, holder string, w waiters, fifo bool) int {
 }
 
 // looked records what a poller's read of name showed, and returns whether
-// to attempt now, and otherwise how long to wait before the next read.
+// to attempt now, and otherwise how long to wait before the next read (or
+// attempt, when the holder's run is expected to end then: tryNext).
 func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
+	q.tryNext, q.freeRead = false, v.free
 	if !v.turn {
 		// No other Locker's turn now: an earlier read's must not keep a
 		// wait after a failed try from this one's.
@@ -124,32 +177,62 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 		// Smoothed, and an overestimate counts less: it makes turns missed.
 		q.turnTook = (3*q.turnTook + min(took, q.turnTook*2)) / 4
 	}
+	// Holds of one run since the last read tell how long a hold takes.
+	if n := v.last.holdsSince(q.lookedLast); n > 0 {
+		r.tookHoldLocked(q, v.last.at.Sub(q.lookedLast.at)/time.Duration(n))
+	}
 	fresh := v.fence != q.lookedFence || v.holder != q.lookedHolder
-	q.lookedAt, q.lookedPlace, q.lookedFence, q.lookedHolder = at, v.place, v.fence, v.holder
+	wasOut := !q.lookedAt.IsZero() && q.lookedPlace == 0
+	q.lookedAt, q.lookedPlace, q.lookedFence, q.lookedHolder, q.lookedLast = at, v.place, v.fence, v.holder, v.last
+	pace, turn := r.paceLocked(q), turnLocked(q)
 	switch {
+	case v.place == 1 && fresh && q.holdTook > 0:
+		// The holder's run ends after runLength-run holds: attempt then,
+		// half a hold early rather than late.
+		q.pause = pace
+		end := v.began.Add(time.Duration(runLength-v.run)*q.holdTook - q.holdTook/2)
+		if d = end.Sub(now); d <= 0 {
+			return true, 0
+		}
+		// The run may be shorter (the holder's waiters fewer, its holds
+		// quicker than measured): a wait longer than a poller's shortest
+		// turn reads first.
+		if d <= turnGrace/2 {
+			q.tryNext = true
+		}
+		d = min(d, turnGrace/2)
 	case v.place == 1:
 		if fresh {
-			q.pause = min(heirPoll, r.maxPause)
+			q.pause = pace
 		}
 		d = jitter(q.pause)
 		q.pause = min(2*q.pause, r.maxPause)
-	case v.place > 1 && q.turnTook > 0:
-		d = min(max(time.Duration(v.place-1)*q.turnTook/2, heirPoll), r.maxPause)
+	case v.place > 1 && turn > 0:
+		d = min(max(turnsAway(v.place, turn), pace), r.maxPause)
 		// A hold that goes on is not read fast, as next in turn (a turn
 		// ends soon anyway).
 		if fresh || v.turn {
-			q.pause = min(heirPoll, r.maxPause)
+			q.pause = pace
 		} else {
 			d = max(d, jitter(q.pause))
 			q.pause = min(2*q.pause, r.maxPause)
 		}
-	case v.place == 0:
-		// Out of the waiting Lockers: it joins now, and may be next.
-		d = jitter(min(heirPoll, r.maxPause))
-	default:
+	case v.place == 0 && wasOut:
+		// Out again: its join did not show (or took long to), no cause to
+		// read fast.
 		d = jitter(q.pause)
 		q.pause = min(2*q.pause, r.maxPause)
+	case v.place == 0:
+		// Out of the waiting Lockers: it joins now, and may be next.
+		d = jitter(pace)
+	default: // turns away, with nothing measured yet
+		d = jitter(q.pause)
+		if fresh || v.turn {
+			d = jitter(min(q.pause, time.Duration(v.place)*pace))
+		}
+		q.pause = min(2*q.pause, r.maxPause)
 	}
+	d = min(d, r.maxPause)
 	if v.turn {
 		q.turnUntil, q.expiry = v.until, time.Time{}
 	} else {
@@ -157,6 +240,90 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 		d = min(d, rest) // a lease that runs out frees the lock
 	}
 	return false, d
+}
+
+// paceLocked is how often the head reads when it is next in turn: every
+// heirPoll, or every hold's length when holds are shorter (as measured);
+// r.mu must be held.
+func (r *waitRegistry) paceLocked(q *nameQueue) time.Duration {
+	p := heirPoll
+	if q.holdTook > 0 {
+		p = min(p, max(q.holdTook, time.Millisecond))
+	}
+	return min(p, r.maxPause)
+}
+
+// turnLocked returns how long a turn takes, as measured between reads, or
+// else as a run of holds would (0 when neither is known); r.mu must be
+// held.
+func turnLocked(q *nameQueue) time.Duration {
+	if q.turnTook > 0 {
+		return q.turnTook
+	}
+	return runLength * q.holdTook
+}
+
+// turnsAway returns how long a poller place turns away from its own waits
+// before it reads again: three quarters of the turns before its own but
+// one, so that it reads again about when it is next, and early rather than
+// late (a turn given to a poller waits for it, pollTurn, but idles).
+func turnsAway(place int, turn time.Duration) time.Duration {
+	return time.Duration(place-1) * turn * 3 / 4
+}
+
+// tookHoldLocked records that one hold of a run (from its acquire to the
+// next's) took d; r.mu must be held.
+func (r *waitRegistry) tookHoldLocked(q *nameQueue, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	if q.holdTook == 0 {
+		q.holdTook = d
+	}
+	q.holdTook = (3*q.holdTook + min(d, 2*q.holdTook)) / 4
+}
+
+// readAfterTry returns how long a polling head waits, after a failed
+// attempt, before it reads the lock: a failed attempt says nothing of its
+// place, so the read comes at the pace of the next in turn; but a lock
+// known kept (no one releases it before its time) is waited for to then,
+// and a head whose process just handed the lock on waits as its place,
+// behind every other waiting Locker, says.
+func (r *waitRegistry) readAfterTry(name string) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue(name)
+	if now, unc := r.clock.Read(); q.firm.After(now.Add(-unc)) {
+		return q.firm.Sub(now) + unc + time.Millisecond
+	}
+	q.tryNext = false
+	pace := r.paceLocked(q)
+	if q.freeRead {
+		// A read showed it free, and the attempt failed: someone was
+		// quicker, or the lock is not one to take (a semaphore's name).
+		// Again and again, that is no cause to read fast.
+		q.freeRead = false
+		d := jitter(q.pause)
+		q.pause = min(2*q.pause, r.maxPause)
+		return d
+	}
+	if behind := q.behind; behind > 1 && turnLocked(q) > 0 {
+		// This process just handed the lock on: its place is known.
+		q.behind = 0
+		return min(max(turnsAway(behind, turnLocked(q)), pace), r.maxPause)
+	}
+	return jitter(pace)
+}
+
+// dueTry reports, once, whether the head's next poll is an attempt
+// rather than a read: the holder's run was expected to end then.
+func (r *waitRegistry) dueTry(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue(name)
+	due := q.tryNext
+	q.tryNext = false
+	return due
 }
 
 // pollTurn is how much longer than turnGrace a turn given to a poller

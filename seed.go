@@ -69,9 +69,9 @@ func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time
 		waitCtx, cancel = context.WithTimeoutCause(ctx, wait, errWaited)
 	}
 	defer cancel()
-	// Eager: the owner may take its own lock again, however taken it looks
-	// (so no look, which reads any live holder as taken).
-	err := l.waits.wait(waitCtx, name, attempt{try: try, peek: l.peek(name), eager: true}, nil, nil)
+	// Eager: the owner may take its own lock again, however taken it looks.
+	a := attempt{try: try, peek: l.peek(name), eager: true, look: l.look(name, owner)}
+	err := l.waits.wait(waitCtx, name, a, nil, nil)
 	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(waitCtx), errWaited) {
 		return fmt.Errorf("%w: %q still held after waiting %v: %w", ErrLocked, name, wait, context.DeadlineExceeded)
 	}

@@ -32,6 +32,7 @@ type lockDoc struct {
 	// that poll, each with the server time it joined (see turns.go).
 	Heir    string               `bson:"heir"`
 	Locker  string               `bson:"locker"` // the last holder's Locker: turns go round from it
+	Run     int                  `bson:"run"`    // holds its Locker had in a row before this one (turns.go)
 	Waiting map[string]time.Time `bson:"waiting"`
 	Pollers map[string]time.Time `bson:"pollers"`
 	// Since holds, under WithFIFO, when each waiting Locker began to wait.
@@ -58,6 +59,7 @@ type claim struct {
 	holder  string // random token of this hold
 	session string // "" for the seed API's locks
 	locker  string // the Locker taking it: the heir it may be
+	run     int    // holds that Locker had in a row before this one
 	value   string // the leader's value, for elections
 	ttl     time.Duration
 	// A semaphore's permit: any free one of these slot documents, each
@@ -129,6 +131,7 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 		{Key: "acquiredAt", Value: now},
 		{Key: "heir", Value: nil},
 		{Key: "locker", Value: c.locker},
+		{Key: "run", Value: c.run},
 	}
 	if c.alone {
 		set = append(set, bson.E{Key: "readers", Value: bson.A{}}) // those left have no lease

@@ -27,26 +27,22 @@ import (
 // runLength holds in a row: a handoff within the process needs no change
 // event, so it is quicker, and the others still do not try in vain.
 //
-// Only a Locker whose change stream runs can learn in time that its turn
-// came. One without (the server has none, or it is off) joins as a poller
-// instead: while a poller waits, releases name no heir, so that it keeps
-// its chance to find the lock free. A poller's entry counts for
-// pollerFresh after it joined; a waiting poller joins again before that.
-//
-// Turns for pollers (pollturns.go) are work in progress, off by default
-// and on only in tests and benchmarks (pollersInTurn): pollers are then
-// named in their turn too, learn of it by reading the lock when their
-// turn is near, and their turn is longer by the time that may take
-// (pollTurn). Measured on the embedded server they make polling
-// processes' shares much fairer (not yet in every run), at 11 to 24%
-// lower throughput (README, "Fairness when polling").
+// A Locker whose change stream runs learns at once that its turn came.
+// One without (the server has none, or it is off) joins as a poller
+// instead, and is named in its turn too (pollturns.go): it learns of it by
+// reading the lock when its turn is near, and its turn is longer by the
+// time that may take (pollTurn). A poller's entry counts for pollerFresh
+// after it joined; a waiting poller joins again before that. Only the
+// benchmark's comparison turns pollers' turns off (pollersInTurn false:
+// releases then name no heir while a poller waits, so that it keeps its
+// chance to find the lock free, and a process's own waiters come first).
 //
 // WithFIFO (nextFIFOTurn) names instead the Locker that began to wait
 // first, whether it streams or polls; a poller's turn is longer by
-// the releaser's poll interval (or, with pollersInTurn, by pollTurn) as
-// well, and a poller that misses it keeps its place (it learns of turns
-// only by polling), so an heir that polls slower than the releaser may
-// hold the lock back by that turn at each release until it comes. A
+// pollTurn as well, and a poller that misses it keeps its place (it learns
+// of turns only by reading), so an heir that polls slower than the
+// releaser expects may hold the lock back by that turn at each release
+// until it comes. A
 // streaming heir that misses its turn goes to the back.
 
 // turnGrace is how long only the heir may take a released lock: time for
@@ -217,6 +213,12 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 	if r.fifo {
 		t = nextFIFOTurn(r.self, w, len(q.waiters) > 0, r.streamOn, pollTurn, now)
 	}
+	q.behind = 0
+	if t.heir != r.self && t.heir != "" && !r.fifo {
+		// Behind every other waiting Locker now: the heir holds, the rest
+		// come before this one.
+		q.behind = len(slices.DeleteFunc(slices.Concat(w.streaming, w.pollers), func(l string) bool { return l == r.self || l == t.heir })) + 1
+	}
 	if t.heir == r.self {
 		q.run++
 		// Its change event may come before the release's reply, or after
@@ -226,6 +228,18 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 		q.run = 0
 	}
 	return t
+}
+
+// runOf returns how many holds in a row this process gave itself on name
+// before the one it takes now: the acquire records it for pollers
+// (pollturns.go).
+func (r *waitRegistry) runOf(name string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.names[name]; q != nil {
+		return q.run
+	}
+	return 0
 }
 
 // nextHeir returns the waiting Locker after locker in the order of ids,
@@ -359,7 +373,9 @@ func (r *waitRegistry) joined(name, locker string) {
 // acquire's filter does; r.mu must be held.
 func (r *waitRegistry) armTurnLocked(name string, q *nameQueue, until time.Time) {
 	r.stopTurnLocked(q)
-	if len(q.waiters) == 0 {
+	if len(q.waiters) == 0 || r.pollersInTurn && !r.streamOn {
+		// A head that reads the lock is paced by its reads (pollturns.go):
+		// an attempt when the turn ends would fail if the heir came.
 		return
 	}
 	gen := q.turnGen

@@ -168,7 +168,7 @@ func TestPollerReadsBackOff(t *testing.T) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
 	clock := newServerClock(f, f.hello, 0)
 	clock.Ensure(context.Background())
-	r := newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second, pollersInTurn: true}, clock, nil)
+	r := newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second}, clock, nil)
 	r.held("n") // a hold of this process
 	var reads atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -192,5 +192,131 @@ func TestPollerReadsBackOff(t *testing.T) {
 	}
 	if d < 500*time.Millisecond {
 		t.Errorf("after 8 reads of the same hold, two turns away: next read in %v, want it backed off towards the poll interval", d)
+	}
+}
+
+// testRegistry returns a registry on a clock that agrees with the server.
+func testRegistry(t *testing.T) (*waitRegistry, *serverClock) {
+	t.Helper()
+	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
+	clock := newServerClock(f, f.hello, 0)
+	clock.Ensure(context.Background())
+	return newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second}, clock, nil), clock
+}
+
+// TestHeirAttemptsWhenRunEnds: next in turn, a poller that has measured
+// how long a hold takes (two reads of one run, or its own runs) attempts
+// when the holder's run should end, and not earlier: no read in between.
+func TestHeirAttemptsWhenRunEnds(t *testing.T) {
+	r, clock := testRegistry(t)
+	now := clock.Now()
+	const hold = 60 * time.Millisecond
+	view := func(run int, began time.Time) lockView {
+		m := holdMark{locker: "b", run: run, fence: 5 + int64(run), at: began}
+		return lockView{until: now.Add(time.Minute), fence: m.fence, holder: "b", place: 1, run: run, began: began, last: m}
+	}
+	r.looked("n", view(0, now.Add(-3*hold)))
+	// Two holds later: a hold takes 60ms; the third of four began 60ms
+	// ago, so the run's last release comes in about 30ms.
+	try, d := r.looked("n", view(2, now.Add(-hold)))
+	if try || d <= 0 || d > hold/2 {
+		t.Fatalf("next in turn, the run's last release in %v: try %v, wait %v, want a wait up to then", hold/2, try, d)
+	}
+	if !r.dueTry("n") || r.dueTry("n") {
+		t.Fatal("the poll after that wait should attempt, once, rather than read")
+	}
+	// A run further on, with nothing to wait for: attempt now.
+	if try, _ := r.looked("n", view(3, now.Add(-hold))); !try {
+		t.Fatal("the run's last hold is over by the measure: want an attempt now")
+	}
+	// A wait longer than half a poller's shortest turn reads first: the
+	// run may end sooner.
+	r.looked("n", view(1, now.Add(-2*hold))) // another hold: fresh
+	if try, d := r.looked("n", view(0, now)); try || d > turnGrace/2 || r.dueTry("n") {
+		t.Fatalf("the run's end 3.5 holds away: try %v, wait %v, want a read within %v", try, d, turnGrace/2)
+	}
+	// Two holds are not of one run when the fencing tokens between them
+	// do not follow: they measure nothing.
+	m := holdMark{locker: "b", run: 3, fence: 9, at: now}
+	if n := m.holdsSince(holdMark{locker: "b", run: 1, fence: 2, at: now.Add(-time.Second)}); n != 0 {
+		t.Fatalf("holds of two runs counted as %d of one", n)
+	}
+}
+
+// TestFarPollerPacedByHolds: turns away from its own, a poller that has
+// not yet seen turns pass reads about as often as a run of holds takes,
+// not at a pause backed off towards the poll interval: it would sleep
+// through its turn (as it did: reads 437ms apart while turns took 30ms).
+func TestFarPollerPacedByHolds(t *testing.T) {
+	r, clock := testRegistry(t)
+	now := clock.Now()
+	const hold = 10 * time.Millisecond
+	for i := range 8 {
+		m := holdMark{locker: "b", run: i % runLength, fence: int64(i), at: now.Add(time.Duration(i) * hold)}
+		_, d := r.looked("n", lockView{until: now.Add(time.Minute), fence: m.fence, holder: "b", place: 4, run: m.run, began: m.at, last: m})
+		if i > 0 && d > 3*runLength*hold {
+			t.Fatalf("read %d, 4 turns away with holds of %v: next read in %v, want it within 3 runs of holds", i, hold, d)
+		}
+	}
+}
+
+// TestHandedOnHeadReads: when this process hands the lock on to a poller,
+// its head does not attempt when that turn ends (the heir would have the
+// lock by then: an attempt in vain), and reads the lock soon, to learn
+// its place.
+func TestHandedOnHeadReads(t *testing.T) {
+	r, clock := testRegistry(t)
+	r.held("n")
+	var tries, reads atomic.Int64
+	var firstRead atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	handed := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		handed <- time.Now()
+		r.handedOn("n", turn{heir: "x", until: clock.Now().Add(100 * time.Millisecond)})
+	}()
+	r.wait(ctx, "n", attempt{
+		try: func(context.Context) (bool, error) { tries.Add(1); return false, nil },
+		look: func(context.Context) lockView {
+			if reads.Add(1) == 1 {
+				firstRead.Store(time.Now().UnixNano())
+			}
+			return lockView{until: clock.Now().Add(time.Minute), holder: "x", fence: 1, place: 2}
+		},
+	}, nil, nil)
+	if n := tries.Load(); n != 0 {
+		t.Errorf("%d attempts after handing the lock on, want reads only", n)
+	}
+	after := time.Unix(0, firstRead.Load()).Sub(<-handed)
+	if reads.Load() == 0 || after > 100*time.Millisecond {
+		t.Errorf("%d reads, the first %v after handing on; want one before the heir's turn ends", reads.Load(), after)
+	}
+}
+
+// TestPollerBacksOffWithNothingMeasured: turns away, a poller that knows
+// neither a turn's nor a hold's length (one goroutine per process, no
+// runs) backs off while the same hold goes on, and so does one whose
+// reads show the lock free but whose attempts fail (a name it may not
+// take): neither reads at the next in turn's pace for ever.
+func TestPollerBacksOffWithNothingMeasured(t *testing.T) {
+	r, clock := testRegistry(t)
+	now := clock.Now()
+	var d time.Duration
+	for range 8 {
+		_, d = r.looked("n", lockView{until: now.Add(time.Minute), fence: 3, holder: "b", place: 3, began: now})
+	}
+	if d < 250*time.Millisecond {
+		t.Errorf("8 reads of the same hold, 3 turns away: next read in %v, want it backed off towards the poll interval", d)
+	}
+	for range 8 {
+		if try, _ := r.looked("m", lockView{free: true}); !try {
+			t.Fatal("a read showing the lock free should attempt")
+		}
+		d = r.readAfterTry("m") // the attempt failed
+	}
+	if d < 250*time.Millisecond {
+		t.Errorf("8 failed attempts after reads showing the lock free: next read in %v, want it backed off", d)
 	}
 }

@@ -24,8 +24,8 @@ type waitRegistry struct {
 	closed      <-chan struct{} // the Locker's: waits end with ErrClosed
 	self        string          // the Locker's id among waiting Lockers
 	fifo        bool            // WithFIFO: turns in the order processes began to wait
-	// pollersInTurn: pollers are named in their turn too (pollturns.go; a
-	// test-only option while it is work in progress)
+	// pollersInTurn: pollers are named in their turn too (pollturns.go;
+	// off only in the benchmark's comparison)
 	pollersInTurn bool
 	joinTurns     func(ctx context.Context, name string, streaming bool) error
 	leaveTurns    func(name string) // in the background
@@ -65,7 +65,14 @@ type nameQueue struct {
 	lookedPlace  int
 	lookedFence  int64
 	lookedHolder string
+	lookedLast   holdMark
 	turnTook     time.Duration
+	holdTook     time.Duration // one hold of a run, from acquire to acquire
+	tryNext      bool          // the next poll attempts: the holder's run should be over
+	heldAt       time.Time     // this process's last hold began
+	heldRun      int           // and had run holds in a row before it
+	behind       int           // this Locker's place after the turn it just gave (0: unknown)
+	freeRead     bool          // the last read showed the lock free for this Locker
 }
 
 type waiter struct {
@@ -75,12 +82,13 @@ type waiter struct {
 
 func newWaitRegistry(o options, clock *serverClock, closed <-chan struct{}) *waitRegistry {
 	return &waitRegistry{
-		maxPause:    o.pollInterval,
-		safetyPause: o.safetyPoll,
-		clock:       clock,
-		closed:      closed,
-		names:       map[string]*nameQueue{},
-		sweepAt:     minSweep,
+		maxPause:      o.pollInterval,
+		safetyPause:   o.safetyPoll,
+		pollersInTurn: !o.pollersApart && !o.noTurns,
+		clock:         clock,
+		closed:        closed,
+		names:         map[string]*nameQueue{},
+		sweepAt:       minSweep,
 	}
 }
 
@@ -199,7 +207,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			// The next poll reads the lock, and what it shows sets the
 			// pace (pollturns.go): a failed try says nothing of this
 			// Locker's place in the turns, so it must not put the read off.
-			d := jitter(min(heirPoll, r.maxPause))
+			d := r.readAfterTry(name)
 			pollAt = time.Now().Add(d)
 			timer.Reset(d)
 			return
@@ -251,7 +259,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			return stopErr()
 		case <-timer.C:
 			tryNow = true
-			if a.look != nil && r.reads(name) {
+			if a.look != nil && r.reads(name) && !r.dueTry(name) {
 				// A poll: read first, attempt only when it is free for us.
 				if try, d := r.looked(name, a.look(ctx)); !try {
 					tryNow = false
@@ -267,6 +275,12 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 				news = true
 				timer.Stop()
 				tryNow = true
+			case head && a.look != nil && r.reads(name):
+				// A head that reads the lock is paced by its reads: a new
+				// one, or one whose process just handed the lock on, reads
+				// soon to learn its place.
+				join()
+				arm()
 			case head:
 				// News may bring the next poll earlier, never later: a
 				// stream of acquires by others must not put it off for
@@ -408,7 +422,11 @@ func (r *waitRegistry) held(name string) {
 	q.firm, q.freedNews = time.Time{}, false
 	q.joiners = q.joiners[:0]
 	q.joined, q.wasJoined = false, false // the acquire left the waiting Lockers
-	q.lookedAt, q.lookedPlace = time.Time{}, 0
+	q.lookedAt, q.lookedPlace, q.tryNext, q.freeRead = time.Time{}, 0, false, false
+	if q.run > 0 && q.run == q.heldRun+1 {
+		r.tookHoldLocked(q, time.Since(q.heldAt)) // the last hold of the run to this one
+	}
+	q.heldAt, q.heldRun = time.Now(), q.run
 	r.stopTurnLocked(q)
 	signalAll(q.observers)
 }

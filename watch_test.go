@@ -128,9 +128,9 @@ func TestChangeStreamHandoff(t *testing.T) {
 
 // TestContentionCost: 8 sessions on separate clients, 4 goroutines each,
 // take one name in turn; all the clients together send at most 2.5
-// commands per acquisition, release included, the change streams' own
-// (aggregate, getMore, killCursors) not counted. make bench reports the
-// exact figure.
+// commands per acquisition with change streams (3.5 polling), release
+// included, the change streams' own (aggregate, getMore, killCursors) not
+// counted. make bench reports the exact figure.
 func TestContentionCost(t *testing.T) {
 	e := newEnv(t)
 	const sessions, goroutines, each = 8, 4, 10
@@ -183,7 +183,13 @@ func TestContentionCost(t *testing.T) {
 	acq := sessions * goroutines * each
 	perAcq := float64(total) / float64(acq)
 	t.Logf("%d acquisitions in %v: %d commands, %.2f per acquisition", acq, time.Since(start).Round(time.Millisecond), total, perAcq)
-	if perAcq > 2.5 {
-		t.Fatalf("%.2f commands per acquisition, want at most 2.5", perAcq)
+	// Polling, a process's head reads the lock to learn its turn
+	// (pollturns.go): about one read per acquisition more.
+	most := 2.5
+	if !hasChangeStreams(t) {
+		most = 3.5
+	}
+	if perAcq > most {
+		t.Fatalf("%.2f commands per acquisition, want at most %.1f", perAcq, most)
 	}
 }
