@@ -149,7 +149,7 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
-	q.tryNext, q.freeRead = false, v.free
+	q.tryNext, q.freeRead, q.behind = false, v.free, 0 // a read tells the place
 	if !v.turn {
 		// No other Locker's turn now: an earlier read's must not keep a
 		// wait after a failed try from this one's.
@@ -165,17 +165,13 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 		q.firm = v.until
 		return false, rest
 	}
-	if v.place == 0 && q.joined {
+	if v.place == 0 && q.joined && v.holder != r.self {
 		q.joined = false // a release took it out: it joins again
 	}
 	// Turns that passed since the last read tell how long one takes.
 	if !q.lookedAt.IsZero() && v.place > 0 && q.lookedPlace > v.place {
-		took := at.Sub(q.lookedAt) / time.Duration(q.lookedPlace-v.place)
-		if q.turnTook == 0 {
-			q.turnTook = took
-		}
-		// Smoothed, and an overestimate counts less: it makes turns missed.
-		q.turnTook = (3*q.turnTook + min(took, q.turnTook*2)) / 4
+		// An overestimate counts less: it makes turns missed.
+		q.turnTook = smoothed(q.turnTook, at.Sub(q.lookedAt)/time.Duration(q.lookedPlace-v.place))
 	}
 	// Holds of one run since the last read tell how long a hold takes.
 	if n := v.last.holdsSince(q.lookedLast); n > 0 {
@@ -184,13 +180,13 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 	fresh := v.fence != q.lookedFence || v.holder != q.lookedHolder
 	wasOut := !q.lookedAt.IsZero() && q.lookedPlace == 0
 	q.lookedAt, q.lookedPlace, q.lookedFence, q.lookedHolder, q.lookedLast = at, v.place, v.fence, v.holder, v.last
-	pace, turn := r.paceLocked(q), turnLocked(q)
+	pace, turn, hold := r.paceLocked(q), turnLocked(q), q.holdTook
 	switch {
-	case v.place == 1 && fresh && q.holdTook > 0:
+	case v.place == 1 && fresh && hold > 0:
 		// The holder's run ends after runLength-run holds: attempt then,
 		// half a hold early rather than late.
 		q.pause = pace
-		end := v.began.Add(time.Duration(runLength-v.run)*q.holdTook - q.holdTook/2)
+		end := v.began.Add(time.Duration(runLength-min(max(v.run, 0), runLength))*hold - hold/2)
 		if d = end.Sub(now); d <= 0 {
 			return true, 0
 		}
@@ -274,13 +270,18 @@ func turnsAway(place int, turn time.Duration) time.Duration {
 // tookHoldLocked records that one hold of a run (from its acquire to the
 // next's) took d; r.mu must be held.
 func (r *waitRegistry) tookHoldLocked(q *nameQueue, d time.Duration) {
-	if d <= 0 {
-		return
+	if d > 0 {
+		q.holdTook = smoothed(q.holdTook, d)
 	}
-	if q.holdTook == 0 {
-		q.holdTook = d
+}
+
+// smoothed returns the estimate est (0: none yet) after the measure d,
+// an overestimate counting less.
+func smoothed(est, d time.Duration) time.Duration {
+	if est == 0 {
+		est = d
 	}
-	q.holdTook = (3*q.holdTook + min(d, 2*q.holdTook)) / 4
+	return (3*est + min(d, 2*est)) / 4
 }
 
 // readAfterTry returns how long a polling head waits, after a failed
@@ -307,9 +308,10 @@ func (r *waitRegistry) readAfterTry(name string) time.Duration {
 		q.pause = min(2*q.pause, r.maxPause)
 		return d
 	}
-	if behind := q.behind; behind > 1 && turnLocked(q) > 0 {
+	behind := q.behind
+	q.behind = 0 // said once: the first read after handing on
+	if behind > 1 && turnLocked(q) > 0 {
 		// This process just handed the lock on: its place is known.
-		q.behind = 0
 		return min(max(turnsAway(behind, turnLocked(q)), pace), r.maxPause)
 	}
 	return jitter(pace)

@@ -320,3 +320,39 @@ func TestPollerBacksOffWithNothingMeasured(t *testing.T) {
 		t.Errorf("8 failed attempts after reads showing the lock free: next read in %v, want it backed off", d)
 	}
 }
+
+// TestPollerStaysJoinedBehindItsOwnLocker: a read showing the lock held by
+// this very Locker (a seed lock of another owner's, a hold ended without a
+// release that matched) does not make the head join the waiting Lockers
+// again at every read: it is among them.
+func TestPollerStaysJoinedBehindItsOwnLocker(t *testing.T) {
+	r, clock := testRegistry(t)
+	r.self = "me"
+	r.mu.Lock()
+	r.queue("n").joined = true
+	r.mu.Unlock()
+	r.looked("n", lockView{until: clock.Now().Add(time.Minute), fence: 1, holder: "me"})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.queue("n").joined {
+		t.Error("a read of the lock held by this Locker took the head out of the waiting Lockers: it would join again, a write at each read")
+	}
+}
+
+// TestPollerDoesNotAttemptWithAnEndedContext: a read cut short by the
+// wait's end (its context cancelled, a GetLock's time up) reads as free,
+// but is not followed by an attempt: that attempt could not conclude, and
+// its release would follow in the background, two writes for nothing.
+func TestPollerDoesNotAttemptWithAnEndedContext(t *testing.T) {
+	r, _ := testRegistry(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var tries atomic.Int64
+	err := r.wait(ctx, "n", attempt{
+		try:  func(context.Context) (bool, error) { tries.Add(1); return false, nil },
+		look: func(context.Context) lockView { cancel(); return lockView{free: true} },
+	}, nil, nil)
+	if err != context.Canceled || tries.Load() != 1 {
+		t.Errorf("wait returned %v after %d attempts; want context.Canceled after the first attempt only", err, tries.Load())
+	}
+}

@@ -261,7 +261,11 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			tryNow = true
 			if a.look != nil && r.reads(name) && !r.dueTry(name) {
 				// A poll: read first, attempt only when it is free for us.
-				if try, d := r.looked(name, a.look(ctx)); !try {
+				v := a.look(ctx)
+				if err := ctx.Err(); err != nil {
+					return err // not an attempt with a dead context
+				}
+				if try, d := r.looked(name, v); !try {
 					tryNow = false
 					join()
 					pollAt = time.Now().Add(d)
@@ -422,7 +426,7 @@ func (r *waitRegistry) held(name string) {
 	q.firm, q.freedNews = time.Time{}, false
 	q.joiners = q.joiners[:0]
 	q.joined, q.wasJoined = false, false // the acquire left the waiting Lockers
-	q.lookedAt, q.lookedPlace, q.tryNext, q.freeRead = time.Time{}, 0, false, false
+	q.lookedAt, q.lookedPlace, q.tryNext, q.freeRead, q.behind = time.Time{}, 0, false, false, 0
 	if q.run > 0 && q.run == q.heldRun+1 {
 		r.tookHoldLocked(q, time.Since(q.heldAt)) // the last hold of the run to this one
 	}
