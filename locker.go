@@ -362,21 +362,24 @@ func (l *Locker) leaveTurns(name string) {
 // cleanupTimeout bounds releases made after the caller's context is gone.
 const cleanupTimeout = 5 * time.Second
 
-// peek returns a function reading the lease end of name's live holder, or
-// the end of another Locker's turn at it, and whether the lock is kept by
-// no one until then (WithHoldAtLeast): no release comes before.
-func (l *Locker) peek(name string) func(context.Context) (time.Time, bool) {
-	return func(ctx context.Context) (time.Time, bool) {
+// peek returns a function reading name's lock for a waiter: free, or the
+// lease end of its live holder, or the end of another Locker's turn at it,
+// and whether the lock is kept by no one until then (WithHoldAtLeast): no
+// release comes before.
+func (l *Locker) peek(name string) func(context.Context) peeked {
+	return func(ctx context.Context) peeked {
 		doc, err := l.store.read(ctx, name)
 		switch {
-		case err != nil || doc == nil:
-			return time.Time{}, false
-		case doc.Holder == "" && doc.Heir != "" && doc.Heir != l.id:
-			return doc.ExpiresAt, false // another Locker's turn ends then
+		case err != nil:
+			return peeked{}
+		case doc == nil:
+			return peeked{free: true}
+		case doc.Holder == "" && doc.Heir != "" && doc.Heir != l.id && doc.ExpiresAt.After(l.clock.SurelyPast()):
+			return peeked{until: doc.ExpiresAt} // another Locker's turn ends then
 		case !l.held(doc):
-			return time.Time{}, false
+			return peeked{free: true}
 		}
-		return doc.ExpiresAt, kept(doc.Holder)
+		return peeked{until: doc.ExpiresAt, firm: kept(doc.Holder)}
 	}
 }
 

@@ -167,23 +167,23 @@ func (sem *Semaphore) try(ctx context.Context, calledAt time.Time) (*Permit, err
 	return permit(h), err
 }
 
-// peek returns the end of the first lease among the held slots, zero when
-// a slot is free or unknown.
-func (sem *Semaphore) peek(ctx context.Context) (time.Time, bool) {
+// peek reads the semaphore's slots for a waiter: free when one is, and
+// otherwise the end of the first lease among them.
+func (sem *Semaphore) peek(ctx context.Context) peeked {
 	docs, err := sem.s.l.store.readSlots(ctx, sem.slots)
 	if err != nil || len(docs) < len(sem.slots) {
-		return time.Time{}, false
+		return peeked{} // not all made yet: the attempt makes them
 	}
 	var first time.Time
 	for i := range docs {
 		if !sem.s.l.held(&docs[i]) {
-			return time.Time{}, false
+			return peeked{free: true}
 		}
 		if first.IsZero() || docs[i].ExpiresAt.Before(first) {
 			first = docs[i].ExpiresAt
 		}
 	}
-	return first, false
+	return peeked{until: first}
 }
 
 // Permit is one permit of a Semaphore, held until Release, the session's

@@ -155,12 +155,20 @@ func (r *waitRegistry) sweepLocked() {
 // queues to forget.
 const minSweep = 256
 
-// attempt is one try at a lock: ok when taken. peek reads the current
-// holder's lease end (server time), zero when unknown, and whether the
-// lock is kept (no one releases it before then).
+// peeked is what a read of a lock tells a waiter: free now, or taken until
+// a server time (firm: kept by no one until then, so no release comes
+// before). The zero value tells nothing (the read failed).
+type peeked struct {
+	free  bool
+	until time.Time
+	firm  bool
+}
+
+// attempt is one try at a lock: ok when taken. peek reads the lock for
+// the holder's lease end.
 type attempt struct {
 	try  func(ctx context.Context) (ok bool, err error)
-	peek func(ctx context.Context) (until time.Time, firm bool)
+	peek func(ctx context.Context) peeked
 	// eager: a new head tries at once even when the lock looks taken (the
 	// seed API's owner takes its own lock again).
 	eager bool
@@ -201,19 +209,24 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	timer := time.NewTimer(0)
 	timer.Stop()
 	defer timer.Stop()
-	var pollAt time.Time // the next poll: news may bring it earlier, never later
+	// When the timer fires: news may bring that earlier, never later. A
+	// stream of acquires by others must not put the poll off for ever, nor
+	// news that tells nothing of the lease put off a try at its end.
+	var dueAt time.Time
+	freeSeen := false // the last read after a failed attempt showed the lock free
 	arm := func() {
 		if a.look != nil && r.reads(name) {
 			// The next poll reads the lock, and what it shows sets the
 			// pace (pollturns.go): a failed try says nothing of this
 			// Locker's place in the turns, so it must not put the read off.
 			d := r.readAfterTry(name)
-			pollAt = time.Now().Add(d)
+			dueAt = time.Now().Add(d)
 			timer.Reset(d)
 			return
 		}
-		d, poll, _ := r.nextWait(ctx, name, a.peek)
-		pollAt = time.Now().Add(poll)
+		var d time.Duration
+		d, _, _, freeSeen = r.nextWait(ctx, name, a.peek, freeSeen)
+		dueAt = time.Now().Add(d)
 		timer.Reset(d)
 	}
 	join := func() {
@@ -268,7 +281,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 				if try, d := r.looked(name, v); !try {
 					tryNow = false
 					join()
-					pollAt = time.Now().Add(d)
+					dueAt = time.Now().Add(d)
 					timer.Reset(d)
 				}
 			}
@@ -286,17 +299,16 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 				join()
 				arm()
 			case head:
-				// News may bring the next poll earlier, never later: a
-				// stream of acquires by others must not put it off for
-				// ever (the poll also repairs this process's place among
-				// the waiting ones).
+				// News may bring the timer earlier, never later (dueAt);
+				// the poll also repairs this process's place among the
+				// waiting ones.
 				join()
-				d, _, firm := r.nextWait(ctx, name, nil) // news: no round trip
+				d, _, firm, _ := r.nextWait(ctx, name, nil, false) // news: no round trip
 				switch {
 				case firm: // a kept lock: nothing frees it before, no poll needed
-					pollAt = time.Now().Add(d)
-				case !pollAt.IsZero():
-					d = min(d, max(time.Until(pollAt), 0))
+					dueAt = time.Now().Add(d)
+				case !dueAt.IsZero():
+					d = min(d, max(time.Until(dueAt), 0))
 				}
 				timer.Reset(d)
 			}
@@ -328,8 +340,13 @@ func (r *waitRegistry) state(name string, w *waiter) (head, freed bool) {
 // nextWait returns how long the head waits after a failed try: until the
 // holder's lease ends or the next poll, whichever comes first (but not
 // before another Locker's turn ends); and the poll pause alone. A kept
-// lock (firm) is waited for to its end, with no poll before.
-func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(context.Context) (time.Time, bool)) (d, poll time.Duration, firm bool) {
+// lock (firm) is waited for to its end, with no poll before. When what it
+// knows of the lease is out of date, it reads the lock (peek); a read that
+// shows it free has the head try again at once, unless the read before
+// (freeBefore) showed it free too and the try failed all the same (a lock
+// this kind of hold cannot take): then it waits the pause. free reports
+// what this read showed.
+func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(context.Context) peeked, freeBefore bool) (d, poll time.Duration, firm, free bool) {
 	r.mu.Lock()
 	q := r.queue(name)
 	local, d, expiry, turnUntil, firmUntil := q.local, r.pauseLocked(q), q.expiry, q.turnUntil, q.firm
@@ -337,33 +354,40 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 	q.pause = min(2*q.pause, r.capLocked())
 	r.mu.Unlock()
 	if local > 0 {
-		return d, poll, false
+		return d, poll, false, false
 	}
 	now, unc := r.clock.Read()
 	// A taker's filter allows for its clock's error: a kept lock binds
 	// until unc after its end.
 	if firmUntil.After(now.Add(-unc)) {
 		d = firmUntil.Sub(now) + unc + time.Millisecond
-		return d, d, true
+		return d, d, true, false
 	}
 	if !expiry.After(now) && peek != nil && d >= peekAfter {
 		// What we knew is out of date: learn the current lease end once.
 		// While polls come quickly a timer for it would add little.
-		expiry, firm = peek(ctx)
+		p := peek(ctx)
 		r.mu.Lock()
 		q := r.queue(name)
-		q.expiry = expiry
-		if firm {
-			q.firm = expiry
+		q.expiry = p.until
+		if p.firm {
+			q.firm = p.until
 		}
 		r.mu.Unlock()
-		if firm && expiry.After(now.Add(-unc)) {
-			d = expiry.Sub(now) + unc + time.Millisecond
-			return d, d, true
+		if p.firm && p.until.After(now.Add(-unc)) {
+			d = p.until.Sub(now) + unc + time.Millisecond
+			return d, d, true, false
 		}
+		if p.free && !freeBefore {
+			// Free, or its lease over, since the attempt: try again as
+			// soon as any taker would count it free.
+			return unc + time.Millisecond, poll, false, true
+		}
+		expiry, free = p.until, p.free
 	}
-	// The taker's filter allows for its clock's error: try once that passed.
-	if until := expiry.Sub(now) + unc + time.Millisecond; expiry.After(now) && until < d {
+	// The taker's filter allows for its clock's error: try once that passed
+	// (a lease that ended less than unc ago counts as live still).
+	if until := expiry.Sub(now) + unc + time.Millisecond; expiry.After(now.Add(-unc)) && until < d {
 		d = until
 	}
 	// Not before another Locker's turn is over (a poller's pause may be
@@ -371,7 +395,7 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 	if rest := turnUntil.Sub(now) + unc + time.Millisecond; turnUntil.After(now) && rest > d {
 		d = rest
 	}
-	return d, poll, false
+	return d, poll, false, free
 }
 
 // peekAfter is the poll pause from which a waiter reads the holder's lease

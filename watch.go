@@ -124,10 +124,15 @@ func (ev *changeEvent) leadership() (int64, string, bool) {
 	return fence, value, ok
 }
 
-// leaseEnd returns the lease end an acquire wrote, zero when the event does
+// leaseEnd returns the lease end an acquire wrote (an insert's is in its
+// full document: the first acquire of a name), zero when the event does
 // not tell.
 func (ev *changeEvent) leaseEnd() time.Time {
-	until, _ := ev.UpdateDescription.UpdatedFields.Lookup("expiresAt").TimeOK()
+	f := ev.UpdateDescription.UpdatedFields
+	if ev.OperationType == "insert" {
+		f = ev.FullDocument
+	}
+	until, _ := f.Lookup("expiresAt").TimeOK()
 	return until
 }
 

@@ -1,0 +1,112 @@
+package mongolock
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// streamingRegistry returns a registry whose change stream runs and whose
+// safety poll is an hour away: any try after the first comes from what
+// the waiter knew of the lease, never from a poll.
+func streamingRegistry() (*waitRegistry, *serverClock) {
+	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
+	clock := newServerClock(f, f.hello, 0)
+	clock.Ensure(context.Background())
+	r := newWaitRegistry(options{pollInterval: time.Hour, safetyPoll: time.Hour}, clock, nil)
+	r.streaming(true)
+	return r, clock
+}
+
+// waitTwice runs a wait whose first try fails and whose second succeeds,
+// reading the lock with peek, and calls between after the first read; it
+// reports whether the second try came within 10s (the safety poll is an
+// hour away).
+func waitTwice(t *testing.T, r *waitRegistry, peek func(context.Context) peeked, between func()) bool {
+	t.Helper()
+	tries := make(chan struct{}, 10)
+	peeks := make(chan struct{}, 10)
+	n := 0
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- r.wait(ctx, "n", attempt{
+			try: func(context.Context) (bool, error) {
+				n++
+				tries <- struct{}{}
+				return n > 1, nil
+			},
+			peek: func(ctx context.Context) peeked { defer func() { peeks <- struct{}{} }(); return peek(ctx) },
+		}, nil, nil)
+	}()
+	<-tries
+	<-peeks
+	between()
+	select {
+	case <-tries:
+		return <-done == nil
+	case <-time.After(10 * time.Second):
+		cancel()
+		<-done
+		return false
+	}
+}
+
+// TestFreeReadTriesAtOnce (issue 27, first cause): a read after a failed
+// attempt that finds the lease over (or the lock free) has the head try
+// again at once, not at its safety poll.
+func TestFreeReadTriesAtOnce(t *testing.T) {
+	r, _ := streamingRegistry()
+	if !waitTwice(t, r, func(context.Context) peeked { return peeked{free: true} }, func() {}) {
+		t.Fatal("the read found the lock free, and the head waited for its safety poll")
+	}
+}
+
+// TestNewsKeepsLeaseEndTimer (issue 27, second cause): news that comes
+// after the head armed its timer for the holder's lease end, and tells
+// nothing of that lease (an acquire whose event has no lease end), must
+// not put the try off to the safety poll.
+func TestNewsKeepsLeaseEndTimer(t *testing.T) {
+	r, clock := streamingRegistry()
+	end := clock.Now().Add(50 * time.Millisecond)
+	ok := waitTwice(t, r, func(context.Context) peeked { return peeked{until: end} }, func() {
+		r.taken("n", time.Time{}, false)
+	})
+	if !ok {
+		t.Fatal("news after the lease-end timer was armed put the try off to the safety poll")
+	}
+}
+
+// TestFreeReadAgainBacksOff: a read that shows the lock free after a try
+// that failed on a free read already does not bring a try at once again
+// (a lock this kind of hold cannot take: no loop of reads and tries).
+func TestFreeReadAgainBacksOff(t *testing.T) {
+	r, _ := streamingRegistry()
+	var tries, peeks int
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	r.wait(ctx, "n", attempt{
+		try:  func(context.Context) (bool, error) { tries++; return false, nil },
+		peek: func(context.Context) peeked { peeks++; return peeked{free: true} },
+	}, nil, nil)
+	if tries != 2 || peeks != 2 {
+		t.Fatalf("%d tries and %d reads of a lock that reads free but cannot be taken; want 2 and 2", tries, peeks)
+	}
+}
+
+// TestInsertEventTellsLeaseEnd (issue 27, third cause): the first acquire
+// of a name is an insert, whose lease end is in its full document.
+func TestInsertEventTellsLeaseEnd(t *testing.T) {
+	end := time.Unix(1e9, 0).UTC()
+	doc, err := bson.Marshal(bson.D{{Key: "_id", Value: "n"}, {Key: "holder", Value: "h"}, {Key: "expiresAt", Value: end}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := changeEvent{OperationType: "insert", FullDocument: doc}
+	if got := ev.leaseEnd(); !got.Equal(end) {
+		t.Fatalf("an insert's lease end: %v, want %v", got, end)
+	}
+}
