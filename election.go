@@ -110,6 +110,20 @@ func (e *Election) Resign(ctx context.Context) error {
 	return h.release()
 }
 
+// Token returns the fencing token of this Election's current (or last)
+// leadership: the same number Locker.Status and List show as the
+// election's fence, growing with every leadership of the name, whoever
+// holds it; 0 before this Election led. Pass it to what the leader writes
+// (FenceWrite), so that a deposed leader's late writes are refused.
+func (e *Election) Token() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cur == nil {
+		return 0
+	}
+	return e.cur.fence
+}
+
 // Done returns a channel closed when the current leadership ends: Resign,
 // the session's end, or a lost lease. It is closed already when not
 // leading.

@@ -135,3 +135,42 @@ func TestElection(t *testing.T) {
 	}
 	t.Logf("%d leaderships, observed in order: %v", len(order), seen)
 }
+
+// TestElectionToken (issue 22, item 3): an Election's Token is 0 before it
+// led, then the fencing token Status shows for its leadership, growing
+// with every leadership of the name; Run's lead reads it on its Election.
+func TestElectionToken(t *testing.T) {
+	e := newEnv(t)
+	l, _ := e.locker("")
+	ctx := ctxT(t, time.Minute)
+	a, b := session(t, l).NewElection("tok"), session(t, l).NewElection("tok")
+	if a.Token() != 0 {
+		t.Fatalf("Token before leading = %d, want 0", a.Token())
+	}
+	var last int64
+	for i, el := range []*mongolock.Election{a, b, a} {
+		if err := el.Campaign(ctx, fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		info, err := l.Status(ctx, "tok")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if el.Token() != info.Token || el.Token() <= last {
+			t.Fatalf("leadership %d: Token %d, Status shows %d, the last was %d", i, el.Token(), info.Token, last)
+		}
+		last = el.Token()
+		if err := el.Resign(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.Token() != last {
+		t.Fatalf("Token after resigning = %d, want the last leadership's %d", a.Token(), last)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var inLead int64
+	err := b.Run(runCtx, "b", func(context.Context) { inLead = b.Token(); stop() })
+	if !errors.Is(err, context.Canceled) || inLead <= last {
+		t.Fatalf("Run = %v; lead read Token %d, want above %d", err, inLead, last)
+	}
+}

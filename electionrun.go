@@ -37,16 +37,22 @@ func OnStoppedLeading(f func()) RunOption {
 // runs in at most one process at a time, provided it stops when its
 // context is cancelled, and the lease is never given up while lead runs.
 //
-// Session.Close (or the end of the session's context) releases at once,
-// while lead may still be stopping: end Run's ctx, and let Run return,
-// before closing the session. A leadership lost to an admin's
+// Whatever ends the leadership, the lock is never freed on the server
+// while lead may still run: lead's context is cancelled at once, and the
+// release is sent only after lead returned. Session.Close (or the end of
+// the session's context) and Locker.Close wait for that; if lead has not
+// returned by the time the leadership would be given up anyway (its
+// lease's end less the safety margin, less than the TTL away), it is given
+// up as lost, said on the log, and left to run out on the server, so that
+// the next leader starts after it. A leadership lost to an admin's
 // ForceRelease ends only at the next renewal.
 //
 // Run blocks until ctx ends (it then returns ctx.Err(), having resigned if
 // it led) or the session ends (ErrSessionClosed, at once if it had ended
 // already); it returns ErrClosed when the Locker closes, and an invalid
 // name's error at once. Between campaigns after a server error it pauses,
-// up to a second.
+// up to a second. Token, on the Election Run runs on, is the fencing
+// token of the leadership lead runs under.
 func (e *Election) Run(ctx context.Context, value string, lead func(ctx context.Context), opts ...RunOption) error {
 	var o runOptions
 	for _, opt := range opts {
@@ -92,8 +98,14 @@ func (e *Election) Run(ctx context.Context, value string, lead func(ctx context.
 	}
 }
 
-// lead runs f while the leadership h lasts, then resigns if it still does.
+// lead runs f while the leadership h lasts, then resigns if it still
+// leads. Whatever else ends the leadership gracefully (the session's end,
+// Locker.Close) frees it only once f returned (work.go).
 func (e *Election) lead(ctx context.Context, h *hold, f func(ctx context.Context)) {
+	if !e.s.l.startWork(h) { // the Locker closed: no lead starts
+		h.release()
+		return
+	}
 	leadCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stopped := make(chan struct{})
@@ -108,5 +120,6 @@ func (e *Election) lead(ctx context.Context, h *hold, f func(ctx context.Context
 	f(leadCtx)
 	cancel()
 	<-stopped
+	e.s.l.stopWork(h)
 	h.release() // only after f returned; ErrNotHeld or a loss if it ended already
 }

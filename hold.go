@@ -27,6 +27,7 @@ type hold struct {
 	kind       string    // for an Observer (Event.Kind)
 	bounds     holdOptions
 	done       chan struct{}
+	work       chan struct{} // closed when the code run under the hold returned; nil: none known (work.go)
 
 	err        error
 	isEnded    bool
@@ -98,11 +99,7 @@ func (h *hold) keepUntil() time.Time {
 // release frees the hold on the server, for Unlock and Resign, within an
 // internal timeout. The hold ends in this process (Done closes, Err stays
 // nil) BEFORE the release is sent: once the server may give the lock to
-// another, no goroutine of ours may still believe it holds it. The release
-// gives the next turn to another waiting process, if any (turns.go). This
-// process's waiters are woken once the release has been answered, or when
-// that turn ends. Within a WithHoldAtLeast bound the lock is kept instead
-// (keep).
+// another, no goroutine of ours may still believe it holds it.
 func (h *hold) release() error {
 	s := h.s
 	s.mu.Lock()
@@ -117,6 +114,16 @@ func (h *hold) release() error {
 	h.endLocal(nil)
 	s.mu.Unlock()
 	s.l.observeReleased(h)
+	return h.free()
+}
+
+// free frees on the server the hold, which has ended in this process, as
+// release says. The release gives the next turn to another waiting
+// process, if any (turns.go). This process's waiters are woken once the
+// release has been answered, or when that turn ends. Within a
+// WithHoldAtLeast bound the lock is kept instead (keep).
+func (h *hold) free() error {
+	s := h.s
 	if until := h.keepUntil(); !until.IsZero() {
 		return h.keep(until)
 	}

@@ -145,15 +145,25 @@ func (s *Session) liveHolds(ctx context.Context, tokens []string, reading map[st
 // releaseUnreleased frees on the server, in one round trip, the holds that
 // the session's end cut short, and wakes this process's waiters for them;
 // those still within WithHoldAtLeast are kept instead, one round trip each,
-// all sent at once. It runs on fresh bounded contexts: the session's is
-// gone.
+// all sent at once; those that code still runs under are freed once it
+// returned, or given up at their lease's end (work.go). It runs on fresh
+// bounded contexts: the session's is gone.
 func (s *Session) releaseUnreleased() {
 	s.mu.Lock()
-	holds, keeping := s.unreleased, s.keeping
-	s.unreleased, s.keeping = nil, nil
+	holds, keeping, working := s.unreleased, s.keeping, s.working
+	s.unreleased, s.keeping, s.working = nil, nil, nil
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
+	for _, h := range working {
+		wg.Go(func() {
+			if err := h.afterWork(); err != nil {
+				errMu.Lock()
+				s.closeErr = cmp.Or(s.closeErr, err)
+				errMu.Unlock()
+			}
+		})
+	}
 	for _, h := range keeping {
 		wg.Go(func() {
 			// If that end has passed meanwhile, the lock is free once the

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,8 +35,9 @@ type Locker struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 
-	bgMu sync.Mutex     // orders bg.Add before Close's bg.Wait
-	bg   sync.WaitGroup // background clean-ups
+	bgMu    sync.Mutex         // orders bg.Add before Close's bg.Wait; guards working
+	bg      sync.WaitGroup     // background clean-ups
+	working map[*hold]struct{} // holds that code runs under (work.go)
 }
 
 // New returns a Locker on coll. It does not contact the server: the first
@@ -55,12 +58,13 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 	clock := newServerClock(o.clock, helloTime(coll.Database()), o.clockRefresh)
 	closed := make(chan struct{})
 	l := &Locker{
-		id:     newToken(),
-		opts:   o,
-		store:  &store{coll: coll, clock: clock},
-		clock:  clock,
-		waits:  newWaitRegistry(o, clock, closed),
-		closed: closed,
+		id:      newToken(),
+		opts:    o,
+		store:   &store{coll: coll, clock: clock},
+		clock:   clock,
+		waits:   newWaitRegistry(o, clock, closed),
+		closed:  closed,
+		working: map[*hold]struct{}{},
 	}
 	if o.watch {
 		l.waits.watch = &watcher{open: l.openHolderChanges, sink: l.waits, log: o.logger, self: l.id,
@@ -84,13 +88,28 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 // most 2s to close it) and then for background clean-ups (at most 5s)
 // when the server is unreachable. It does not release locks: close the
 // Sessions first; holds they still have go on being renewed until then.
+// The exception is a hold that code runs under (Election.Run's lead, a
+// Mutex made WithWaitForUnlock): it ends at once (lead's context is
+// cancelled, Run returns ErrClosed), is released once that code returned,
+// and Close waits for it, at most until that hold's lease would have run
+// out (less than the TTL); a lead still running then leaves its lock to
+// expire on the server, never freed early.
 func (l *Locker) Close() error {
 	l.bgMu.Lock()
 	l.closeOnce.Do(func() { close(l.closed) })
+	working := slices.Collect(maps.Keys(l.working))
 	l.bgMu.Unlock()
+	var wg sync.WaitGroup
+	for _, h := range working {
+		if free := h.s.endWorking(h, ErrClosed); free != nil {
+			l.observeReleased(h)
+			wg.Go(func() { free() })
+		}
+	}
 	if l.waits.watch != nil {
 		l.waits.watch.close()
 	}
+	wg.Wait()
 	l.bg.Wait() // no clean-up is added once closed
 	return nil
 }

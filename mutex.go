@@ -59,8 +59,7 @@ func (m *Mutex) Lock(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.set(h)
-	return nil
+	return m.set(h)
 }
 
 // TryLock makes one attempt to take the lock. It returns nil when held,
@@ -78,8 +77,7 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 	case !ok:
 		return fmt.Errorf("%w: %q", ErrLocked, m.name)
 	}
-	m.set(h)
-	return nil
+	return m.set(h)
 }
 
 // check is the check before a hold is taken: the name, the hold bounds,
@@ -94,10 +92,18 @@ func (m *Mutex) check(ctx context.Context) error {
 	return m.s.check(ctx, m.name)
 }
 
-func (m *Mutex) set(h *hold) {
+// set makes h the current hold. WithWaitForUnlock: the hold's work runs
+// until Unlock; when the Locker closed meanwhile, h is released and set
+// returns ErrClosed.
+func (m *Mutex) set(h *hold) error {
+	if m.bounds.waitUnlock && !m.s.l.startWork(h) {
+		h.release()
+		return ErrClosed
+	}
 	m.mu.Lock()
 	m.cur = h
 	m.mu.Unlock()
+	return nil
 }
 
 func (m *Mutex) hold() *hold {
@@ -125,6 +131,7 @@ func (m *Mutex) Unlock() error {
 	if h == nil {
 		return fmt.Errorf("%w: %q never locked", ErrNotHeld, m.name)
 	}
+	m.s.l.stopWork(h) // WithWaitForUnlock: a release that waited for it goes now
 	return h.release()
 }
 

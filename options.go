@@ -180,6 +180,9 @@ type MutexOption func(*holdOptions)
 type holdOptions struct {
 	atLeast time.Duration // 0: an Unlock frees the lock at once
 	atMost  time.Duration // 0: no cap
+	// waitUnlock: the session's end and Locker.Close free the lock only
+	// after Unlock (work.go)
+	waitUnlock bool
 }
 
 // WithHoldAtLeast keeps the lock taken on the server until d after each
@@ -207,6 +210,19 @@ func WithHoldAtLeast(d time.Duration) MutexOption { return func(o *holdOptions) 
 // negative d, or one below WithHoldAtLeast's, is refused by Lock and
 // TryLock with ErrInvalidOption.
 func WithHoldAtMost(d time.Duration) MutexOption { return func(o *holdOptions) { o.atMost = d } }
+
+// WithWaitForUnlock says that code runs under each hold until Unlock
+// (a job that does not watch Done, as a scheduler's): then whatever ends
+// the hold early without a loss (Session.Close, the end of the session's
+// context, Locker.Close) never frees the lock before Unlock is called. The
+// hold ends at once in this process (Done closes, and nothing renews it any
+// more), the release is sent at Unlock, and Session.Close and Locker.Close
+// wait for it; if Unlock has not come by the time the hold would be given
+// up anyway (its lease's end less the safety margin, less than the TTL
+// away), the hold is given up as lost, said on the log, and left to run
+// out on the server. A lost lease frees nothing either way. The default
+// frees the lock at the session's end at once.
+func WithWaitForUnlock() MutexOption { return func(o *holdOptions) { o.waitUnlock = true } }
 
 func newHoldOptions(opts []MutexOption) holdOptions {
 	var o holdOptions

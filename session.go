@@ -31,6 +31,7 @@ type Session struct {
 	err        error            // why the session ended; nil while it runs
 	unreleased []*hold          // ended by the session's end, to free on the server
 	keeping    []*hold          // ended by the session's end, to keep (WithHoldAtLeast)
+	working    []*hold          // ended by the session's end, to free once their work returned (work.go)
 	done       chan struct{}    // closed when the session ends
 
 	stopped  chan struct{} // closed when the keepalive goroutine has returned
@@ -88,10 +89,15 @@ func (s *Session) Err() error { return s.ended() }
 // Close ends the session: its holds end (their Done close first), it
 // releases what it held in one round trip bounded by the lesser of the TTL
 // and 5s (a hold within WithHoldAtLeast is kept until its end instead, in
-// one more round trip each), and it stops the keepalive goroutine and waits for it. It
-// returns the release's error, if any: the locks then expire with their
-// leases. After a lost lease it releases nothing. Calling Close again
-// returns the same result.
+// one more round trip each), and it stops the keepalive goroutine and waits for it.
+// A hold that code still runs under (Election.Run's lead, a Mutex made
+// WithWaitForUnlock until its Unlock) is released only once that code
+// returned, and Close waits for it, at most until that hold's lease would
+// have run out (less than the TTL): a lead still running then leaves its
+// lock to expire on the server, never freed early. Close returns the
+// releases' error, if any: the locks then expire with their leases. After
+// a lost lease it releases nothing. Calling Close again returns the same
+// result.
 func (s *Session) Close() error {
 	s.finish(ErrSessionClosed)
 	<-s.stopped
@@ -129,6 +135,11 @@ func (s *Session) finish(cause error) {
 		case lost:
 			lostHolds = append(lostHolds, h)
 			h.end(holdErr)
+		case h.working():
+			// Code runs under it: freed once that returned (work.go).
+			endedHolds = append(endedHolds, h)
+			s.working = append(s.working, h)
+			h.endLocal(holdErr)
 		case !h.keepUntil().IsZero():
 			// Kept, not freed: this process's waiters wait for its end.
 			endedHolds = append(endedHolds, h)

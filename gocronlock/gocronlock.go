@@ -32,6 +32,14 @@ var ErrNotLeader = errors.New("gocronlock: not the leader")
 // the lock stays taken until then and a tick runs once. A
 // mongolock.WithHoldAtMost cap ends a run's hold (its Mutex's Done closes)
 // but cannot stop the job's function: gocron gives it no context.
+//
+// Shut down in this order: the scheduler first (its Shutdown waits for
+// running jobs), then the session. The other order is safe too: the run's
+// lock is made mongolock.WithWaitForUnlock, so a session closed (or its
+// context ended, or its Locker closed) while a job runs keeps the lock
+// until the run returns, and Session.Close waits for that, up to the
+// lease's end less its safety margin; a job still running then has its
+// lock left to expire on the server, never freed early.
 type Locker struct {
 	s      *mongolock.Session
 	prefix string
@@ -56,7 +64,7 @@ func NewLocker(s *mongolock.Session, prefix string, opts ...mongolock.MutexOptio
 // invalid name or option, the session's end, the server's error), with
 // nothing held.
 func (l *Locker) Lock(ctx context.Context, key string) (gocron.Lock, error) {
-	m := l.s.NewMutex(l.prefix+key, l.opts...)
+	m := l.s.NewMutex(l.prefix+key, append(l.opts, mongolock.WithWaitForUnlock())...)
 	if err := m.TryLock(ctx); err != nil {
 		return nil, err
 	}
@@ -74,6 +82,13 @@ func (k *lock) Unlock(context.Context) error { return k.m.Unlock() }
 // process leads at the moment it is asked. Leadership is lost with the
 // session's lease; when it is, IsLeader stops answering yes at once (before
 // another campaigner can lead) and the goroutine campaigns again.
+//
+// gocron asks IsLeader before each run and says nothing when the run ends,
+// so the Elector cannot know whether a job still runs: shut down in this
+// order, the scheduler first (its Shutdown waits for running jobs), then
+// the Elector (Close resigns, so another host leads at once), then the
+// session. Closing the Elector or the session while a job still runs lets
+// another host's scheduler lead, and run jobs, while that job finishes.
 type Elector struct {
 	e      *mongolock.Election
 	cancel context.CancelFunc

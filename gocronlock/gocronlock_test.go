@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -222,4 +223,46 @@ func TestElectorOnlyLeaderRuns(t *testing.T) {
 		}
 	}
 	t.Logf("the second host's first run came %v after the cut (TTL %v)", list[first].at.Sub(cut).Round(time.Millisecond), ttl)
+}
+
+// TestLockerSessionClosedDuringRun (issue 22, item 1): the session is
+// closed while a run of the job still works (the wrong shutdown order):
+// the run's lock stays taken until the run's Unlock, and Close waits for
+// it; another host cannot take it before.
+func TestLockerSessionClosedDuringRun(t *testing.T) {
+	coll := collName()
+	a, b := newHost(t, "", coll, 5*time.Second), newHost(t, "", coll, 5*time.Second)
+	la, err := gocronlock.NewLocker(a.session, "jobs/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := gocronlock.NewLocker(b.session, "jobs/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	run, err := la.Lock(ctx, "report")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- a.session.Close() }()
+	<-a.session.Done()
+	if _, err := lb.Lock(ctx, "report"); !errors.Is(err, mongolock.ErrLocked) {
+		t.Fatalf("another host's Lock while the run works after its session's Close = %v, want ErrLocked", err)
+	}
+	select {
+	case err := <-closed:
+		t.Fatalf("Session.Close returned (%v) while the run still worked", err)
+	default:
+	}
+	run.Unlock(ctx)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	other, err := lb.Lock(ctx, "report")
+	if err != nil {
+		t.Fatalf("another host's Lock after the run's Unlock = %v", err)
+	}
+	other.Unlock(ctx)
 }

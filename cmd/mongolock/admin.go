@@ -69,12 +69,14 @@ func (c *cli) release(args []string) int {
 }
 
 func (c *cli) leader(args []string) int {
-	fs := c.flags("leader", "[--watch] [--transitions] NAME", "mongolock leader --watch scheduler",
+	fs := c.flags("leader", "[--watch] [--transitions] [--json] NAME", "mongolock leader --watch scheduler",
 		"Prints the value of the leader of the election NAME; with --watch, each new leader until\n"+
-			"interrupted; with --transitions, after a tab, how many leaderships the election has had.\n"+
+			"interrupted; with --transitions, after a tab, how many leaderships the election has had;\n"+
+			"with --json, one object per leader with its value, fencing token and transitions.\n"+
 			"Exits 1 when there is no leader (without --watch).")
 	watch := fs.Bool("watch", false, "follow leader changes")
 	transitions := fs.Bool("transitions", false, "also print the number of leader transitions")
+	asJSON := fs.Bool("json", false, "print JSON: value, token (the leadership's fencing token), transitions")
 	if code, ok := c.parseNames(fs, args, 1, 1); !ok {
 		return code
 	}
@@ -86,6 +88,10 @@ func (c *cli) leader(args []string) int {
 		defer s.Close()
 		e := s.NewElection(fs.Arg(0))
 		show := func(v string) {
+			if *asJSON {
+				c.printLeader(ctx, l, fs.Arg(0), v)
+				return
+			}
 			if !*transitions {
 				fmt.Fprintln(c.stdout, v)
 				return
@@ -112,6 +118,27 @@ func (c *cli) leader(args []string) int {
 		}
 		return 0
 	})
+}
+
+// leaderJSON is what `mongolock leader --json` prints for one leader.
+type leaderJSON struct {
+	Name        string `json:"name"`
+	Value       string `json:"value"`
+	Token       int64  `json:"token,omitempty"` // omitted when the leader changed again before it was read
+	Transitions int64  `json:"transitions"`
+}
+
+// printLeader prints the leader value of the election name as JSON, with
+// its fencing token as the lock's document shows it.
+func (c *cli) printLeader(ctx context.Context, l *mongolock.Locker, name, value string) {
+	out := leaderJSON{Name: name, Value: value}
+	if info, err := l.Status(ctx, name); err == nil {
+		out.Transitions = info.Transitions
+		if info.Held && info.Value == value {
+			out.Token = info.Token
+		}
+	}
+	json.NewEncoder(c.stdout).Encode(out)
 }
 
 // withLocker connects, runs f with a bounded context, and disconnects.

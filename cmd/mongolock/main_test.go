@@ -368,7 +368,8 @@ func TestAdminCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.NewElection("jobs/leader").Campaign(ctx, "10.0.0.7:8080"); err != nil {
+	el := s.NewElection("jobs/leader")
+	if err := el.Campaign(ctx, "10.0.0.7:8080"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -393,6 +394,15 @@ func TestAdminCommands(t *testing.T) {
 	}
 	if code, out := exit(t, e.cmd("leader", "--transitions", "jobs/leader")); code != 0 || strings.TrimSpace(out) != "10.0.0.7:8080\t1" {
 		t.Fatalf("leader --transitions: exit %d, %q", code, out)
+	}
+	var lj struct {
+		Value       string `json:"value"`
+		Token       int64  `json:"token"`
+		Transitions int64  `json:"transitions"`
+	}
+	code, out = exit(t, e.cmd("leader", "--json", "jobs/leader"))
+	if code != 0 || json.Unmarshal([]byte(out), &lj) != nil || lj.Value != "10.0.0.7:8080" || lj.Token != el.Token() || lj.Token == 0 || lj.Transitions != 1 {
+		t.Fatalf("leader --json: exit %d, %q, want the token %d", code, out, el.Token())
 	}
 	if code, _ := exit(t, e.cmd("leader", "nobody")); code != 1 {
 		t.Fatalf("leader of no one: exit %d, want 1", code)
