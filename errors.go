@@ -51,13 +51,19 @@ var (
 	// lose leases or hammer the server, such as a poll interval below 1ms,
 	// and by Lock and TryLock for hold bounds that cannot be kept (a
 	// negative WithHoldAtLeast or WithHoldAtMost, or a cap below the
-	// least hold).
+	// least hold), and by FencedUpdateOne for a token or an update it
+	// cannot fence.
 	ErrInvalidOption = errors.New("mongolock: invalid option")
 	// ErrLimitMismatch is returned by Semaphore.Acquire and TryAcquire
 	// when the semaphore's slots were made by a party that gave another
 	// limit: parties must agree on it.
 	ErrLimitMismatch = errors.New("mongolock: semaphore limit mismatch")
-	// ErrNilCollection is returned by New for a nil collection.
+	// ErrStaleToken is returned by FencedUpdateOne when the document to
+	// write carries a newer fencing token than the writer's: a newer
+	// holder wrote it, and this write was refused.
+	ErrStaleToken = errors.New("mongolock: refused: a newer holder wrote")
+	// ErrNilCollection is returned by New (and FencedUpdateOne) for a nil
+	// collection.
 	ErrNilCollection = errors.New("mongolock: nil collection")
 )
 

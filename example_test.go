@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -302,4 +303,47 @@ func ExampleElection_Run() {
 	// leading
 	// stopped leading
 	// context canceled
+}
+
+// FencedUpdateOne writes to a collection of your own only while no newer
+// holder of the lock has written: a holder paused past its lease cannot
+// overwrite its successor's work.
+func ExampleFencedUpdateOne() {
+	session, cleanup := exampleSession("example_fence")
+	defer cleanup()
+	ctx := context.Background()
+	client, err := mongo.Connect(options.Client().ApplyURI(os.Getenv("MONGODB_URI")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Disconnect(ctx)
+	reports := client.Database(testDB).Collection("example_fence_reports")
+	defer reports.Drop(ctx)
+
+	filter := bson.D{{Key: "_id", Value: "2026-12-06"}}
+	write := func(token int64, status string) error {
+		update := bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: status}}}}
+		_, err := mongolock.FencedUpdateOne(ctx, reports, token, filter, update, options.UpdateOne().SetUpsert(true))
+		return err
+	}
+	first := session.NewMutex("nightly-report")
+	if err := first.Lock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	old := first.Token()
+	first.Unlock() // say its hold was lost while it was paused
+
+	next := session.NewMutex("nightly-report")
+	if err := next.Lock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	defer next.Unlock()
+	fmt.Println("written:", write(next.Token(), "done") == nil)
+
+	// The first holder wakes up and writes with its older token: refused.
+	err = write(old, "half done")
+	fmt.Println("stale write refused:", errors.Is(err, mongolock.ErrStaleToken))
+	// Output:
+	// written: true
+	// stale write refused: true
 }
