@@ -97,8 +97,12 @@ func (e *Election) leading() *hold {
 // Resign gives leadership up, in one round trip bounded by an internal
 // timeout, so that another campaigner can lead. Done closes before the
 // release is sent, so no goroutine of ours still believes it leads once
-// another may. It returns nil when not leading, ctx.Err() when ctx ended
-// before, and ErrLockLost if leadership was found lost.
+// another may. While Run's lead runs on this leadership, Resign returns at
+// once (lead's context is cancelled) and Run sends the release once lead
+// has returned: a lead that never returns leaves the lock to expire on the
+// server. It returns nil when not leading,
+// ctx.Err() when ctx ended before, and ErrLockLost if leadership was found
+// lost.
 func (e *Election) Resign(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -114,7 +118,7 @@ func (e *Election) Resign(ctx context.Context) error {
 // leadership: the same number Locker.Status and List show as the
 // election's fence, growing with every leadership of the name, whoever
 // holds it; 0 before this Election led. Pass it to what the leader writes
-// (FenceWrite), so that a deposed leader's late writes are refused.
+// (FencedUpdateOne), so that a deposed leader's late writes are refused.
 func (e *Election) Token() int64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -23,8 +23,9 @@ func OnNewLeader(f func(value string)) RunOption {
 }
 
 // OnStoppedLeading has Run call f each time this process stops leading,
-// after lead has returned and leadership was given up: never for a process
-// that did not lead.
+// after lead has returned and leadership was given up (its release sent,
+// or, after the session's end, left to the session's Close): never for a
+// process whose lead did not run.
 func OnStoppedLeading(f func()) RunOption {
 	return func(o *runOptions) { o.stopped = f }
 }
@@ -80,8 +81,7 @@ func (e *Election) Run(ctx context.Context, value string, lead func(ctx context.
 		switch {
 		case err == nil:
 			pause = 10 * time.Millisecond
-			e.lead(ctx, h, lead)
-			if o.stopped != nil {
+			if e.lead(ctx, h, lead) && o.stopped != nil {
 				o.stopped()
 			}
 			continue
@@ -99,12 +99,23 @@ func (e *Election) Run(ctx context.Context, value string, lead func(ctx context.
 }
 
 // lead runs f while the leadership h lasts, then resigns if it still
-// leads. Whatever else ends the leadership gracefully (the session's end,
-// Locker.Close) frees it only once f returned (work.go).
-func (e *Election) lead(ctx context.Context, h *hold, f func(ctx context.Context)) {
-	if !e.s.l.startWork(h) { // the Locker closed: no lead starts
-		h.release()
-		return
+// leads, and reports whether f ran. Whatever else ends the leadership
+// gracefully (the session's end, Locker.Close, Resign) frees it only once
+// f returned (work.go).
+func (e *Election) lead(ctx context.Context, h *hold, f func(ctx context.Context)) bool {
+	switch err := e.s.l.startWork(h); {
+	case errors.Is(err, errWorking):
+		// Another Run of this Election leads on h: wait for its end.
+		select {
+		case <-h.done:
+		case <-ctx.Done():
+		}
+		return false
+	case errors.Is(err, ErrClosed):
+		h.release() // no lead starts once the Locker closed
+		return false
+	case err != nil:
+		return false // h ended before lead could start: nothing runs
 	}
 	leadCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -122,4 +133,5 @@ func (e *Election) lead(ctx context.Context, h *hold, f func(ctx context.Context
 	<-stopped
 	e.s.l.stopWork(h)
 	h.release() // only after f returned; ErrNotHeld or a loss if it ended already
+	return true
 }

@@ -20,3 +20,12 @@ func WithClockRefresh(d time.Duration) Option { return func(o *options) { o.cloc
 // lock: turns only among processes with a change stream, as before turns
 // for pollers (pollturns.go), for the benchmark's comparison.
 func WithoutPollersInTurn() Option { return func(o *options) { o.pollersApart = true } }
+
+// SetStaleAfter sets how long an unrefreshed entry among a lock's waiting
+// Lockers counts (staleAfter, two minutes), so that a test need not wait
+// that long, and returns a function that restores it.
+func SetStaleAfter(d time.Duration) (restore func()) {
+	old := staleAfter
+	staleAfter = d
+	return func() { staleAfter = old }
+}

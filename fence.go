@@ -8,6 +8,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 )
 
 // FenceField is the field in which FencedUpdateOne records, in the
@@ -19,8 +20,8 @@ const FenceField = "mongolockFence"
 // filter matches, as coll.UpdateOne does, only if that document carries no
 // newer fencing token than token in its FenceField (a document without one
 // accepts any), and records token there in the same write. So once a
-// holder with a newer token (Mutex.Token, Election.Token, Permit.Token)
-// has written, the writes of an older holder that still believes in its
+// holder with a newer token of the same lock (Mutex.Token, Election.Token;
+// not a Permit's, whose tokens count per slot) has written, the writes of an older holder that still believes in its
 // hold (paused past its lease by GC, SIGSTOP or a VM migration, or whose
 // reply was slow) are refused, and nothing of them lands.
 //
@@ -59,10 +60,13 @@ func FencedUpdateOne(ctx context.Context, coll *mongo.Collection, token int64, f
 	case err != nil && !mongo.IsDuplicateKeyError(err):
 		return nil, err // an upsert's insert failing on a newer document's _id is judged below
 	}
-	// Nothing matched: no such document, or a newer holder wrote it. The
-	// token only grows, so a newer one read now was there at the update.
+	// Nothing matched: no such document, or a newer holder wrote it. A
+	// document's token only grows, so one that matched with a newer token
+	// then shows one now. Read from the primary: a lagging secondary might
+	// not show the newer write yet.
+	primary := coll.Clone(mopt.Collection().SetReadPreference(readpref.Primary()))
 	var doc bson.Raw
-	ferr := coll.FindOne(ctx, filter, mopt.FindOne().SetProjection(bson.D{{Key: FenceField, Value: 1}})).Decode(&doc)
+	ferr := primary.FindOne(ctx, filter, mopt.FindOne().SetProjection(bson.D{{Key: FenceField, Value: 1}})).Decode(&doc)
 	if ferr == nil {
 		if newer, ok := doc.Lookup(FenceField).AsInt64OK(); ok && newer > token {
 			return nil, fmt.Errorf("%w: the document carries token %d, newer than %d", ErrStaleToken, newer, token)

@@ -28,6 +28,8 @@ type hold struct {
 	bounds     holdOptions
 	done       chan struct{}
 	work       chan struct{} // closed when the code run under the hold returned; nil: none known (work.go)
+	freeBy     time.Time     // local: the release after work must be done by then (zero: no such bound)
+	freeOnStop bool          // released while work ran: the release after the work sends it
 
 	err        error
 	isEnded    bool
@@ -105,15 +107,27 @@ func (h *hold) release() error {
 	s.mu.Lock()
 	if h.isEnded {
 		err := h.err
+		pending := h.freeOnStop && !h.working()
+		h.freeOnStop = h.freeOnStop && !pending
 		s.mu.Unlock()
-		if err == nil {
+		switch {
+		case pending:
+			return h.free() // the release a Resign during lead left to this call
+		case err == nil:
 			return fmt.Errorf("%w: %q already unlocked", ErrNotHeld, h.name)
 		}
 		return err
 	}
 	h.endLocal(nil)
+	// Resign while Run's lead runs (from lead itself, maybe): the release
+	// is left to Run, which sends it once lead returned.
+	h.freeOnStop = h.working()
+	pending := h.freeOnStop
 	s.mu.Unlock()
 	s.l.observeReleased(h)
+	if pending {
+		return nil
+	}
 	return h.free()
 }
 
@@ -180,9 +194,16 @@ func (h *hold) write(op func(context.Context) (bool, error)) (matched, lostReply
 }
 
 // unlockContext bounds an Unlock's round trips: the lesser of the TTL and
-// cleanupTimeout.
+// cleanupTimeout, and no later than freeBy when set (work.go).
 func (h *hold) unlockContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), min(h.s.opts.ttl, cleanupTimeout))
+	d := min(h.s.opts.ttl, cleanupTimeout)
+	h.s.mu.Lock()
+	by := h.freeBy
+	h.s.mu.Unlock()
+	if !by.IsZero() {
+		d = min(d, time.Until(by))
+	}
+	return context.WithTimeout(context.Background(), d)
 }
 
 // writeIn is write within ctx.
@@ -214,7 +235,7 @@ func (h *hold) unlocked(matched, lostReply bool, err error) error {
 func (h *hold) keep(until time.Time) error {
 	s := h.s
 	matched, lostReply, err := h.write(func(ctx context.Context) (bool, error) {
-		return s.l.store.keep(ctx, h.name, h.token, until)
+		return s.l.store.keep(ctx, h.name, h.token, until, h.waiting.stale)
 	})
 	if err == nil && matched {
 		s.l.waits.kept(h.name, until)

@@ -91,9 +91,10 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 // The exception is a hold that code runs under (Election.Run's lead, a
 // Mutex made WithWaitForUnlock): it ends at once (lead's context is
 // cancelled, Run returns ErrClosed), is released once that code returned,
-// and Close waits for it, at most until that hold's lease would have run
-// out (less than the TTL); a lead still running then leaves its lock to
-// expire on the server, never freed early.
+// and Close waits for it, at most a TTL (until that hold's lease ends on
+// the server); a lead still running at the hold's deadline leaves its lock
+// to expire on the server, never freed early. (A hold whose session is
+// closing at the same time is waited for by that Session.Close instead.)
 func (l *Locker) Close() error {
 	l.bgMu.Lock()
 	l.closeOnce.Do(func() { close(l.closed) })

@@ -94,11 +94,15 @@ func (m *Mutex) check(ctx context.Context) error {
 
 // set makes h the current hold. WithWaitForUnlock: the hold's work runs
 // until Unlock; when the Locker closed meanwhile, h is released and set
-// returns ErrClosed.
+// returns ErrClosed, and when h ended meanwhile (the session's end), set
+// returns its error. (A session's end just after set leaves h ended, its
+// release waiting for Unlock, as for any hold ended early.)
 func (m *Mutex) set(h *hold) error {
-	if m.bounds.waitUnlock && !m.s.l.startWork(h) {
-		h.release()
-		return ErrClosed
+	if m.bounds.waitUnlock {
+		if err := m.s.l.startWork(h); err != nil {
+			h.release()
+			return err
+		}
 	}
 	m.mu.Lock()
 	m.cur = h

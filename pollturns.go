@@ -163,7 +163,7 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 	rest := v.until.Sub(now) + unc + time.Millisecond // until the lease or turn is surely over
 	if v.firm {
 		q.firm = v.until
-		return false, rest
+		return false, min(rest, rejoinAfter) // and joins again, if due
 	}
 	if v.place == 0 && q.joined && v.holder != r.self {
 		q.joined = false // a release took it out: it joins again
@@ -295,7 +295,7 @@ func (r *waitRegistry) readAfterTry(name string) time.Duration {
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	if now, unc := r.clock.Read(); q.firm.After(now.Add(-unc)) {
-		return q.firm.Sub(now) + unc + time.Millisecond
+		return min(q.firm.Sub(now)+unc+time.Millisecond, rejoinAfter)
 	}
 	q.tryNext = false
 	pace := r.paceLocked(q)

@@ -14,7 +14,8 @@ import (
 // when Close is called, when the context given to NewSession ends, or when
 // its lease is lost: renewals failed for so long that its locks may have
 // expired on the server. Then every hold ends and Done is closed. After
-// Close or the context's end, what is still held is released at once;
+// Close or the context's end, what is still held is released at once
+// (a hold that code still runs under, once that code returned: work.go);
 // after a lost lease nothing is released: the leases run out on the
 // server, so that the margin before their end is left to the holders' work
 // to stop. A Session is safe for concurrent use.
@@ -92,8 +93,8 @@ func (s *Session) Err() error { return s.ended() }
 // one more round trip each), and it stops the keepalive goroutine and waits for it.
 // A hold that code still runs under (Election.Run's lead, a Mutex made
 // WithWaitForUnlock until its Unlock) is released only once that code
-// returned, and Close waits for it, at most until that hold's lease would
-// have run out (less than the TTL): a lead still running then leaves its
+// returned, and Close waits for it, at most a TTL (until that hold's lease
+// ends on the server): code still running at the hold's deadline leaves its
 // lock to expire on the server, never freed early. Close returns the
 // releases' error, if any: the locks then expire with their leases. After
 // a lost lease it releases nothing. Calling Close again returns the same

@@ -4,46 +4,27 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mongolock/mongolock"
 )
 
-// events is an ordered record of what the processes of a test did.
-type events struct {
-	mu  sync.Mutex
-	got []string
-}
-
-func (e *events) add(s string) {
-	e.mu.Lock()
-	e.got = append(e.got, s)
-	e.mu.Unlock()
-}
-
-func (e *events) seen() []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return slices.Clone(e.got)
-}
-
 // waitFor waits until s was recorded, failing the test when ctx ends.
-func (e *events) waitFor(t *testing.T, ctx context.Context, s string) {
+func (e *recorded) waitFor(t *testing.T, ctx context.Context, s string) {
 	t.Helper()
-	for !slices.Contains(e.seen(), s) {
+	for !slices.Contains(e.all(), s) {
 		if ctx.Err() != nil {
-			t.Fatalf("%q never came: %v", s, e.seen())
+			t.Fatalf("%q never came: %v", s, e.all())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
 
 // before fails the test unless a was recorded before b.
-func (e *events) before(t *testing.T, a, b string) {
+func (e *recorded) before(t *testing.T, a, b string) {
 	t.Helper()
-	got := e.seen()
+	got := e.all()
 	if i, j := slices.Index(got, a), slices.Index(got, b); i < 0 || j < 0 || i > j {
 		t.Fatalf("want %q before %q: %v", a, b, got)
 	}
@@ -54,11 +35,11 @@ func (e *events) before(t *testing.T, a, b string) {
 // session ends (Close, its context, or A's Locker closes) while B
 // campaigns. B's lead starts only after A's returned.
 func TestShutdownWaitsForLead(t *testing.T) {
-	for _, how := range []string{"Session.Close", "session context", "Locker.Close"} {
+	for _, how := range []string{"Session.Close", "session context", "Locker.Close", "Resign"} {
 		t.Run(how, func(t *testing.T) {
 			e := newEnv(t)
 			ctx := ctxT(t, time.Minute)
-			var ev events
+			var ev recorded
 			la, _ := e.locker("")
 			lb, _ := e.locker("")
 			sctx, endSession := context.WithCancel(ctx)
@@ -69,8 +50,11 @@ func TestShutdownWaitsForLead(t *testing.T) {
 			}
 			defer sa.Close()
 			doneA := make(chan error, 1)
+			runA, stopA := context.WithCancel(ctx)
+			defer stopA()
+			ea := sa.NewElection("leader")
 			go func() {
-				doneA <- sa.NewElection("leader").Run(ctx, "A", func(ctx context.Context) {
+				doneA <- ea.Run(runA, "A", func(ctx context.Context) {
 					ev.add("A leads")
 					<-ctx.Done()
 					time.Sleep(300 * time.Millisecond) // flushing, closing files
@@ -100,9 +84,22 @@ func TestShutdownWaitsForLead(t *testing.T) {
 				la.Close()
 				ev.add("A closed")
 				ev.before(t, "A returned", "A closed")
+			case "Resign": // from another goroutine than Run's
+				if err := ea.Resign(ctx); err != nil {
+					t.Fatalf("Resign: %v", err)
+				}
+				info, err := lb.Status(ctx, "leader")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Contains(ev.all(), "A returned") && (!info.Held || info.Value != "A") {
+					t.Fatalf("Resign freed the leadership while A's lead still ran: %+v", info)
+				}
+				stopA() // or A's Run campaigns again
 			}
 			ev.waitFor(t, ctx, "B leads")
 			ev.before(t, "A returned", "B leads")
+			stopA()
 			if err := <-doneA; err == nil {
 				t.Fatal("A's Run returned nil after its session or Locker ended")
 			}
@@ -198,4 +195,43 @@ func TestWaitForUnlock(t *testing.T) {
 		t.Fatalf("TryLock after Unlock = %v", err)
 	}
 	other.Unlock()
+}
+
+// TestResignInsideLead: a lead that resigns (then finishes its work) is
+// not blocked by Resign, and the leadership is freed only once lead
+// returned.
+func TestResignInsideLead(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, time.Minute)
+	var ev recorded
+	la, _ := e.locker("")
+	lb, _ := e.locker("")
+	ea := session(t, la).NewElection("leader")
+	runA, stopA := context.WithCancel(ctx)
+	doneA := make(chan error, 1)
+	bWaits := make(chan struct{})
+	go func() {
+		doneA <- ea.Run(runA, "A", func(context.Context) {
+			<-bWaits
+			if err := ea.Resign(ctx); err != nil {
+				t.Errorf("Resign inside lead: %v", err)
+			}
+			ev.add("A resigned")
+			time.Sleep(200 * time.Millisecond) // finishing its work
+			ev.add("A returned")
+			stopA()
+		})
+	}()
+	eb := session(t, lb).NewElection("leader")
+	bLeads := make(chan error, 1)
+	go func() { bLeads <- eb.Campaign(ctx, "B") }()
+	time.Sleep(50 * time.Millisecond) // B waits (or is about to)
+	close(bWaits)
+	if err := <-bLeads; err != nil {
+		t.Fatal(err)
+	}
+	ev.add("B leads")
+	ev.before(t, "A resigned", "A returned")
+	ev.before(t, "A returned", "B leads")
+	<-doneA
 }

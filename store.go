@@ -230,6 +230,7 @@ var permitOpts = mopt.FindOneAndUpdate().SetReturnDocument(mopt.After)
 // when t.stay, joins them.
 func (s *store) release(ctx context.Context, name, holder string, t turn) (bool, error) {
 	update := s.freeUpdate()
+	unset := staleEntries(t.stale, t.heir, t.locker)
 	if t.heir != "" {
 		set := bson.D{
 			{Key: "holder", Value: nil},
@@ -245,10 +246,13 @@ func (s *store) release(ctx context.Context, name, holder string, t turn) (bool,
 		if t.stay && t.fifo {
 			set = append(set, bson.E{Key: sinceKey(t.locker), Value: t.until}) // at the back
 		}
-		update = bson.D{{Key: "$set", Value: set}}
 		if !t.heirPolls {
-			update = append(update, bson.E{Key: "$unset", Value: notWaiting(t.heir)})
+			unset = append(unset, notWaiting(t.heir)...)
 		}
+		update = bson.D{{Key: "$set", Value: set}}
+	}
+	if len(unset) > 0 {
+		update = append(update, bson.E{Key: "$unset", Value: unset})
 	}
 	res, err := s.coll.UpdateOne(ctx,
 		bson.D{{Key: "_id", Value: name}, {Key: "holder", Value: holder}},
@@ -265,14 +269,19 @@ func (s *store) release(ctx context.Context, name, holder string, t turn) (bool,
 // taken for everyone until then, and a change stream reports a change of
 // holder (with its end), which waiters know they need not poll before.
 // The lease's end is set, not maxed: it may come before the lease's.
-func (s *store) keep(ctx context.Context, name, holder string, until time.Time) (bool, error) {
-	res, err := s.coll.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: name}, {Key: "holder", Value: holder}},
-		bson.D{{Key: "$set", Value: bson.D{
-			{Key: "holder", Value: keptPrefix + newToken()},
-			{Key: "expiresAt", Value: until},
-			{Key: "heir", Value: nil},
-		}}})
+//
+// The entries of the waiting Lockers taken for dead (stale) go in the same
+// write, as at a release.
+func (s *store) keep(ctx context.Context, name, holder string, until time.Time, stale []string) (bool, error) {
+	update := bson.D{{Key: "$set", Value: bson.D{
+		{Key: "holder", Value: keptPrefix + newToken()},
+		{Key: "expiresAt", Value: until},
+		{Key: "heir", Value: nil},
+	}}}
+	if unset := staleEntries(stale, "", ""); len(unset) > 0 {
+		update = append(update, bson.E{Key: "$unset", Value: unset})
+	}
+	res, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}, {Key: "holder", Value: holder}}, update)
 	if err != nil {
 		return false, err
 	}
@@ -320,6 +329,21 @@ func (s *store) join(ctx context.Context, name, locker string, streaming, fifo b
 func (s *store) leave(ctx context.Context, name, locker string) error {
 	_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}}, bson.D{{Key: "$unset", Value: notWaiting(locker)}})
 	return err
+}
+
+// staleEntries returns the keys of the entries of the Lockers stale among
+// the waiting ones, but for heir's and locker's, which the same release
+// writes.
+func staleEntries(stale []string, heir, locker string) bson.D {
+	var keys bson.D
+	seen := map[string]bool{heir: true, locker: true}
+	for _, l := range stale {
+		if !seen[l] { // a path twice in one update fails it whole
+			seen[l] = true
+			keys = append(keys, notWaiting(l)...)
+		}
+	}
+	return keys
 }
 
 // notWaiting is the $unset of locker's entries among the waiting Lockers.

@@ -110,3 +110,41 @@ func TestInsertEventTellsLeaseEnd(t *testing.T) {
 		t.Fatalf("an insert's lease end: %v, want %v", got, end)
 	}
 }
+
+// TestWaitersRefreshBeforeStale (issue 22, item 2): a live waiter joins
+// again well within staleAfter, even while it waits for a lock kept to a
+// time far off (WithHoldAtLeast), which it would otherwise not poll.
+func TestWaitersRefreshBeforeStale(t *testing.T) {
+	if 4*rejoinAfter > staleAfter {
+		t.Fatalf("waiters join again every %v: not well within the %v after which their entries go", rejoinAfter, staleAfter)
+	}
+	r, clock := streamingRegistry()
+	r.mu.Lock()
+	r.queue("n").firm = clock.Now().Add(time.Hour) // kept for an hour
+	r.mu.Unlock()
+	if d, _, firm, _ := r.nextWait(context.Background(), "n", nil, false); !firm || d > rejoinAfter {
+		t.Fatalf("a wait for a lock kept an hour: %v (firm %v), want at most %v", d, firm, rejoinAfter)
+	}
+}
+
+// TestStaleEntriesOnce: a Locker with entries of both kinds is stale only
+// when its last join is, and its entries are unset once: a path twice in
+// one update would make the server refuse the whole release.
+func TestStaleEntriesOnce(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	old, fresh := now.Add(-3*time.Minute), now.Add(-time.Second)
+	d := lockDoc{
+		Waiting: map[string]time.Time{"dead": old, "moved": old, "live": fresh},
+		Pollers: map[string]time.Time{"dead": old.Add(time.Second), "moved": fresh},
+	}
+	w := d.waiters(now)
+	if len(w.stale) != 1 || w.stale[0] != "dead" {
+		t.Fatalf("stale: %v, want [dead] (moved joined again as a poller)", w.stale)
+	}
+	if keys := staleEntries(append(w.stale, w.stale...), "", ""); len(keys) != 3 {
+		t.Fatalf("unset %v, want dead's three entries once", keys)
+	}
+	if keys := staleEntries([]string{"dead"}, "dead", ""); len(keys) != 0 {
+		t.Fatalf("unset %v of the heir, whom the release writes", keys)
+	}
+}

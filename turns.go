@@ -62,6 +62,14 @@ const rejoinAfter = 20 * time.Second
 // back from naming an heir.
 const pollerFresh = 3 * rejoinAfter
 
+// staleAfter is how long an entry among a lock's waiting Lockers counts
+// when its Locker does not refresh it (live waiters join again every
+// rejoinAfter): past that, its Locker is taken for dead (killed, cut off),
+// is never named heir, and the next release of the lock by a Locker that
+// saw it so removes the entry in the same write. A variable only so that a
+// test need not wait two minutes.
+var staleAfter = 2 * time.Minute
+
 // waiters is who waits for a lock, as an acquire saw it.
 type waiters struct {
 	streaming []string // Lockers told of releases by a change stream
@@ -70,18 +78,37 @@ type waiters struct {
 	// last joined (server time).
 	since    map[string]time.Time
 	joinedAt map[string]time.Time
+	// Lockers whose entries were not refreshed for staleAfter: the next
+	// release removes them.
+	stale []string
 }
 
 // waiters returns who waits for the lock, at server time now.
 func (d *lockDoc) waiters(now time.Time) waiters {
 	var w waiters
 	w.joinedAt = map[string]time.Time{}
+	// A Locker is stale when its last join, as either kind, is.
+	last := map[string]time.Time{}
+	for _, m := range []map[string]time.Time{d.Waiting, d.Pollers} {
+		for l, at := range m {
+			if at.After(last[l]) {
+				last[l] = at
+			}
+		}
+	}
+	for l, at := range last {
+		if now.Sub(at) >= staleAfter {
+			w.stale = append(w.stale, l)
+		}
+	}
 	for l, at := range d.Waiting {
-		w.streaming = append(w.streaming, l)
-		w.joinedAt[l] = at
+		if now.Sub(last[l]) < staleAfter {
+			w.streaming = append(w.streaming, l)
+			w.joinedAt[l] = at
+		}
 	}
 	for l, at := range d.Pollers {
-		if now.Sub(at) < pollerFresh {
+		if now.Sub(at) < min(pollerFresh, staleAfter) && !slices.Contains(w.streaming, l) {
 			w.pollers = append(w.pollers, l)
 			w.joinedAt[l] = at
 		}
@@ -138,6 +165,7 @@ type turn struct {
 	// only by polling: it stays among the waiting Lockers, in its place,
 	// in case it misses the turn.
 	heirPolls bool
+	stale     []string // Lockers taken for dead: their entries go (staleAfter)
 }
 
 // nextTurn returns the turn a release by locker gives, when w waits for the
@@ -213,6 +241,7 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 	if r.fifo {
 		t = nextFIFOTurn(r.self, w, len(q.waiters) > 0, r.streamOn, pollTurn, now)
 	}
+	t.stale = w.stale
 	q.behind = 0
 	if t.heir != r.self && t.heir != "" && !r.fifo {
 		// Behind every other waiting Locker now: the heir holds, the rest

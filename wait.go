@@ -220,7 +220,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			// pace (pollturns.go): a failed try says nothing of this
 			// Locker's place in the turns, so it must not put the read off.
 			d := r.readAfterTry(name)
-			dueAt = time.Now().Add(d)
+			dueAt, freeSeen = time.Now().Add(d), false
 			timer.Reset(d)
 			return
 		}
@@ -344,12 +344,13 @@ func (r *waitRegistry) state(name string, w *waiter) (head, freed bool) {
 // knows of the lease is out of date, it reads the lock (peek); a read that
 // shows it free has the head try again at once, unless the read before
 // (freeBefore) showed it free too and the try failed all the same (a lock
-// this kind of hold cannot take): then it waits the pause. free reports
+// this kind of hold cannot take, or a quicker taker): then it backs off
+// with the name's poll pause, which doubles at each wait. free reports
 // what this read showed.
 func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(context.Context) peeked, freeBefore bool) (d, poll time.Duration, firm, free bool) {
 	r.mu.Lock()
 	q := r.queue(name)
-	local, d, expiry, turnUntil, firmUntil := q.local, r.pauseLocked(q), q.expiry, q.turnUntil, q.firm
+	local, d, expiry, turnUntil, firmUntil, backoff := q.local, r.pauseLocked(q), q.expiry, q.turnUntil, q.firm, q.pause
 	poll = d
 	q.pause = min(2*q.pause, r.capLocked())
 	r.mu.Unlock()
@@ -358,9 +359,10 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 	}
 	now, unc := r.clock.Read()
 	// A taker's filter allows for its clock's error: a kept lock binds
-	// until unc after its end.
+	// until unc after its end. A long one is not waited for in one go:
+	// the waiter's entry among the waiting Lockers must be refreshed.
 	if firmUntil.After(now.Add(-unc)) {
-		d = firmUntil.Sub(now) + unc + time.Millisecond
+		d = min(firmUntil.Sub(now)+unc+time.Millisecond, rejoinAfter)
 		return d, d, true, false
 	}
 	if !expiry.After(now) && peek != nil && d >= peekAfter {
@@ -375,13 +377,19 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 		}
 		r.mu.Unlock()
 		if p.firm && p.until.After(now.Add(-unc)) {
-			d = p.until.Sub(now) + unc + time.Millisecond
+			d = min(p.until.Sub(now)+unc+time.Millisecond, rejoinAfter)
 			return d, d, true, false
 		}
-		if p.free && !freeBefore {
+		switch {
+		case p.free && !freeBefore:
 			// Free, or its lease over, since the attempt: try again as
 			// soon as any taker would count it free.
 			return unc + time.Millisecond, poll, false, true
+		case p.free:
+			// Free again, and the try failed again: someone quicker, or
+			// a lock this kind of hold cannot take. Back off, from the
+			// shortest pause.
+			return min(jitter(backoff), d), poll, false, true
 		}
 		expiry, free = p.until, p.free
 	}

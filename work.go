@@ -1,6 +1,8 @@
 package mongolock
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -17,20 +19,39 @@ import (
 // as lost instead, said on the log, and left to run out on the server: it
 // is never freed early. A lost lease frees nothing either way.
 
-// startWork records that code runs under h until stopWork. It reports
-// false, and records nothing, when the Locker is closed: no code may start
-// under a hold then.
-func (l *Locker) startWork(h *hold) bool {
+// errWorking is startWork's error for a hold that code runs under already
+// (a second Run on the same leadership).
+var errWorking = errors.New("mongolock: code runs under this hold already")
+
+// startWork records that code runs under h until stopWork. It returns,
+// recording nothing, h's error when h has ended already (the session's end
+// may have come between the acquire and now: nothing may run then),
+// errWorking when code runs under h already, and ErrClosed when the Locker
+// is closed (no code may start under a hold then; h is still held).
+func (l *Locker) startWork(h *hold) error {
+	s := h.s
+	work := make(chan struct{})
+	s.mu.Lock()
+	switch {
+	case h.isEnded:
+		err := cmp.Or(h.err, error(ErrNotHeld))
+		s.mu.Unlock()
+		return err
+	case h.work != nil:
+		s.mu.Unlock()
+		return errWorking
+	}
+	h.work = work
+	s.mu.Unlock()
+	// Never bgMu, then s.mu: the registry takes s.mu, then r.mu, then bgMu.
 	l.bgMu.Lock()
 	defer l.bgMu.Unlock()
 	if l.isClosed() != nil {
-		return false
+		close(work) // nothing ran: a session's end frees h at once
+		return ErrClosed
 	}
-	h.s.mu.Lock()
-	h.work = make(chan struct{})
-	h.s.mu.Unlock()
 	l.working[h] = struct{}{}
-	return true
+	return nil
 }
 
 // stopWork records that the code run under h returned; a hold whose end
@@ -75,10 +96,15 @@ func (h *hold) working() bool {
 // in this process already. If the code still runs at h's deadline, h is
 // given up as lost and left to run out on the server. It blocks until one
 // or the other, at most until that deadline.
+//
+// The release that follows is bounded by the lease's end on the server
+// (deadline plus the safety margin): whenever it ended, a Close that
+// waited for it waited at most a TTL.
 func (h *hold) afterWork() error {
 	s := h.s
 	s.mu.Lock()
 	deadline, work := h.validUntil, h.work
+	h.freeBy = deadline.Add(safetyMargin(s.opts.ttl))
 	s.mu.Unlock()
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()

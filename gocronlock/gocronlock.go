@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
@@ -64,7 +65,7 @@ func NewLocker(s *mongolock.Session, prefix string, opts ...mongolock.MutexOptio
 // invalid name or option, the session's end, the server's error), with
 // nothing held.
 func (l *Locker) Lock(ctx context.Context, key string) (gocron.Lock, error) {
-	m := l.s.NewMutex(l.prefix+key, append(l.opts, mongolock.WithWaitForUnlock())...)
+	m := l.s.NewMutex(l.prefix+key, slices.Concat(l.opts, []mongolock.MutexOption{mongolock.WithWaitForUnlock()})...)
 	if err := m.TryLock(ctx); err != nil {
 		return nil, err
 	}
