@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // The seed package's advisory string locks, by owner name, as MySQL's
@@ -36,9 +38,10 @@ func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time
 	}
 	c := claim{name: name, owner: owner, holder: newToken(), ttl: ttl}
 	try := func(ctx context.Context) (bool, error) {
-		_, ok, err := l.take(ctx, c, nil, nil)
+		t, ok, err := l.take(ctx, c, nil, nil)
 		if ok {
 			l.waits.took(name)
+			l.seenStale(name, t.waiting.stale)
 		}
 		if ok || err != nil {
 			return ok, err
@@ -80,6 +83,28 @@ func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time
 
 var errWaited = errors.New("mongolock: wait elapsed")
 
+// seenStale records the waiting Lockers that a GetLock's acquire of name
+// saw stale (turns.go), for the ReleaseLock that follows to remove in its
+// write: a ReleaseLock has no view of who waits of its own.
+func (l *Locker) seenStale(name string, stale []string) {
+	l.staleMu.Lock()
+	defer l.staleMu.Unlock()
+	if len(stale) == 0 {
+		delete(l.stale, name)
+		return
+	}
+	l.stale[name] = stale
+}
+
+// takeStale returns and forgets what seenStale recorded for name.
+func (l *Locker) takeStale(name string) []string {
+	l.staleMu.Lock()
+	defer l.staleMu.Unlock()
+	stale := l.stale[name]
+	delete(l.stale, name)
+	return stale
+}
+
 // ReleaseLock frees the lock name if owner holds it, as MySQL's
 // RELEASE_LOCK does. It returns ErrNotHeld, and changes nothing, when the
 // lock is free, expired, or held by another owner.
@@ -87,7 +112,11 @@ func (l *Locker) ReleaseLock(ctx context.Context, name, owner string) error {
 	if err := l.checkOwned(ctx, name, owner); err != nil {
 		return err
 	}
-	ok, err := l.store.updateOwned(ctx, name, owner, l.store.freeUpdate())
+	update := l.store.freeUpdate()
+	if unset := staleEntries(l.takeStale(name), "", ""); len(unset) > 0 {
+		update = append(update, bson.E{Key: "$unset", Value: unset})
+	}
+	ok, err := l.store.updateOwned(ctx, name, owner, update)
 	if err != nil {
 		return fmt.Errorf("mongolock: releasing %q: %w", name, err)
 	}
