@@ -11,13 +11,15 @@ import (
 // (Election.Run's lead, a Mutex made WithWaitForUnlock), the lock is never
 // freed on the server while that code may still run. Whatever ends the
 // hold early (Session.Close, the end of the session's context,
-// Locker.Close), the hold ends in this process at once (Done closes, so
-// lead's context is cancelled), nothing renews it any more, and its
-// release waits for the code to return (lead returned, Unlock called). If
-// the code still runs when the hold would be given up anyway (the lease's
-// end less the safety margin, at most a TTL away), the hold is given up
-// as lost instead, said on the log, and left to run out on the server: it
-// is never freed early. A lost lease frees nothing either way.
+// Locker.Close, a Resign while lead runs), the hold ends in this process at
+// once (Done closes, so lead's context is cancelled), nothing renews it any
+// more, and its release waits for the code to return (lead returned, Unlock
+// called). If the code still runs when the hold would be given up anyway
+// (the lease's end less the safety margin, at most a TTL away), the hold is
+// given up as lost instead, said on the log (after a Resign, Run sends the
+// release whenever lead returns, which matches nothing once the lease ran
+// out), and left to run out on the server: it is never freed early. A lost
+// lease frees nothing either way.
 
 // errWorking is startWork's error for a hold that code runs under already
 // (a second Run on the same leadership).
