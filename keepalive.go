@@ -155,12 +155,15 @@ func (s *Session) releaseUnreleased() {
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
+	failed := func(err error) { // Close returns one error: the first
+		errMu.Lock()
+		s.closeErr = cmp.Or(s.closeErr, err)
+		errMu.Unlock()
+	}
 	for _, h := range working {
 		wg.Go(func() {
 			if err := h.afterWork(); err != nil {
-				errMu.Lock()
-				s.closeErr = cmp.Or(s.closeErr, err)
-				errMu.Unlock()
+				failed(err) // afterWork said why on the log
 			}
 		})
 	}
@@ -169,9 +172,7 @@ func (s *Session) releaseUnreleased() {
 			// If that end has passed meanwhile, the lock is free once the
 			// write lands.
 			if err := h.keep(h.acquiredAt.Add(h.bounds.atLeast)); err != nil {
-				errMu.Lock()
-				s.closeErr = cmp.Or(s.closeErr, err)
-				errMu.Unlock()
+				failed(err)
 				s.l.opts.logger.Warn("mongolock: could not keep a lock until its least hold's end; it expires with its lease",
 					"session", s.id, "name", h.name, "err", err)
 			}
@@ -183,9 +184,7 @@ func (s *Session) releaseUnreleased() {
 			ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.ttl, cleanupTimeout))
 			defer cancel()
 			if err := s.l.store.releaseReads(ctx, s.id, reading); err != nil {
-				errMu.Lock()
-				s.closeErr = cmp.Or(s.closeErr, err)
-				errMu.Unlock()
+				failed(err)
 				s.l.opts.logger.Warn("mongolock: could not release the session's read locks; they expire with their leases",
 					"session", s.id, "documents", len(reading), "err", err)
 			}
@@ -195,7 +194,7 @@ func (s *Session) releaseUnreleased() {
 	defer cancel()
 	if err := s.l.store.releaseAll(ctx, s.id, tokens); err != nil {
 		errMu.Lock()
-		s.closeErr = err
+		s.closeErr = err // the main release's error comes first
 		errMu.Unlock()
 		s.l.opts.logger.Warn("mongolock: could not release the session's locks; they expire with their leases",
 			"session", s.id, "locks", len(tokens), "err", err)

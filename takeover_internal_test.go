@@ -122,7 +122,7 @@ func TestWaitersRefreshBeforeStale(t *testing.T) {
 	r.mu.Lock()
 	r.queue("n").firm = clock.Now().Add(time.Hour) // kept for an hour
 	r.mu.Unlock()
-	if d, _, firm, _ := r.nextWait(context.Background(), "n", nil, false); !firm || d > rejoinAfter {
+	if d, firm, _ := r.nextWait(context.Background(), "n", nil, false); !firm || d > rejoinAfter {
 		t.Fatalf("a wait for a lock kept an hour: %v (firm %v), want at most %v", d, firm, rejoinAfter)
 	}
 }

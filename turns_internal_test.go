@@ -117,13 +117,13 @@ func TestLookedForgetsTurn(t *testing.T) {
 	r := newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second}, clock, nil)
 	now := clock.Now()
 	r.looked("n", lockView{until: now.Add(time.Minute), turn: true, holder: "x", place: 2})
-	if d, _, _, _ := r.nextWait(context.Background(), "n", nil, false); d < 30*time.Second {
+	if d, _, _ := r.nextWait(context.Background(), "n", nil, false); d < 30*time.Second {
 		t.Fatalf("during another's turn: wait %v, want to its end", d)
 	}
 	for _, v := range []lockView{{free: true}, {until: now.Add(time.Minute), holder: "y", place: 1}} {
 		r.looked("n", lockView{until: now.Add(time.Minute), turn: true, holder: "x", place: 2})
 		r.looked("n", v)
-		if d, _, _, _ := r.nextWait(context.Background(), "n", nil, false); d > time.Second+time.Millisecond && !v.free || v.free && d > time.Second {
+		if d, _, _ := r.nextWait(context.Background(), "n", nil, false); d > time.Second+time.Millisecond && !v.free || v.free && d > time.Second {
 			t.Errorf("after a read showing %+v: wait %v, want at most the poll interval", v, d)
 		}
 	}

@@ -225,7 +225,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			return
 		}
 		var d time.Duration
-		d, _, _, freeSeen = r.nextWait(ctx, name, a.peek, freeSeen)
+		d, _, freeSeen = r.nextWait(ctx, name, a.peek, freeSeen)
 		dueAt = time.Now().Add(d)
 		timer.Reset(d)
 	}
@@ -303,7 +303,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 				// the poll also repairs this process's place among the
 				// waiting ones.
 				join()
-				d, _, firm, _ := r.nextWait(ctx, name, nil, false) // news: no round trip
+				d, firm, _ := r.nextWait(ctx, name, nil, false) // news: no round trip
 				switch {
 				case firm: // a kept lock: nothing frees it before, no poll needed
 					dueAt = time.Now().Add(d)
@@ -339,7 +339,7 @@ func (r *waitRegistry) state(name string, w *waiter) (head, freed bool) {
 
 // nextWait returns how long the head waits after a failed try: until the
 // holder's lease ends or the next poll, whichever comes first (but not
-// before another Locker's turn ends); and the poll pause alone. A kept
+// before another Locker's turn ends). A kept
 // lock (firm) is waited for to its end, with no poll before. When what it
 // knows of the lease is out of date, it reads the lock (peek); a read that
 // shows it free has the head try again at once, unless the read before
@@ -347,15 +347,14 @@ func (r *waitRegistry) state(name string, w *waiter) (head, freed bool) {
 // this kind of hold cannot take, or a quicker taker): then it backs off
 // with the name's poll pause, which doubles at each wait. free reports
 // what this read showed.
-func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(context.Context) peeked, freeBefore bool) (d, poll time.Duration, firm, free bool) {
+func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(context.Context) peeked, freeBefore bool) (d time.Duration, firm, free bool) {
 	r.mu.Lock()
 	q := r.queue(name)
 	local, d, expiry, turnUntil, firmUntil, backoff := q.local, r.pauseLocked(q), q.expiry, q.turnUntil, q.firm, q.pause
-	poll = d
 	q.pause = min(2*q.pause, r.capLocked())
 	r.mu.Unlock()
 	if local > 0 {
-		return d, poll, false, false
+		return d, false, false
 	}
 	now, unc := r.clock.Read()
 	// A taker's filter allows for its clock's error: a kept lock binds
@@ -363,7 +362,7 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 	// the waiter's entry among the waiting Lockers must be refreshed.
 	if firmUntil.After(now.Add(-unc)) {
 		d = min(firmUntil.Sub(now)+unc+time.Millisecond, rejoinAfter)
-		return d, d, true, false
+		return d, true, false
 	}
 	if !expiry.After(now) && peek != nil && d >= peekAfter {
 		// What we knew is out of date: learn the current lease end once.
@@ -378,18 +377,18 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 		r.mu.Unlock()
 		if p.firm && p.until.After(now.Add(-unc)) {
 			d = min(p.until.Sub(now)+unc+time.Millisecond, rejoinAfter)
-			return d, d, true, false
+			return d, true, false
 		}
 		switch {
 		case p.free && !freeBefore:
 			// Free, or its lease over, since the attempt: try again as
 			// soon as any taker would count it free.
-			return unc + time.Millisecond, poll, false, true
+			return unc + time.Millisecond, false, true
 		case p.free:
 			// Free again, and the try failed again: someone quicker, or
 			// a lock this kind of hold cannot take. Back off, from the
 			// shortest pause.
-			return min(jitter(backoff), d), poll, false, true
+			return min(jitter(backoff), d), false, true
 		}
 		expiry, free = p.until, p.free
 	}
@@ -403,7 +402,7 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 	if rest := turnUntil.Sub(now) + unc + time.Millisecond; turnUntil.After(now) && rest > d {
 		d = rest
 	}
-	return d, poll, false, free
+	return d, false, free
 }
 
 // peekAfter is the poll pause from which a waiter reads the holder's lease
