@@ -20,7 +20,7 @@ test-lib: $(MONGOTEST)
 # waits again on a server without them, as on a standalone mongod, so that
 # the polling fallback stays tested.
 test-polling: $(MONGOTEST)
-	$(MONGOTEST) -change-streams=false -- $(GO) test -race -count=1 -run 'TestFallbackToPolling|TestContentionCost|TestMutualExclusion|TestSameSessionExclusion|TestElection|TestSeedSemantics|TestWaitersCostOne|TestHoldLifecycle|TestHoldAt|TestSemaphore|TestRWMutex|TestFIFO|TestFairShares' .
+	$(MONGOTEST) -change-streams=false -- $(GO) test -race -count=1 -run 'TestTakeover|TestFallbackToPolling|TestContentionCost|TestMutualExclusion|TestSameSessionExclusion|TestElection|TestSeedSemantics|TestWaitersCostOne|TestHoldLifecycle|TestHoldAt|TestSemaphore|TestRWMutex|TestFIFO|TestFairShares' .
 
 # The gocron adapter (a module of its own, so that gocron stays out of the
 # library's go.mod), with two schedulers as two hosts.
