@@ -106,14 +106,15 @@ func (h *hold) release() error {
 	s := h.s
 	s.mu.Lock()
 	if h.isEnded {
+		if h.freeOnStop && !h.working() {
+			// The release a Resign during lead left to this call, after lead.
+			h.freeOnStop = false
+			s.mu.Unlock()
+			return h.free()
+		}
 		err := h.err
-		pending := h.freeOnStop && !h.working()
-		h.freeOnStop = h.freeOnStop && !pending
 		s.mu.Unlock()
-		switch {
-		case pending:
-			return h.free() // the release a Resign during lead left to this call
-		case err == nil:
+		if err == nil {
 			return fmt.Errorf("%w: %q already unlocked", ErrNotHeld, h.name)
 		}
 		return err
@@ -126,7 +127,7 @@ func (h *hold) release() error {
 	s.mu.Unlock()
 	s.l.observeReleased(h)
 	if pending {
-		return nil
+		return nil // Run sends it
 	}
 	return h.free()
 }

@@ -21,14 +21,14 @@ import (
 // out), and left to run out on the server: it is never freed early. A lost
 // lease frees nothing either way.
 
-// errWorking is startWork's error for a hold that code runs under already
-// (a second Run on the same leadership).
+// errWorking is startWork's error for a hold that code runs or ran under
+// already (a second Run on the same leadership): a hold hosts work once.
 var errWorking = errors.New("mongolock: code runs under this hold already")
 
 // startWork records that code runs under h until stopWork. It returns,
 // recording nothing, h's error when h has ended already (the session's end
 // may have come between the acquire and now: nothing may run then),
-// errWorking when code runs under h already, and ErrClosed when the Locker
+// errWorking when code runs or ran under h already, and ErrClosed when the Locker
 // is closed (no code may start under a hold then; h is still held).
 func (l *Locker) startWork(h *hold) error {
 	s := h.s
