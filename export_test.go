@@ -21,11 +21,14 @@ func WithClockRefresh(d time.Duration) Option { return func(o *options) { o.cloc
 // for pollers (pollturns.go), for the benchmark's comparison.
 func WithoutPollersInTurn() Option { return func(o *options) { o.pollersApart = true } }
 
-// SetStaleAfter sets how long an unrefreshed entry among a lock's waiting
-// Lockers counts (staleAfter, two minutes), so that a test need not wait
-// that long, and returns a function that restores it.
-func SetStaleAfter(d time.Duration) (restore func()) {
-	old := staleAfter
-	staleAfter = d
-	return func() { staleAfter = old }
+// WithWindow sets how often the Locker's waiters refresh their entries
+// among a lock's waiting Lockers (rejoinAfter, 10s) and after how long it
+// takes an unrefreshed entry for dead (staleAfter, 30s), so that a test
+// need not wait that long.
+func WithWindow(rejoin, stale time.Duration) Option {
+	return func(o *options) { o.window = window{rejoin: rejoin, stale: stale} }
 }
+
+// LockerID returns the id l's entries among a lock's waiting Lockers
+// carry.
+func LockerID(l *Locker) string { return l.id }

@@ -3,6 +3,7 @@ package mongolock_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,19 +32,23 @@ func waitingSince(t *testing.T, coll, name string) int {
 // TestFIFOOrder: with WithFIFO, three processes that began to wait one
 // after the other get the lock in that order, whether their waiters are
 // told by a change stream or poll, each process's two goroutines one after
-// the other, and a releaser with waiters left goes to the back.
+// the other, and a releaser with waiters left goes to the back. Mixed
+// (issue 28, item 3): B and D do not have WithFIFO, and follow the name's
+// rule all the same.
 func TestFIFOOrder(t *testing.T) {
-	modes := []string{"polling"}
+	modes := []string{"polling", "polling, mixed"}
 	if hasChangeStreams(t) {
-		modes = append(modes, "change streams")
+		modes = append(modes, "change streams", "change streams, mixed")
 	}
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			e := newEnv(t)
 			ctx := ctxT(t, time.Minute)
-			opts := []mongolock.Option{mongolock.WithFIFO(true), mongolock.WithChangeStreams(mode != "polling"),
-				mongolock.WithPollInterval(100 * time.Millisecond)}
-			a, _ := e.locker("", opts...)
+			opts := func(fifo bool) []mongolock.Option {
+				return []mongolock.Option{mongolock.WithFIFO(fifo || !strings.HasSuffix(mode, "mixed")),
+					mongolock.WithChangeStreams(!strings.HasPrefix(mode, "polling")), mongolock.WithPollInterval(100 * time.Millisecond)}
+			}
+			a, _ := e.locker("", opts(true)...)
 			held := session(t, a).NewMutex("q")
 			if err := held.Lock(ctx); err != nil {
 				t.Fatal(err)
@@ -52,7 +57,7 @@ func TestFIFOOrder(t *testing.T) {
 			var order []string
 			var wg sync.WaitGroup
 			for i, name := range []string{"B", "C", "D"} {
-				l, _ := e.locker("", opts...)
+				l, _ := e.locker("", opts(name == "C")...)
 				s := session(t, l)
 				for range 2 {
 					m := s.NewMutex("q")
@@ -93,7 +98,9 @@ func TestFIFOOrder(t *testing.T) {
 // each process's share of the acquisitions is within half the mean of it
 // (the benchmark reports the exact spread): by the default turns, with
 // change streams or polling (pollturns.go; before turns for pollers,
-// shares such as 10..31 of 80), and by WithFIFO with or without streams.
+// shares such as 10..31 of 80), and by WithFIFO with or without streams,
+// and when only half the processes have WithFIFO (before the name's rule,
+// they had a quarter of the others' holds).
 func TestFairShares(t *testing.T) {
 	type mode struct {
 		name string
@@ -104,7 +111,8 @@ func TestFairShares(t *testing.T) {
 		{"fifo, polling", []mongolock.Option{mongolock.WithFIFO(true), mongolock.WithChangeStreams(false)}},
 	}
 	if hasChangeStreams(t) {
-		modes = append(modes, mode{"turns, change streams", nil}, mode{"fifo, change streams", []mongolock.Option{mongolock.WithFIFO(true)}})
+		modes = append(modes, mode{"turns, change streams", nil}, mode{"fifo, change streams", []mongolock.Option{mongolock.WithFIFO(true)}},
+			mode{"fifo mixed, change streams", nil})
 	}
 	for _, md := range modes {
 		t.Run(md.name, func(t *testing.T) {
@@ -116,7 +124,13 @@ func TestFairShares(t *testing.T) {
 			var wg sync.WaitGroup
 			start := make(chan struct{}) // once every process is up
 			for p := range procs {
-				l, _ := e.locker("", append(md.opts, mongolock.WithPollInterval(100*time.Millisecond))...)
+				opts := append(md.opts, mongolock.WithPollInterval(100*time.Millisecond))
+				if strings.HasPrefix(md.name, "fifo mixed") {
+					// Half the processes with WithFIFO: the others follow
+					// the name's rule (issue 28, item 3).
+					opts = append(opts, mongolock.WithFIFO(p%2 == 0))
+				}
+				l, _ := e.locker("", opts...)
 				s := session(t, l)
 				for range goroutines {
 					m := s.NewMutex("fair")

@@ -157,7 +157,7 @@ func TestWaiterPassesNews(t *testing.T) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
 	clock := newServerClock(f, f.hello, 0)
 	clock.Ensure(context.Background())
-	r := newWaitRegistry(options{pollInterval: time.Hour, safetyPoll: time.Hour}, clock, nil)
+	r := newWaitRegistry(options{pollInterval: time.Hour, safetyPoll: time.Hour, window: defaultWindow}, clock, nil)
 	headCtx, cancelHead := context.WithCancel(context.Background())
 	headTried := make(chan struct{}, 10)
 	headDone := make(chan error, 1)
@@ -245,7 +245,7 @@ func TestNewsNeverPutsOffThePoll(t *testing.T) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
 	clock := newServerClock(f, f.hello, 0)
 	clock.Ensure(context.Background())
-	r := newWaitRegistry(options{pollInterval: 200 * time.Millisecond, safetyPoll: 200 * time.Millisecond}, clock, nil)
+	r := newWaitRegistry(options{pollInterval: 200 * time.Millisecond, safetyPoll: 200 * time.Millisecond, window: defaultWindow}, clock, nil)
 	r.streaming(true)
 	tries := make(chan struct{}, 100)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -282,7 +282,7 @@ func TestEagerTriesWhenTaken(t *testing.T) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
 	clock := newServerClock(f, f.hello, 0)
 	clock.Ensure(context.Background())
-	r := newWaitRegistry(options{pollInterval: time.Hour, safetyPoll: time.Hour}, clock, nil)
+	r := newWaitRegistry(options{pollInterval: time.Hour, safetyPoll: time.Hour, window: defaultWindow}, clock, nil)
 	r.streaming(true)
 	r.mu.Lock()
 	q := r.queue("n")

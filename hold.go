@@ -155,10 +155,10 @@ func (h *hold) free() error {
 	ctx, cancel := h.unlockContext() // the read's and the release's
 	defer cancel()
 	w := h.waiting
-	if s.l.opts.fifo {
+	if s.l.opts.fifo || w.fifo {
 		// Who waits now, and since when: the acquire's view is old.
 		if doc, err := s.l.store.read(ctx, h.name); err == nil && doc != nil {
-			w = doc.waiters(s.l.clock.Now())
+			w = doc.waiters(s.l.clock.Now(), s.l.opts.window.stale)
 		}
 	}
 	t := waits.turnFor(h.name, w, h.acquiredAt, s.l.clock.Now())

@@ -232,7 +232,7 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 		}
 		l.opts.logger.Debug("mongolock: refreshing the server's clock failed; keeping the last estimate", "err", err)
 	}
-	c.locker, c.run = l.id, l.waits.runOf(c.name)
+	c.locker, c.run, c.fifo = l.id, l.waits.runOf(c.name), l.opts.fifo
 	pause := 10 * time.Millisecond
 	first := time.Now()
 	for {
@@ -242,7 +242,7 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 		doc, ok, err = l.store.acquire(ctx, c, now, unc)
 		if err == nil {
 			if ok {
-				t.fence, t.waiting, t.id = doc.Fence, doc.waiters(now), doc.Name
+				t.fence, t.waiting, t.id = doc.Fence, doc.waiters(now, l.opts.window.stale), doc.Name
 				t.drained = len(doc.Readers) == 0
 			}
 			return t, ok, nil

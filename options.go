@@ -35,7 +35,8 @@ type options struct {
 	clock        Clock
 	clockRefresh time.Duration // 0: defaultClockRefresh; set by tests
 	fifo         bool
-	noTurns      bool // set by benchmarks: no process joins turns, as before them
+	window       window // set by tests: rejoinAfter and staleAfter
+	noTurns      bool   // set by benchmarks: no process joins turns, as before them
 	// set by benchmarks: while a poller waits, releases name no heir, as
 	// before turns for pollers (pollturns.go)
 	pollersApart bool
@@ -66,16 +67,24 @@ func WithChangeStreams(on bool) Option { return func(o *options) { o.watch = on 
 // began to wait: a release names the one that has waited longest as the
 // lock's heir, whether its waiters are told by a change stream or poll,
 // and the releaser, if its process still has waiters, joins at the back.
-// Within a process, waiters are served in the order they called. Every
-// process that uses a lock must set it the same way. It costs one round
-// trip more per Unlock (a read of who waits, and since when, before the
-// release); waiting costs what it does with the default turns (one write
-// to join). A release to a polling process keeps the lock free for that
-// process alone for up to a poll interval more, so that it polls within
-// its turn. The default, off, gives
-// turns round the waiting processes (see Turns in the README) and lets a
-// process keep the lock for up to 4 holds in a row when its own waiters
-// wait too.
+// Within a process, waiters are served in the order they called.
+//
+// It is one rule for the whole name: a Locker with it marks the lock's
+// document when it takes or joins the lock, and while that mark is less
+// than 30 seconds old every process that uses the name follows the rule,
+// with the option or without (no error: a rolling change of the option
+// keeps the order). 30 seconds after the last process with it stopped
+// using the name, the name's turns are the default ones again.
+//
+// It costs one round trip more per Unlock (a read of who waits, and since
+// when, before the release); waiting costs what it does with the default
+// turns (one write to join, again every 10 seconds). A release to a
+// polling process keeps the lock free for that process alone for up to a
+// poll interval more, so that it polls within its turn; one that misses
+// it keeps its place, until its entry is 30 seconds old (its process
+// died). The default, off, gives turns round the waiting processes (see
+// Turns in the README) and lets a process keep the lock for up to 4 holds
+// in a row when its own waiters wait too.
 func WithFIFO(on bool) Option { return func(o *options) { o.fifo = on } }
 
 // WithClock replaces the local clock the Locker reads, for tests of clock
@@ -96,6 +105,7 @@ func newOptions(opts []Option) (options, error) {
 		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		pollInterval: DefaultPollInterval,
 		safetyPoll:   DefaultSafetyPollInterval,
+		window:       defaultWindow,
 		watch:        true,
 		writeConcern: writeconcern.Majority(),
 		clock:        SystemClock(),

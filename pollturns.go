@@ -122,7 +122,8 @@ func (l *Locker) look(name, owner string) func(context.Context) lockView {
 			v.free = true
 			return v
 		}
-		v.place = placeInTurns(l.id, v.holder, doc.waiters(now), l.opts.fifo)
+		w := doc.waiters(now, l.opts.window.stale)
+		v.place = placeInTurns(l.id, v.holder, w, l.opts.fifo || w.fifo)
 		return v
 	}
 }
@@ -163,7 +164,7 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 	rest := v.until.Sub(now) + unc + time.Millisecond // until the lease or turn is surely over
 	if v.firm {
 		q.firm = v.until
-		return false, min(rest, rejoinAfter) // and joins again, if due
+		return false, min(rest, r.window.rejoin) // and joins again, if due
 	}
 	if v.place == 0 && q.joined && v.holder != r.self {
 		q.joined = false // a release took it out: it joins again
@@ -295,7 +296,7 @@ func (r *waitRegistry) readAfterTry(name string) time.Duration {
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	if now, unc := r.clock.Read(); q.firm.After(now.Add(-unc)) {
-		return min(q.firm.Sub(now)+unc+time.Millisecond, rejoinAfter)
+		return min(q.firm.Sub(now)+unc+time.Millisecond, r.window.rejoin)
 	}
 	q.tryNext = false
 	pace := r.paceLocked(q)

@@ -26,11 +26,16 @@ func TestHelperDeadWaiters(t *testing.T) {
 		t.Skip("run by TestDeadWaitersLeave")
 	}
 	streams := os.Getenv("MONGOLOCK_DEAD_STREAMS") == "1"
+	fifo := os.Getenv("MONGOLOCK_DEAD_FIFO") == "1"
 	client, _ := connect(t, "")
 	coll := client.Database(testDB).Collection(os.Getenv("MONGOLOCK_DEAD_COLL"))
 	for range n {
-		l, err := mongolock.New(coll, mongolock.WithChangeStreams(streams),
-			mongolock.WithPollInterval(time.Hour), mongolock.WithSafetyPollInterval(time.Hour))
+		// They wait without a sound until killed (no poll, no refresh of
+		// their entries): a thousand waiting processes refreshing theirs
+		// every 10s would keep mongotest busy, and only their deaths
+		// matter here.
+		l, err := mongolock.New(coll, mongolock.WithChangeStreams(streams), mongolock.WithFIFO(fifo),
+			mongolock.WithPollInterval(time.Hour), mongolock.WithSafetyPollInterval(time.Hour), mongolock.WithWindow(time.Hour, 3*time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,22 +48,50 @@ func TestHelperDeadWaiters(t *testing.T) {
 	select {} // until SIGKILL
 }
 
+// spawnDeadWaiters starts n Lockers in a child process (TestHelperDeadWaiters)
+// that wait for the lock name of e's collection, with change streams or
+// not, with WithFIFO or not, and SIGKILLs it once all of them have joined
+// its waiting Lockers (those with streams may not have theirs open yet:
+// they join as pollers first, as a user's processes killed early do).
+func spawnDeadWaiters(tb testing.TB, ctx context.Context, e *env, name string, n int, streams, fifo bool) {
+	tb.Helper()
+	flag := map[bool]string{true: "1", false: "0"}
+	child := exec.Command(os.Args[0], "-test.run=^TestHelperDeadWaiters$", "-test.count=1")
+	child.Env = append(os.Environ(), "MONGOLOCK_DEAD_WAITERS="+strconv.Itoa(n), "MONGOLOCK_DEAD_COLL="+e.coll,
+		"MONGOLOCK_DEAD_NAME="+name, "MONGOLOCK_DEAD_STREAMS="+flag[streams], "MONGOLOCK_DEAD_FIFO="+flag[fifo])
+	if err := child.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	defer child.Wait()
+	defer child.Process.Kill() // SIGKILL
+	for _, joined := lockDocSize(tb, e, name); joined < n; _, joined = lockDocSize(tb, e, name) {
+		if ctx.Err() != nil {
+			tb.Fatalf("only %d of %d waiters joined", joined, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // lockDocSize returns the size in bytes of the lock document name, and
-// how many entries its waiting Lockers have (waiting, pollers, since).
-func lockDocSize(t *testing.T, e *env, name string) (size, entries int) {
+// how many Lockers have entries among its waiting ones (waiting, pollers,
+// since).
+func lockDocSize(t testing.TB, e *env, name string) (size, entries int) {
 	t.Helper()
 	client, _ := connect(t, "")
 	raw, err := client.Database(testDB).Collection(e.coll).FindOne(context.Background(), bson.D{{Key: "_id", Value: name}}).Raw()
 	if err != nil {
 		t.Fatal(err)
 	}
+	lockers := map[string]bool{}
 	for _, f := range []string{"waiting", "pollers", "since"} {
 		if doc, ok := raw.Lookup(f).DocumentOK(); ok {
 			elems, _ := doc.Elements()
-			entries += len(elems)
+			for _, el := range elems {
+				lockers[el.Key()] = true
+			}
 		}
 	}
-	return len(raw), entries
+	return len(raw), len(lockers)
 }
 
 // warm reports whether a live waiter has joined the lock "cron": as one
@@ -81,7 +114,7 @@ func warm(t *testing.T, coll *mongo.Collection, streams bool) bool {
 // change streams) wait for a held lock and are SIGKILLed; the live process
 // takes it with a Mutex, or with GetLock and ReleaseLock. Until their
 // entries go stale each costs the lock one turn at most, once; once stale
-// (two minutes, shortened here), three lock/unlock cycles leave none of
+// (30 seconds, shortened here), three lock/unlock cycles leave none of
 // their entries, and the document is back to its size before they came;
 // the releases that remove them send nothing more than releases do.
 func TestDeadWaitersLeave(t *testing.T) {
@@ -100,7 +133,7 @@ func TestDeadWaitersLeave(t *testing.T) {
 		t.Run(fmt.Sprintf("streams=%v/seed=%v", c.streams, c.seed), func(t *testing.T) {
 			e := newEnv(t)
 			ctx := ctxT(t, 5*time.Minute)
-			l, cnt := e.locker("", mongolock.WithChangeStreams(streams))
+			l, _ := e.locker("", mongolock.WithChangeStreams(streams))
 			reader, _ := connect(t, "")
 			live, _ := e.locker("", mongolock.WithChangeStreams(streams))
 			m := session(t, l).NewMutex("cron")
@@ -125,12 +158,23 @@ func TestDeadWaitersLeave(t *testing.T) {
 			if err := m.Lock(ctx); err != nil {
 				t.Fatal(err)
 			}
+			// The cycles after the entries went stale run on a Locker that
+			// takes entries for stale after a millisecond (30s otherwise).
+			late, lateCnt := e.locker("", mongolock.WithChangeStreams(streams), mongolock.WithWindow(time.Second, time.Millisecond))
+			lm2 := session(t, late).NewMutex("cron")
 			lock, unlock := m.Lock, func() { m.Unlock() }
+			lateLock, lateUnlock := lm2.Lock, func() { lm2.Unlock() }
 			if c.seed {
 				m.Unlock()
 				lock = func(ctx context.Context) error { return l.GetLock(ctx, "cron", "live", -1, time.Minute) }
 				unlock = func() {
 					if err := l.ReleaseLock(ctx, "cron", "live"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				lateLock = func(ctx context.Context) error { return late.GetLock(ctx, "cron", "live", -1, time.Minute) }
+				lateUnlock = func() {
+					if err := late.ReleaseLock(ctx, "cron", "live"); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -140,22 +184,7 @@ func TestDeadWaitersLeave(t *testing.T) {
 			}
 			before, _ := lockDocSize(t, e, "cron")
 
-			child := exec.Command(os.Args[0], "-test.run=^TestHelperDeadWaiters$", "-test.count=1")
-			child.Env = append(os.Environ(), "MONGOLOCK_DEAD_WAITERS="+strconv.Itoa(c.dead),
-				"MONGOLOCK_DEAD_COLL="+e.coll, "MONGOLOCK_DEAD_NAME=cron", "MONGOLOCK_DEAD_STREAMS="+map[bool]string{true: "1", false: "0"}[streams])
-			if err := child.Start(); err != nil {
-				t.Fatal(err)
-			}
-			for _, n := lockDocSize(t, e, "cron"); n < c.dead; _, n = lockDocSize(t, e, "cron") {
-				if ctx.Err() != nil {
-					child.Process.Kill()
-					child.Wait()
-					t.Fatalf("only %d of %d waiters joined", n, c.dead)
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-			child.Process.Kill() // SIGKILL
-			child.Wait()
+			spawnDeadWaiters(t, ctx, e, "cron", c.dead, streams, false)
 			grown, n := lockDocSize(t, e, "cron")
 			t.Logf("%d dead waiters: the document grew from %d to %d bytes", n, before, grown)
 
@@ -183,14 +212,17 @@ func TestDeadWaitersLeave(t *testing.T) {
 					named[h] = true
 				}
 			}
-			// Two minutes later (shortened): the next acquire sees every
+			// The window later (shortened): the next acquire sees every
 			// entry stale, and its release removes them in the same write:
 			// that cycle sends one release and one acquire, no more.
-			defer mongolock.SetStaleAfter(time.Millisecond)()
+			unlock()
+			lock, unlock = lateLock, lateUnlock
+			if err := lock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			lateCnt.Reset()
 			cycle()
-			cnt.Reset()
-			cycle()
-			sent := slices.DeleteFunc(cnt.Commands(), func(c string) bool { return c == "getMore" }) // the change stream's own
+			sent := slices.DeleteFunc(lateCnt.Commands(), func(c string) bool { return c == "getMore" }) // the change stream's own
 			if !slices.Equal(sent, []string{"update", "findAndModify"}) {
 				t.Fatalf("the cycle that removes the entries sent %v, want one release and one acquire", sent)
 			}
@@ -204,6 +236,75 @@ func TestDeadWaitersLeave(t *testing.T) {
 			}
 			t.Logf("after three cycles: %d bytes, no entry left", size)
 			unlock()
+		})
+	}
+}
+
+// entryJoined returns when the Locker id last joined the lock name's
+// waiting Lockers, as its entry says (zero when it has none).
+func entryJoined(t *testing.T, coll *mongo.Collection, name, id string) time.Time {
+	t.Helper()
+	var doc struct {
+		Waiting map[string]time.Time `bson:"waiting"`
+		Pollers map[string]time.Time `bson:"pollers"`
+	}
+	if err := coll.FindOne(context.Background(), bson.D{{Key: "_id", Value: name}}).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	if at := doc.Pollers[id]; at.After(doc.Waiting[id]) {
+		return at
+	}
+	return doc.Waiting[id]
+}
+
+// TestLiveWaitersRefresh (issue 28, item 1): a waiter whose poll intervals
+// are an hour, behind a holder that sends nothing for a minute (its
+// keepalive ticks are 20s apart), still refreshes its entry every
+// rejoinAfter or so (shortened here to 100ms, with entries stale after
+// 600ms), with change streams and polling, with and without WithFIFO: its
+// entry is never as old as the window, and it is refreshed again and again.
+func TestLiveWaitersRefresh(t *testing.T) {
+	for _, c := range []struct{ streams, fifo bool }{{true, false}, {false, false}, {true, true}, {false, true}} {
+		t.Run(fmt.Sprintf("streams=%v/fifo=%v", c.streams, c.fifo), func(t *testing.T) {
+			e := newEnv(t)
+			ctx := ctxT(t, time.Minute)
+			holder, _ := e.locker("", mongolock.WithChangeStreams(c.streams))
+			m := session(t, holder, mongolock.WithTTL(time.Minute)).NewMutex("cron")
+			if err := m.Lock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer m.Unlock()
+			const rejoin, stale = 100 * time.Millisecond, 600 * time.Millisecond
+			w, _ := e.locker("", mongolock.WithChangeStreams(c.streams), mongolock.WithFIFO(c.fifo),
+				mongolock.WithPollInterval(time.Hour), mongolock.WithSafetyPollInterval(time.Hour), mongolock.WithWindow(rejoin, stale))
+			wctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- session(t, w).NewMutex("cron").Lock(wctx) }()
+			defer func() {
+				cancel()
+				<-done
+			}()
+			reader, _ := connect(t, "")
+			coll := reader.Database(testDB).Collection(e.coll)
+			// Its first join, and, streaming, the join again once its
+			// stream is on.
+			for !warm(t, coll, c.streams) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			var seen []time.Time
+			for range 30 {
+				time.Sleep(rejoin / 2)
+				at := entryJoined(t, coll, "cron", mongolock.LockerID(w))
+				if age := time.Since(at); age >= stale {
+					t.Fatalf("the live waiter's entry is %v old (joined %v), past the window of %v", age, at, stale)
+				}
+				if len(seen) == 0 || !at.Equal(seen[len(seen)-1]) {
+					seen = append(seen, at)
+				}
+			}
+			if len(seen) < 3 {
+				t.Fatalf("the entry was refreshed %d times in %v, want every %v or so", len(seen)-1, 15*rejoin, rejoin)
+			}
 		})
 	}
 }

@@ -35,8 +35,11 @@ type lockDoc struct {
 	Run     int                  `bson:"run"`    // holds its Locker had in a row before this one (turns.go)
 	Waiting map[string]time.Time `bson:"waiting"`
 	Pollers map[string]time.Time `bson:"pollers"`
-	// Since holds, under WithFIFO, when each waiting Locker began to wait.
+	// Since holds when each waiting Locker began to wait; FIFO the server
+	// time a Locker with WithFIFO last took or joined the lock: the name's
+	// rule is FIFO while that is recent (fifoRule).
 	Since map[string]time.Time `bson:"since,omitempty"`
+	FIFO  time.Time            `bson:"fifo,omitempty"`
 	// Limit is set in a semaphore's slot documents (semaphore.go): the
 	// limit their creator gave.
 	Limit int `bson:"limit,omitempty"`
@@ -60,6 +63,7 @@ type claim struct {
 	session string // "" for the seed API's locks
 	locker  string // the Locker taking it: the heir it may be
 	run     int    // holds that Locker had in a row before this one
+	fifo    bool   // that Locker has WithFIFO: the take marks the name (fifoMark)
 	value   string // the leader's value, for elections
 	ttl     time.Duration
 	// A semaphore's permit: any free one of these slot documents, each
@@ -135,6 +139,9 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 	}
 	if c.alone {
 		set = append(set, bson.E{Key: "readers", Value: bson.A{}}) // those left have no lease
+	}
+	if c.fifo {
+		set = append(set, bson.E{Key: fifoMark, Value: now})
 	}
 	inc := bson.D{{Key: "fence", Value: int64(1)}}
 	if c.kind == "election" {
@@ -312,13 +319,16 @@ func (s *store) join(ctx context.Context, name, locker string, streaming, fifo b
 		// (a change stream reports only fields whose value changed).
 		set = append(set, bson.E{Key: "lastJoined", Value: locker + "@" + strconv.FormatInt(time.Now().UnixNano(), 36)})
 	}
+	if fifo {
+		set = append(set, bson.E{Key: fifoMark, Value: now})
+	}
 	update := bson.D{
 		{Key: "$set", Value: set},
 		{Key: "$unset", Value: bson.D{{Key: out, Value: ""}}},
-	}
-	if fifo {
-		// When it began to wait: a join again keeps the first time.
-		update = append(update, bson.E{Key: "$min", Value: bson.D{{Key: sinceKey(locker), Value: now}}})
+		// When it began to wait, for the name's turns under WithFIFO's
+		// rule (which may be another Locker's): a join again keeps the
+		// first time.
+		{Key: "$min", Value: bson.D{{Key: sinceKey(locker), Value: now}}},
 	}
 	_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}}, update)
 	return err
@@ -350,6 +360,10 @@ func staleEntries(stale []string, heir, locker string) bson.D {
 func notWaiting(locker string) bson.D {
 	return bson.D{{Key: waitingKey(locker), Value: ""}, {Key: pollerKey(locker), Value: ""}, {Key: sinceKey(locker), Value: ""}}
 }
+
+// fifoMark is the field a Locker with WithFIFO sets to the server time
+// when it takes or joins a lock (lockDoc.FIFO).
+const fifoMark = "fifo"
 
 func waitingKey(locker string) string { return "waiting." + locker }
 func pollerKey(locker string) string  { return "pollers." + locker }

@@ -15,7 +15,7 @@ func streamingRegistry() (*waitRegistry, *serverClock) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
 	clock := newServerClock(f, f.hello, 0)
 	clock.Ensure(context.Background())
-	r := newWaitRegistry(options{pollInterval: time.Hour, safetyPoll: time.Hour}, clock, nil)
+	r := newWaitRegistry(options{pollInterval: time.Hour, safetyPoll: time.Hour, window: defaultWindow}, clock, nil)
 	r.streaming(true)
 	return r, clock
 }
@@ -111,12 +111,15 @@ func TestInsertEventTellsLeaseEnd(t *testing.T) {
 	}
 }
 
-// TestWaitersRefreshBeforeStale (issue 22, item 2): a live waiter joins
+// TestWaitersRefreshBeforeStale (issues 22 and 28): a live waiter joins
 // again well within staleAfter, even while it waits for a lock kept to a
 // time far off (WithHoldAtLeast), which it would otherwise not poll.
 func TestWaitersRefreshBeforeStale(t *testing.T) {
-	if 4*rejoinAfter > staleAfter {
-		t.Fatalf("waiters join again every %v: not well within the %v after which their entries go", rejoinAfter, staleAfter)
+	// A wait lasts rejoinAfter at most, and the attempt that ends it joins
+	// again when the last join is older than rejoinAfter: entries are
+	// refreshed at least every 2*rejoinAfter.
+	if 2*rejoinAfter >= staleAfter {
+		t.Fatalf("waiters join again every %v at worst: not within the %v after which their entries go", 2*rejoinAfter, staleAfter)
 	}
 	r, clock := streamingRegistry()
 	r.mu.Lock()
@@ -137,7 +140,7 @@ func TestStaleEntriesOnce(t *testing.T) {
 		Waiting: map[string]time.Time{"dead": old, "moved": old, "live": fresh},
 		Pollers: map[string]time.Time{"dead": old.Add(time.Second), "moved": fresh},
 	}
-	w := d.waiters(now)
+	w := d.waiters(now, staleAfter)
 	if len(w.stale) != 1 || w.stale[0] != "dead" {
 		t.Fatalf("stale: %v, want [dead] (moved joined again as a poller)", w.stale)
 	}

@@ -31,8 +31,8 @@ import (
 // One without (the server has none, or it is off) joins as a poller
 // instead, and is named in its turn too (pollturns.go): it learns of it by
 // reading the lock when its turn is near, and its turn is longer by the
-// time that may take (pollTurn). A poller's entry counts for pollerFresh
-// after it joined; a waiting poller joins again before that. Only the
+// time that may take (pollTurn). An entry of either kind counts only
+// while its Locker refreshes it (staleAfter, below). Only the
 // benchmark's comparison turns pollers' turns off (pollersInTurn false:
 // releases then name no heir while a poller waits, so that it keeps its
 // chance to find the lock free, and a process's own waiters come first).
@@ -42,8 +42,13 @@ import (
 // pollTurn as well, and a poller that misses it keeps its place (it learns
 // of turns only by reading), so an heir that polls slower than the
 // releaser expects may hold the lock back by that turn at each release
-// until it comes. A
-// streaming heir that misses its turn goes to the back.
+// until it comes, or, dead, until its entry is stale. A streaming heir
+// that misses its turn goes to the back. WithFIFO is one rule for the
+// whole name: a Locker with it marks the lock's document when it takes or
+// joins it (fifoMark), and while the mark is younger than staleAfter every
+// Locker that uses the name follows the rule, with or without the option:
+// each join records when its Locker began to wait, and a release names
+// the Locker that has waited longest.
 
 // turnGrace is how long only the heir may take a released lock: time for
 // the change stream to tell it and for its attempt to arrive.
@@ -53,71 +58,87 @@ const turnGrace = 100 * time.Millisecond
 // wait, when its own goroutines wait too.
 const runLength = 4
 
-// rejoinAfter is how long a waiting Locker trusts its entry among the
-// waiting Lockers: after that, a failed attempt joins again (a release may
-// have taken it out unseen).
-const rejoinAfter = 20 * time.Second
+// The window of liveness. A waiting Locker refreshes its entry among the
+// lock's waiting Lockers every rejoinAfter: at the first attempt or read
+// after that much time since it joined (its waits are never longer,
+// wait.go), so its entry is never older than about twice that. An entry
+// older than staleAfter is taken for its Locker's death (killed, crashed,
+// cut off): it is never named heir nor counts as a poller that holds
+// releases back, and the next release of the lock (or kept hold, or
+// ReleaseLock) by a Locker whose acquire saw it so removes it in the same
+// write.
+const (
+	rejoinAfter = 10 * time.Second
+	staleAfter  = 3 * rejoinAfter
+)
 
-// pollerFresh is how long after joining a poller's entry holds releases
-// back from naming an heir.
-const pollerFresh = 3 * rejoinAfter
+// window is the rejoinAfter and staleAfter a Locker goes by (shorter only
+// in tests, which need not wait).
+type window struct{ rejoin, stale time.Duration }
 
-// staleAfter is how long an entry among a lock's waiting Lockers counts
-// when its Locker does not refresh it (live waiters join again every
-// rejoinAfter): past that, its Locker is taken for dead (killed, cut off),
-// is never named heir, and the next release of the lock by a Locker that
-// saw it so removes the entry in the same write. A variable only so that a
-// test need not wait two minutes.
-var staleAfter = 2 * time.Minute
+var defaultWindow = window{rejoin: rejoinAfter, stale: staleAfter}
 
 // waiters is who waits for a lock, as an acquire saw it.
 type waiters struct {
 	streaming []string // Lockers told of releases by a change stream
-	pollers   []string // Lockers that poll, whose entries are fresh
-	// For WithFIFO: when each waiting Locker began to wait, and when it
-	// last joined (server time).
+	pollers   []string // Lockers that poll
+	// When each waiting Locker began to wait, and when it last joined
+	// (server time).
 	since    map[string]time.Time
 	joinedAt map[string]time.Time
+	// fifo: the name's rule is WithFIFO's, as a Locker with it used the
+	// name within staleAfter (fifoMark).
+	fifo bool
 	// Lockers whose entries were not refreshed for staleAfter: the next
 	// release removes them.
 	stale []string
 }
 
-// waiters returns who waits for the lock, at server time now.
-func (d *lockDoc) waiters(now time.Time) waiters {
-	var w waiters
-	w.joinedAt = map[string]time.Time{}
-	// A Locker is stale when its last join, as either kind, is.
-	last := map[string]time.Time{}
-	for _, m := range []map[string]time.Time{d.Waiting, d.Pollers} {
-		for l, at := range m {
-			if at.After(last[l]) {
-				last[l] = at
-			}
-		}
-	}
-	for l, at := range last {
-		if now.Sub(at) >= staleAfter {
-			w.stale = append(w.stale, l)
-		}
-	}
-	for l, at := range d.Waiting {
-		if now.Sub(last[l]) < staleAfter {
-			w.streaming = append(w.streaming, l)
-			w.joinedAt[l] = at
-		}
-	}
-	for l, at := range d.Pollers {
-		if now.Sub(at) < min(pollerFresh, staleAfter) && !slices.Contains(w.streaming, l) {
-			w.pollers = append(w.pollers, l)
-			w.joinedAt[l] = at
-		}
-	}
-	w.since = d.Since
+// waiters returns who waits for the lock, at server time now: the Lockers
+// whose entries are live (refreshed within staleAfter), and the others as
+// stale.
+func (d *lockDoc) waiters(now time.Time, staleAfter time.Duration) waiters {
+	w := waiters{since: d.Since, joinedAt: map[string]time.Time{}, fifo: fifoRule(d.FIFO, now, staleAfter)}
 	if w.since == nil {
 		w.since = map[string]time.Time{} // read: says who joined, even if none did with WithFIFO
 	}
+	// A Locker's entry is as fresh as its last join, as either kind.
+	for _, m := range []map[string]time.Time{d.Waiting, d.Pollers} {
+		for l, at := range m {
+			if at.After(w.joinedAt[l]) {
+				w.joinedAt[l] = at
+			}
+		}
+	}
+	for l, at := range w.joinedAt {
+		switch _, streams := d.Waiting[l]; {
+		case now.Sub(at) >= staleAfter:
+			w.stale = append(w.stale, l)
+			delete(w.joinedAt, l)
+		case streams:
+			w.streaming = append(w.streaming, l)
+		default:
+			w.pollers = append(w.pollers, l)
+		}
+	}
+	for l := range d.Since {
+		if _, ok := w.joinedAt[l]; !ok && !slices.Contains(w.stale, l) {
+			w.stale = append(w.stale, l) // left only its place: nothing refreshes it
+		}
+	}
+	// Map order is random: the order of ids, for the reader's sake.
+	slices.Sort(w.streaming)
+	slices.Sort(w.pollers)
+	slices.Sort(w.stale)
 	return w
+}
+
+// fifoRule reports whether a name whose document carries the mark mark
+// (the server time a Locker with WithFIFO last took or joined it) follows
+// WithFIFO's rule at server time now: while the mark is younger than
+// staleAfter, every Locker that uses the name follows it.
+func fifoRule(mark, now time.Time, staleAfter time.Duration) bool {
+	return !mark.IsZero() && now.Sub(mark) < staleAfter
 }
 
 // began returns when l began to wait, as w records it (WithFIFO); one
@@ -222,14 +243,16 @@ func nextFIFOTurn(locker string, w waiters, localWaiters, streaming bool, pollTu
 }
 
 // turnFor returns the turn a release of name by this process gives, when
-// w waited for it, and counts the process's run of holds.
+// w waited for it, and counts the process's run of holds. The name's rule
+// is WithFIFO's when this Locker has it or w says another's marked it.
 func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time) turn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
+	fifo := r.fifo || w.fifo
 	for _, l := range q.joiners {
 		// Under WithFIFO w is a fresh read: a joiner not in it left.
-		if !slices.Contains(w.streaming, l) && (!r.fifo || w.since == nil) {
+		if !slices.Contains(w.streaming, l) && !fifo {
 			w.streaming = append(w.streaming, l)
 		}
 	}
@@ -238,12 +261,12 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 		pollTurn = r.pollTurn(acquiredAt, now)
 	}
 	t := nextTurn(r.self, w, len(q.waiters) > 0, r.streamOn, q.run, r.pollersInTurn, pollTurn, now)
-	if r.fifo {
+	if fifo {
 		t = nextFIFOTurn(r.self, w, len(q.waiters) > 0, r.streamOn, pollTurn, now)
 	}
 	t.stale = w.stale
 	q.behind = 0
-	if t.heir != r.self && t.heir != "" && !r.fifo {
+	if t.heir != r.self && t.heir != "" && !fifo {
 		// Behind every other waiting Locker now: the heir holds, the rest
 		// come before this one.
 		q.behind = len(slices.DeleteFunc(slices.Concat(w.streaming, w.pollers), func(l string) bool { return l == r.self || l == t.heir })) + 1
@@ -307,7 +330,7 @@ func (r *waitRegistry) join(ctx context.Context, name string) {
 	q := r.queue(name)
 	streaming := r.streamOn
 	need := r.joinTurns != nil && q.local == 0 &&
-		(!q.joined || q.joinedStreaming != streaming || time.Since(q.joinedAt) > rejoinAfter)
+		(!q.joined || q.joinedStreaming != streaming || time.Since(q.joinedAt) > r.window.rejoin)
 	r.mu.Unlock()
 	if !need {
 		return

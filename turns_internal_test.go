@@ -67,12 +67,12 @@ func TestTurnRuns(t *testing.T) {
 
 func TestWaitersFreshPollers(t *testing.T) {
 	now := time.Unix(1000, 0)
-	d := lockDoc{Waiting: map[string]time.Time{"b": now}, Pollers: map[string]time.Time{"old": now.Add(-pollerFresh)}}
-	if w := d.waiters(now); len(w.pollers) != 0 || len(w.streaming) != 1 {
+	d := lockDoc{Waiting: map[string]time.Time{"b": now}, Pollers: map[string]time.Time{"old": now.Add(-staleAfter)}}
+	if w := d.waiters(now, staleAfter); len(w.pollers) != 0 || len(w.streaming) != 1 {
 		t.Errorf("stale poller: %+v, want it ignored", w)
 	}
 	d.Pollers["p"] = now.Add(-time.Second)
-	if w := d.waiters(now); len(w.pollers) != 1 {
+	if w := d.waiters(now, staleAfter); len(w.pollers) != 1 {
 		t.Errorf("fresh poller: %+v, want polling", w)
 	}
 }
@@ -114,7 +114,7 @@ func TestLookedForgetsTurn(t *testing.T) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
 	clock := newServerClock(f, f.hello, 0)
 	clock.Ensure(context.Background())
-	r := newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second}, clock, nil)
+	r := newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second, window: defaultWindow}, clock, nil)
 	now := clock.Now()
 	r.looked("n", lockView{until: now.Add(time.Minute), turn: true, holder: "x", place: 2})
 	if d, _, _ := r.nextWait(context.Background(), "n", nil, false); d < 30*time.Second {
@@ -168,7 +168,7 @@ func TestPollerReadsBackOff(t *testing.T) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
 	clock := newServerClock(f, f.hello, 0)
 	clock.Ensure(context.Background())
-	r := newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second}, clock, nil)
+	r := newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second, window: defaultWindow}, clock, nil)
 	r.held("n") // a hold of this process
 	var reads atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -201,7 +201,7 @@ func testRegistry(t *testing.T) (*waitRegistry, *serverClock) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
 	clock := newServerClock(f, f.hello, 0)
 	clock.Ensure(context.Background())
-	return newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second}, clock, nil), clock
+	return newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second, window: defaultWindow}, clock, nil), clock
 }
 
 // TestHeirAttemptsWhenRunEnds: next in turn, a poller that has measured

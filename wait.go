@@ -24,6 +24,7 @@ type waitRegistry struct {
 	closed      <-chan struct{} // the Locker's: waits end with ErrClosed
 	self        string          // the Locker's id among waiting Lockers
 	fifo        bool            // WithFIFO: turns in the order processes began to wait
+	window      window          // how often this Locker refreshes its entries (turns.go)
 	// pollersInTurn: pollers are named in their turn too (pollturns.go;
 	// off only in the benchmark's comparison)
 	pollersInTurn bool
@@ -84,6 +85,7 @@ func newWaitRegistry(o options, clock *serverClock, closed <-chan struct{}) *wai
 	return &waitRegistry{
 		maxPause:      o.pollInterval,
 		safetyPause:   o.safetyPoll,
+		window:        o.window,
 		pollersInTurn: !o.pollersApart && !o.noTurns,
 		clock:         clock,
 		closed:        closed,
@@ -213,21 +215,28 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 	// stream of acquires by others must not put the poll off for ever, nor
 	// news that tells nothing of the lease put off a try at its end.
 	var dueAt time.Time
+	// No wait is longer than rejoinAfter, however long the poll intervals
+	// or the lock's hold: the attempt or read that ends it joins the
+	// waiting Lockers again when due, so that this Locker's entry never
+	// looks stale (turns.go).
+	setTimer := func(d time.Duration) {
+		d = min(d, r.window.rejoin)
+		dueAt = time.Now().Add(d)
+		timer.Reset(d)
+	}
 	freeSeen := false // the last read after a failed attempt showed the lock free
 	arm := func() {
 		if a.look != nil && r.reads(name) {
 			// The next poll reads the lock, and what it shows sets the
 			// pace (pollturns.go): a failed try says nothing of this
 			// Locker's place in the turns, so it must not put the read off.
-			d := r.readAfterTry(name)
-			dueAt, freeSeen = time.Now().Add(d), false
-			timer.Reset(d)
+			setTimer(r.readAfterTry(name))
+			freeSeen = false
 			return
 		}
 		var d time.Duration
 		d, _, freeSeen = r.nextWait(ctx, name, a.peek, freeSeen)
-		dueAt = time.Now().Add(d)
-		timer.Reset(d)
+		setTimer(d)
 	}
 	join := func() {
 		if !a.noTurns {
@@ -281,8 +290,7 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 				if try, d := r.looked(name, v); !try {
 					tryNow = false
 					join()
-					dueAt = time.Now().Add(d)
-					timer.Reset(d)
+					setTimer(d)
 				}
 			}
 		case <-w.kick:
@@ -304,13 +312,11 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 				// waiting ones.
 				join()
 				d, firm, _ := r.nextWait(ctx, name, nil, false) // news: no round trip
-				switch {
-				case firm: // a kept lock: nothing frees it before, no poll needed
-					dueAt = time.Now().Add(d)
-				case !dueAt.IsZero():
+				if !firm && !dueAt.IsZero() {
+					// (A kept lock: nothing frees it before, no poll needed.)
 					d = min(d, max(time.Until(dueAt), 0))
 				}
-				timer.Reset(d)
+				setTimer(d)
 			}
 		}
 	}
@@ -361,7 +367,7 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 	// until unc after its end. A long one is not waited for in one go:
 	// the waiter's entry among the waiting Lockers must be refreshed.
 	if firmUntil.After(now.Add(-unc)) {
-		d = min(firmUntil.Sub(now)+unc+time.Millisecond, rejoinAfter)
+		d = min(firmUntil.Sub(now)+unc+time.Millisecond, r.window.rejoin)
 		return d, true, false
 	}
 	if !expiry.After(now) && peek != nil && d >= peekAfter {
@@ -376,7 +382,7 @@ func (r *waitRegistry) nextWait(ctx context.Context, name string, peek func(cont
 		}
 		r.mu.Unlock()
 		if p.firm && p.until.After(now.Add(-unc)) {
-			d = min(p.until.Sub(now)+unc+time.Millisecond, rejoinAfter)
+			d = min(p.until.Sub(now)+unc+time.Millisecond, r.window.rejoin)
 			return d, true, false
 		}
 		switch {

@@ -1,0 +1,191 @@
+package mongolock_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mongolock/mongolock"
+)
+
+// contended is what contend measured: acquisitions, each live process's
+// share, and how long each Lock waited.
+type contended struct {
+	n       int
+	elapsed time.Duration
+	shares  []int
+	waits   samples
+}
+
+// contend has the Lockers' goroutines (goroutines each) take name in turn
+// until total acquisitions were made or d passed, whichever comes first.
+func contend(tb testing.TB, lockers []*mongolock.Locker, goroutines int, name string, total int, d time.Duration) contended {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var mu sync.Mutex
+	res := contended{shares: make([]int, len(lockers))}
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i, l := range lockers {
+		s := session(tb, l)
+		for range goroutines {
+			m := s.NewMutex(name)
+			wg.Go(func() {
+				for {
+					t := time.Now()
+					if err := m.Lock(ctx); err != nil {
+						return // the time is up
+					}
+					mu.Lock()
+					res.n++
+					res.shares[i]++
+					res.waits = append(res.waits, time.Since(t))
+					done := res.n >= total
+					mu.Unlock()
+					if err := m.Unlock(); err != nil {
+						tb.Error(err)
+						return
+					}
+					if done {
+						cancel()
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	return res
+}
+
+// liveLockers returns procs Lockers with opts, each on its own client.
+func liveLockers(e *env, procs int, opts ...mongolock.Option) []*mongolock.Locker {
+	var ls []*mongolock.Locker
+	for range procs {
+		l, _ := e.locker("", opts...)
+		ls = append(ls, l)
+	}
+	return ls
+}
+
+// TestDeadWaitersCostNothing (issue 28, item 2): 200 waiting processes
+// are SIGKILLed (polling; 50 with change streams, which mongotest serves
+// slowly; and WithFIFO with each);
+// once the window has passed (shortened here to a second, live waiters
+// refreshing their entries every 100ms), 4 live processes with 2
+// goroutines each contend for the name: no turn goes to the dead, so each
+// live process gets a fair share, and the first releases remove every
+// dead entry. The benchmark (BenchmarkDeadWaiters) reports the figures.
+func TestDeadWaitersCostNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 200 Lockers in a child process")
+	}
+	modes := []string{"polling", "FIFO, polling"}
+	if hasChangeStreams(t) {
+		modes = append(modes, "change streams", "FIFO, change streams")
+	}
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			const procs, goroutines, total = 4, 2, 160
+			const window = time.Second
+			streams, fifo := !strings.HasSuffix(mode, "polling"), strings.HasPrefix(mode, "FIFO")
+			dead := 200
+			if streams {
+				// Each opens a change stream of its own, and mongotest
+				// serves a few dozen at a useful pace (issue 24).
+				dead = 50
+			}
+			e := newEnv(t)
+			ctx := ctxT(t, 3*time.Minute)
+			live := liveLockers(e, procs, mongolock.WithChangeStreams(streams), mongolock.WithFIFO(fifo),
+				mongolock.WithWindow(window/10, window))
+			// The name is held while the dead join, as a name in use is.
+			held := session(t, live[0]).NewMutex("churned")
+			if err := held.Lock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			spawnDeadWaiters(t, ctx, e, "churned", dead, streams, fifo)
+			time.Sleep(window)
+			if err := held.Unlock(); err != nil {
+				t.Fatal(err)
+			}
+			got := contend(t, live, goroutines, "churned", total, 2*time.Minute)
+			if got.n < total {
+				t.Fatalf("%d acquisitions before the time was up, want %d", got.n, total)
+			}
+			_, left := lockDocSize(t, e, "churned")
+			t.Logf("shares of %d: %v; %d Lockers' entries left; Lock waited %v median, %v at most",
+				got.n, got.shares, left, got.waits.quantile(.5), got.waits.quantile(1))
+			for _, n := range got.shares {
+				if mean := total / procs; n < mean/2 {
+					t.Fatalf("shares %v: one is below half the mean (%d)", got.shares, mean)
+				}
+			}
+			if left > 0 {
+				t.Fatalf("%d entries of dead waiters left after %d acquisitions", left, total)
+			}
+		})
+	}
+}
+
+// BenchmarkDeadWaiters (issue 28): 4 processes x 2 goroutines contend for
+// a name for 15s, on a clean name and on one that 200 SIGKILLed waiting
+// processes (polling ones) joined, before their entries went stale (right after the
+// kill) and once they had (30s later), with change streams and polling,
+// with and without WithFIFO: acquisitions per second (and the ratio to
+// the clean name's, measured in the same run), each process's share, the
+// longest wait, and the dead Lockers' entries left at the end.
+func BenchmarkDeadWaiters(b *testing.B) {
+	for _, mode := range []string{"change streams", "polling", "FIFO, change streams", "FIFO, polling"} {
+		b.Run(mode, func(b *testing.B) {
+			const procs, goroutines, d = 4, 2, 15 * time.Second
+			dead := 200
+			if n, err := strconv.Atoi(os.Getenv("MONGOLOCK_BENCH_DEAD")); err == nil {
+				dead = n // MONGOLOCK_BENCH_DEAD=1000 for the issue's other figure
+			}
+			streams, fifo := !strings.HasSuffix(mode, "polling"), strings.HasPrefix(mode, "FIFO")
+			e := newEnv(b)
+			live := liveLockers(e, procs, mongolock.WithChangeStreams(streams), mongolock.WithFIFO(fifo))
+			row := func(label, name string, c contended, clean float64) float64 {
+				_, left := lockDocSize(b, e, name)
+				perS := float64(c.n) / c.elapsed.Seconds()
+				shares := slices.Clone(c.shares)
+				slices.Sort(shares)
+				r := benchRow{scenario: "dead waiters 4 x 2, " + mode + ", " + label, median: c.waits.quantile(.5),
+					p99: c.waits.quantile(.99), opsPerS: perS,
+					note: fmt.Sprintf("shares %v; longest wait %v; %d Lockers' entries left", c.shares, c.waits.quantile(1).Round(time.Millisecond), left)}
+				if clean > 0 {
+					r.ratio, r.baseline = perS/clean, "clean name"
+				}
+				record(r)
+				return perS
+			}
+			for range b.N {
+				clean := row("clean name", "clean", contend(b, live, goroutines, "clean", 1<<30, d), 0)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				held := session(b, live[0]).NewMutex("churned")
+				if err := held.Lock(ctx); err != nil {
+					b.Fatal(err)
+				}
+				// Polling dead: mongotest serves 200 change streams too
+				// slowly (issue 24); a user's processes killed early leave
+				// mostly poller entries too.
+				spawnDeadWaiters(b, ctx, e, "churned", dead, false, fifo)
+				killed := time.Now()
+				held.Unlock()
+				row(fmt.Sprintf("%d dead, right after", dead), "churned", contend(b, live, goroutines, "churned", 1<<30, d), clean)
+				time.Sleep(time.Until(killed.Add(31 * time.Second))) // the window, 30s, has passed
+				row(fmt.Sprintf("%d dead, after the window", dead), "churned", contend(b, live, goroutines, "churned", 1<<30, d), clean)
+				cancel()
+			}
+		})
+	}
+}
