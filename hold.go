@@ -235,8 +235,9 @@ func (h *hold) unlocked(matched, lostReply bool, err error) error {
 // then. This process's waiters wait for that time too.
 func (h *hold) keep(until time.Time) error {
 	s := h.s
+	stale := s.l.waits.staleAt(h.name, h.waiting, s.l.clock.Now())
 	matched, lostReply, err := h.write(func(ctx context.Context) (bool, error) {
-		return s.l.store.keep(ctx, h.name, h.token, until, h.waiting.stale)
+		return s.l.store.keep(ctx, h.name, h.token, until, stale)
 	})
 	if err == nil && matched {
 		s.l.waits.kept(h.name, until)

@@ -359,8 +359,9 @@ func (l *Locker) background(f func()) {
 // joinTurns adds this Locker to the Lockers waiting for name: one whose
 // change stream runs, so that a release names it heir in its turn, or a
 // poller, so that releases name no heir while it waits.
-func (l *Locker) joinTurns(ctx context.Context, name string, streaming bool) error {
-	return l.store.join(ctx, name, l.id, streaming, l.opts.fifo)
+func (l *Locker) joinTurns(ctx context.Context, name string, e entry) error {
+	e.fifo = l.opts.fifo
+	return l.store.join(ctx, name, l.id, e)
 }
 
 // leaveTurns takes this Locker out of the Lockers waiting for name, in the

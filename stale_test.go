@@ -76,12 +76,27 @@ func spawnDeadWaiters(tb testing.TB, ctx context.Context, e *env, name string, n
 // how many Lockers have entries among its waiting ones (waiting, pollers,
 // since).
 func lockDocSize(t testing.TB, e *env, name string) (size, entries int) {
+	raw := lockRaw(t, e, name)
+	return len(raw), len(entriesOf(raw))
+}
+
+// lockEntries returns the Lockers that have entries among the lock
+// name's waiting ones (waiting, pollers, since).
+func lockEntries(t testing.TB, e *env, name string) map[string]bool {
+	return entriesOf(lockRaw(t, e, name))
+}
+
+func lockRaw(t testing.TB, e *env, name string) bson.Raw {
 	t.Helper()
 	client, _ := connect(t, "")
 	raw, err := client.Database(testDB).Collection(e.coll).FindOne(context.Background(), bson.D{{Key: "_id", Value: name}}).Raw()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return raw
+}
+
+func entriesOf(raw bson.Raw) map[string]bool {
 	lockers := map[string]bool{}
 	for _, f := range []string{"waiting", "pollers", "since"} {
 		if doc, ok := raw.Lookup(f).DocumentOK(); ok {
@@ -91,7 +106,7 @@ func lockDocSize(t testing.TB, e *env, name string) (size, entries int) {
 			}
 		}
 	}
-	return len(raw), len(lockers)
+	return lockers
 }
 
 // warm reports whether a live waiter has joined the lock "cron": as one
@@ -261,7 +276,7 @@ func entryJoined(t *testing.T, coll *mongo.Collection, name, id string) time.Tim
 // are an hour, behind a holder that sends nothing for a minute (its
 // keepalive ticks are 20s apart), still refreshes its entry every
 // rejoinAfter or so (shortened here to 100ms, with entries stale after
-// 600ms), with change streams and polling, with and without WithFIFO: its
+// 1.5s), with change streams and polling, with and without WithFIFO: its
 // entry is never as old as the window, and it is refreshed again and again.
 func TestLiveWaitersRefresh(t *testing.T) {
 	for _, c := range []struct{ streams, fifo bool }{{true, false}, {false, false}, {true, true}, {false, true}} {
@@ -274,7 +289,7 @@ func TestLiveWaitersRefresh(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer m.Unlock()
-			const rejoin, stale = 100 * time.Millisecond, 600 * time.Millisecond
+			const rejoin, stale = 100 * time.Millisecond, 1500 * time.Millisecond
 			w, _ := e.locker("", mongolock.WithChangeStreams(c.streams), mongolock.WithFIFO(c.fifo),
 				mongolock.WithPollInterval(time.Hour), mongolock.WithSafetyPollInterval(time.Hour), mongolock.WithWindow(rejoin, stale))
 			wctx, cancel := context.WithCancel(ctx)
@@ -292,7 +307,7 @@ func TestLiveWaitersRefresh(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			var seen []time.Time
-			for range 30 {
+			for range 70 { // 3.5s, past the window
 				time.Sleep(rejoin / 2)
 				at := entryJoined(t, coll, "cron", mongolock.LockerID(w))
 				if age := time.Since(at); age >= stale {
@@ -302,8 +317,8 @@ func TestLiveWaitersRefresh(t *testing.T) {
 					seen = append(seen, at)
 				}
 			}
-			if len(seen) < 3 {
-				t.Fatalf("the entry was refreshed %d times in %v, want every %v or so", len(seen)-1, 15*rejoin, rejoin)
+			if len(seen) < 6 {
+				t.Fatalf("the entry was refreshed %d times in %v, want every %v or so", len(seen)-1, 35*rejoin, rejoin)
 			}
 		})
 	}

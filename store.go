@@ -303,33 +303,46 @@ const keptPrefix = "kept:"
 // released before its lease ends, except by ForceRelease.
 func kept(holder string) bool { return strings.HasPrefix(holder, keptPrefix) }
 
-// join adds locker to the Lockers waiting for the lock name, as one
-// told of releases by a change stream (streaming) or as a poller, in one
-// round trip.
-func (s *store) join(ctx context.Context, name, locker string, streaming, fifo bool) error {
+// entry is how a join writes a Locker's entry among a lock's waiting
+// Lockers.
+type entry struct {
+	streaming bool // told of releases by a change stream; else a poller
+	fifo      bool // the Locker has WithFIFO: the join marks the name (fifoMark)
+	news      bool // a join, not a refresh of one: holders are told (lastJoined)
+	began     bool // the first join of a wait: it began to wait now
+}
+
+// join adds locker to the Lockers waiting for the lock name, or refreshes
+// its entry, as e says, in one round trip.
+func (s *store) join(ctx context.Context, name, locker string, e entry) error {
 	in, out := waitingKey(locker), pollerKey(locker)
-	if !streaming {
+	if !e.streaming {
 		in, out = out, in
 	}
 	now := s.clock.Now()
 	set := bson.D{{Key: in, Value: now}}
-	if streaming {
+	if e.streaming && e.news {
 		// Tells a holder, through its change stream, who joined after its
 		// acquire saw the waiting Lockers. The value changes at every join
-		// (a change stream reports only fields whose value changed).
+		// (a change stream reports only fields whose value changed); a
+		// refresh, which the holder's acquire saw, does not set it, so
+		// that it is no event to anyone.
 		set = append(set, bson.E{Key: "lastJoined", Value: locker + "@" + strconv.FormatInt(time.Now().UnixNano(), 36)})
 	}
-	if fifo {
+	if e.fifo {
 		set = append(set, bson.E{Key: fifoMark, Value: now})
 	}
-	update := bson.D{
-		{Key: "$set", Value: set},
-		{Key: "$unset", Value: bson.D{{Key: out, Value: ""}}},
-		// When it began to wait, for the name's turns under WithFIFO's
-		// rule (which may be another Locker's): a join again keeps the
-		// first time.
-		{Key: "$min", Value: bson.D{{Key: sinceKey(locker), Value: now}}},
+	update := bson.D{{Key: "$unset", Value: bson.D{{Key: out, Value: ""}}}}
+	// When it began to wait, for the name's turns under WithFIFO's rule
+	// (which may be another Locker's): a join again in the same wait keeps
+	// the first time; a new wait starts from now, whatever an entry left
+	// by an earlier one says.
+	if e.began {
+		set = append(set, bson.E{Key: sinceKey(locker), Value: now})
+	} else {
+		update = append(update, bson.E{Key: "$min", Value: bson.D{{Key: sinceKey(locker), Value: now}}})
 	}
+	update = append(bson.D{{Key: "$set", Value: set}}, update...)
 	_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}}, update)
 	return err
 }

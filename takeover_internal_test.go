@@ -2,6 +2,7 @@ package mongolock
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -149,5 +150,66 @@ func TestStaleEntriesOnce(t *testing.T) {
 	}
 	if keys := staleEntries([]string{"dead"}, "dead", ""); len(keys) != 0 {
 		t.Fatalf("unset %v of the heir, whom the release writes", keys)
+	}
+}
+
+// TestReleaseJudgesEntriesAtItsTime (issue 28, item 1): a release judges
+// the entries its acquire saw at its own time. A waiter fresh at the
+// acquire that died during a long hold is not named heir, and its entries
+// go; one stale at the acquire that joined again during the hold (its
+// stream told the holder) is named, and its entries stay.
+func TestReleaseJudgesEntriesAtItsTime(t *testing.T) {
+	r, clock := streamingRegistry()
+	r.self = "a"
+	acquired := clock.Now()
+	doc := lockDoc{Waiting: map[string]time.Time{
+		"b": acquired.Add(-time.Second),              // fresh at the acquire, dead since
+		"c": acquired.Add(-staleAfter - time.Second), // stale at the acquire, back since
+	}}
+	w := doc.waiters(acquired, staleAfter)
+	if !slices.Equal(w.streaming, []string{"b"}) || !slices.Equal(w.stale, []string{"c"}) {
+		t.Fatalf("at the acquire: streaming %v, stale %v; want [b], [c]", w.streaming, w.stale)
+	}
+	r.mu.Lock()
+	r.queue("n").local = 1
+	r.mu.Unlock()
+	r.joined("n", "c") // its join, told by the change stream during the hold
+	released := acquired.Add(time.Minute)
+	tr := r.turnFor("n", w, acquired, released)
+	if tr.heir != "c" || !slices.Equal(tr.stale, []string{"b"}) {
+		t.Fatalf("the release names %q and removes %v; want heir c, and b's entries removed", tr.heir, tr.stale)
+	}
+	if stale := r.staleAt("n", w, released); !slices.Equal(stale, []string{"b"}) {
+		t.Fatalf("a keep then removes %v, want [b]", stale)
+	}
+}
+
+// TestJoinWhoseReplyWasLost: a join whose reply was lost (it may or may
+// not have applied) is sent again at the next attempt, as news, rather
+// than taken for a refresh of the entry; one that was answered is not
+// sent again until rejoinAfter, and then as a refresh, in the same wait.
+func TestJoinWhoseReplyWasLost(t *testing.T) {
+	r, _ := streamingRegistry()
+	var sent []entry
+	r.joinTurns = func(_ context.Context, _ string, e entry) error {
+		sent = append(sent, e)
+		if len(sent) == 1 {
+			return context.DeadlineExceeded // the reply lost
+		}
+		return nil
+	}
+	ctx := context.Background()
+	r.join(ctx, "n")
+	r.join(ctx, "n")
+	r.join(ctx, "n")
+	if len(sent) != 2 || !sent[0].news || !sent[0].began || !sent[1].news || sent[1].began {
+		t.Fatalf("joins sent %+v; want the first again, as news, keeping when it began to wait, then none", sent)
+	}
+	r.mu.Lock()
+	r.queue("n").joinedAt = time.Now().Add(-rejoinAfter - time.Millisecond)
+	r.mu.Unlock()
+	r.join(ctx, "n")
+	if len(sent) != 3 || sent[2].news || sent[2].began {
+		t.Fatalf("after rejoinAfter: %+v; want a refresh", sent[2:])
 	}
 }

@@ -133,6 +133,24 @@ func (d *lockDoc) waiters(now time.Time, staleAfter time.Duration) waiters {
 	return w
 }
 
+// at returns w as it stands at server time now, later than the read it
+// came from (an acquire's, before a hold): the entries that have grown
+// stale since are stale, and the Lockers seen joining since (joiners,
+// told by the change stream) are not.
+func (w waiters) at(now time.Time, staleAfter time.Duration, joiners []string) waiters {
+	live := func(l string) bool { return now.Sub(w.joinedAt[l]) < staleAfter || slices.Contains(joiners, l) }
+	var stale []string
+	for _, l := range slices.Concat(w.streaming, w.pollers) {
+		if !live(l) {
+			stale = append(stale, l)
+		}
+	}
+	w.streaming = slices.DeleteFunc(slices.Clone(w.streaming), func(l string) bool { return !live(l) })
+	w.pollers = slices.DeleteFunc(slices.Clone(w.pollers), func(l string) bool { return !live(l) })
+	w.stale = slices.Concat(slices.DeleteFunc(slices.Clone(w.stale), func(l string) bool { return slices.Contains(joiners, l) }), stale)
+	return w
+}
+
 // fifoRule reports whether a name whose document carries the mark mark
 // (the server time a Locker with WithFIFO last took or joined it) follows
 // WithFIFO's rule at server time now: while the mark is younger than
@@ -250,6 +268,7 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	fifo := r.fifo || w.fifo
+	w = w.at(now, r.window.stale, q.joiners)
 	for _, l := range q.joiners {
 		// Under WithFIFO w is a fresh read: a joiner not in it left.
 		if !slices.Contains(w.streaming, l) && !fifo {
@@ -280,6 +299,15 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 		q.run = 0
 	}
 	return t
+}
+
+// staleAt returns the Lockers among w, as an acquire of name by this
+// process saw them, that are stale at server time now (waiters.at): the
+// entries a release or keep now removes.
+func (r *waitRegistry) staleAt(name string, w waiters, now time.Time) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return w.at(now, r.window.stale, r.queue(name).joiners).stale
 }
 
 // runOf returns how many holds in a row this process gave itself on name
@@ -328,18 +356,25 @@ func (r *waitRegistry) join(ctx context.Context, name string) {
 	}
 	r.mu.Lock()
 	q := r.queue(name)
-	streaming := r.streamOn
-	need := r.joinTurns != nil && q.local == 0 &&
-		(!q.joined || q.joinedStreaming != streaming || time.Since(q.joinedAt) > r.window.rejoin)
+	e := entry{streaming: r.streamOn, news: !q.joined || q.joinedStreaming != r.streamOn, began: !q.wasJoined}
+	need := r.joinTurns != nil && q.local == 0 && (e.news || time.Since(q.joinedAt) > r.window.rejoin)
 	r.mu.Unlock()
 	if !need {
 		return
 	}
-	err := r.joinTurns(ctx, name, streaming)
+	sent := time.Now() // the entry's time is about this, or later
+	err := r.joinTurns(ctx, name, e)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if q := r.names[name]; q != nil && q.local == 0 && (err == nil || ambiguous(err)) {
-		q.joined, q.joinedStreaming, q.joinedAt, q.wasJoined = true, streaming, time.Now(), true
+	q = r.names[name]
+	switch {
+	case q == nil || q.local > 0:
+	case err == nil:
+		q.joined, q.joinedStreaming, q.joinedAt, q.wasJoined = true, e.streaming, sent, true
+	case ambiguous(err):
+		// It may have joined: a wait that ends without the lock leaves.
+		// The next attempt joins again.
+		q.wasJoined = true
 	}
 }
 
@@ -366,7 +401,7 @@ func (r *waitRegistry) handedOn(name string, t turn) {
 	case t.stay && len(q.waiters) == 0 && q.local == 0 && r.leaveTurns != nil:
 		r.leaveTurns(name) // its waiters left while it released
 	case t.stay:
-		q.joined, q.joinedStreaming, q.joinedAt = true, !t.polls, time.Now()
+		q.joined, q.joinedStreaming, q.joinedAt, q.wasJoined = true, !t.polls, time.Now(), true
 	}
 	signalAll(q.observers)
 	if q.local == 0 {

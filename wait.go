@@ -28,7 +28,7 @@ type waitRegistry struct {
 	// pollersInTurn: pollers are named in their turn too (pollturns.go;
 	// off only in the benchmark's comparison)
 	pollersInTurn bool
-	joinTurns     func(ctx context.Context, name string, streaming bool) error
+	joinTurns     func(ctx context.Context, name string, e entry) error
 	leaveTurns    func(name string) // in the background
 
 	mu       sync.Mutex
