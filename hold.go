@@ -154,14 +154,7 @@ func (h *hold) free() error {
 	waits := s.l.waits
 	ctx, cancel := h.unlockContext() // the read's and the release's
 	defer cancel()
-	w := h.waiting
-	if s.l.opts.fifo || w.fifo {
-		// Who waits now, and since when: the acquire's view is old.
-		if doc, err := s.l.store.read(ctx, h.name); err == nil && doc != nil {
-			w = doc.waiters(s.l.clock.Now(), s.l.opts.window.stale)
-		}
-	}
-	t := waits.turnFor(h.name, w, h.acquiredAt, s.l.clock.Now())
+	t := waits.turnFor(h.name, h.waitersNow(ctx), h.acquiredAt, s.l.clock.Now())
 	handedOn := false
 	defer func() {
 		// A turn this process gave itself: its head tries at once (the
@@ -229,14 +222,34 @@ func (h *hold) unlocked(matched, lostReply bool, err error) error {
 	return nil
 }
 
+// waitersNow returns who waits for the lock, for its release or keep: the
+// acquire's view, or a read of the lock when that view is too old to judge
+// by: under WithFIFO's rule (the order changes as others join), or after
+// a hold longer than rejoinAfter (live waiters refresh their entries
+// without telling anyone, and a waiter the acquire saw may have died). A
+// failed read leaves the acquire's view.
+func (h *hold) waitersNow(ctx context.Context) waiters {
+	l := h.s.l
+	w := h.waiting
+	if l.opts.fifo || w.fifo || time.Since(h.since) > l.opts.window.rejoin {
+		if doc, err := l.store.read(ctx, h.name); err == nil && doc != nil {
+			w = doc.waiters(l.clock.Now(), l.opts.window.stale)
+			w.read = true
+		}
+	}
+	return w
+}
+
 // keep hands the lock, on the server, from the hold (ended in this
 // process) to no one until the server time until: one round trip within
 // an internal timeout. Nothing renews it, and no one may take it before
 // then. This process's waiters wait for that time too.
 func (h *hold) keep(until time.Time) error {
 	s := h.s
-	stale := s.l.waits.staleAt(h.name, h.waiting, s.l.clock.Now())
-	matched, lostReply, err := h.write(func(ctx context.Context) (bool, error) {
+	ctx, cancel := h.unlockContext() // the read's and the keep's
+	defer cancel()
+	stale := s.l.waits.staleOf(h.name, h.waitersNow(ctx))
+	matched, lostReply, err := h.writeIn(ctx, func(ctx context.Context) (bool, error) {
 		return s.l.store.keep(ctx, h.name, h.token, until, stale)
 	})
 	if err == nil && matched {

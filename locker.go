@@ -40,7 +40,7 @@ type Locker struct {
 	working map[*hold]struct{} // holds that code runs under (work.go)
 
 	staleMu sync.Mutex
-	stale   map[string][]string // waiting Lockers a GetLock saw stale, by name, for its ReleaseLock (seed.go)
+	stale   map[string]staleSeen // waiting Lockers a GetLock saw stale, by name, for its ReleaseLock (seed.go)
 }
 
 // New returns a Locker on coll. It does not contact the server: the first
@@ -68,7 +68,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 		waits:   newWaitRegistry(o, clock, closed),
 		closed:  closed,
 		working: map[*hold]struct{}{},
-		stale:   map[string][]string{},
+		stale:   map[string]staleSeen{},
 	}
 	if o.watch {
 		l.waits.watch = &watcher{open: l.openHolderChanges, sink: l.waits, log: o.logger, self: l.id,

@@ -83,9 +83,16 @@ func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time
 
 var errWaited = errors.New("mongolock: wait elapsed")
 
+// staleSeen is the waiting Lockers that a GetLock's acquire saw stale
+// (turns.go), and when (local time).
+type staleSeen struct {
+	lockers []string
+	at      time.Time
+}
+
 // seenStale records the waiting Lockers that a GetLock's acquire of name
-// saw stale (turns.go), for the ReleaseLock that follows to remove in its
-// write: a ReleaseLock has no view of who waits of its own.
+// saw stale, for the ReleaseLock that follows to remove in its write: a
+// ReleaseLock has no view of who waits of its own.
 func (l *Locker) seenStale(name string, stale []string) {
 	l.staleMu.Lock()
 	defer l.staleMu.Unlock()
@@ -93,16 +100,21 @@ func (l *Locker) seenStale(name string, stale []string) {
 		delete(l.stale, name)
 		return
 	}
-	l.stale[name] = stale
+	l.stale[name] = staleSeen{stale, time.Now()}
 }
 
-// takeStale returns and forgets what seenStale recorded for name.
+// takeStale returns and forgets what seenStale recorded for name: none
+// when the GetLock was longer than rejoinAfter ago (a Locker stale then
+// may have joined again since, unseen; a later release removes the dead).
 func (l *Locker) takeStale(name string) []string {
 	l.staleMu.Lock()
 	defer l.staleMu.Unlock()
-	stale := l.stale[name]
+	seen := l.stale[name]
 	delete(l.stale, name)
-	return stale
+	if time.Since(seen.at) > l.opts.window.rejoin {
+		return nil
+	}
+	return seen.lockers
 }
 
 // ReleaseLock frees the lock name if owner holds it, as MySQL's

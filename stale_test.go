@@ -323,3 +323,91 @@ func TestLiveWaitersRefresh(t *testing.T) {
 		})
 	}
 }
+
+// releaseEvent returns the updated fields of the next change event of the
+// lock name that frees it.
+func releaseEvent(t *testing.T, ctx context.Context, cs *mongo.ChangeStream, name string) bson.M {
+	t.Helper()
+	for cs.Next(ctx) {
+		var ev struct {
+			DocumentKey struct {
+				ID string `bson:"_id"`
+			} `bson:"documentKey"`
+			UpdateDescription struct {
+				UpdatedFields bson.M `bson:"updatedFields"`
+			} `bson:"updateDescription"`
+		}
+		if err := cs.Decode(&ev); err != nil {
+			t.Fatal(err)
+		}
+		if h, ok := ev.UpdateDescription.UpdatedFields["holder"]; ok && h == nil && ev.DocumentKey.ID == name {
+			return ev.UpdateDescription.UpdatedFields
+		}
+	}
+	t.Fatalf("no release of %q seen: %v", name, cs.Err())
+	return nil
+}
+
+// TestLongHoldJudgesWaitersNow (issue 28, item 1): the release that ends a
+// hold longer than rejoinAfter judges who waits by a read of its own, not
+// by what its acquire saw (shortened here: refresh every 100ms, stale
+// after a second, a hold of 1.5s). A waiter that refreshed its entry all
+// along, which tells no one, is named heir; one whose process died during
+// the hold (a Locker closed: it leaves its entry, as a SIGKILL does) is
+// not, and its entries go in the same write.
+func TestLongHoldJudgesWaitersNow(t *testing.T) {
+	if !hasChangeStreams(t) {
+		t.Skip("watches the releases")
+	}
+	for _, c := range []struct {
+		dead, streams bool
+	}{{false, true}, {false, false}, {true, true}, {true, false}} {
+		t.Run(fmt.Sprintf("dead=%v/streams=%v", c.dead, c.streams), func(t *testing.T) {
+			e := newEnv(t)
+			ctx := ctxT(t, time.Minute)
+			win := mongolock.WithWindow(100*time.Millisecond, time.Second)
+			a, _ := e.locker("", win)
+			m := session(t, a).NewMutex("cron")
+			if err := m.Lock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			b, _ := e.locker("", win, mongolock.WithChangeStreams(c.streams))
+			bctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- session(t, b).NewMutex("cron").Lock(bctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err == nil {
+					t.Log("b took the lock")
+				}
+			}()
+			reader, _ := connect(t, "")
+			coll := reader.Database(testDB).Collection(e.coll)
+			for !warm(t, coll, c.streams) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if c.dead {
+				b.Close() // its entry stays
+			}
+			cs, err := coll.Watch(ctx, mongo.Pipeline{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close(context.Background())
+			time.Sleep(1500 * time.Millisecond)
+			if err := m.Unlock(); err != nil {
+				t.Fatal(err)
+			}
+			updated := releaseEvent(t, ctx, cs, "cron")
+			id := mongolock.LockerID(b)
+			switch heir := updated["heir"]; {
+			case c.dead && heir == id:
+				t.Fatalf("the release named the dead waiter heir")
+			case c.dead && lockEntries(t, e, "cron")[id]:
+				t.Fatalf("the release left the dead waiter's entries")
+			case !c.dead && heir != id:
+				t.Fatalf("the release named %v heir, not the live waiter", heir)
+			}
+		})
+	}
+}

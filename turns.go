@@ -92,6 +92,7 @@ type waiters struct {
 	// Lockers whose entries were not refreshed for staleAfter: the next
 	// release removes them.
 	stale []string
+	read  bool // read just before the release, not by its acquire
 }
 
 // waiters returns who waits for the lock, at server time now: the Lockers
@@ -130,24 +131,6 @@ func (d *lockDoc) waiters(now time.Time, staleAfter time.Duration) waiters {
 	slices.Sort(w.streaming)
 	slices.Sort(w.pollers)
 	slices.Sort(w.stale)
-	return w
-}
-
-// at returns w as it stands at server time now, later than the read it
-// came from (an acquire's, before a hold): the entries that have grown
-// stale since are stale, and the Lockers seen joining since (joiners,
-// told by the change stream) are not.
-func (w waiters) at(now time.Time, staleAfter time.Duration, joiners []string) waiters {
-	live := func(l string) bool { return now.Sub(w.joinedAt[l]) < staleAfter || slices.Contains(joiners, l) }
-	var stale []string
-	for _, l := range slices.Concat(w.streaming, w.pollers) {
-		if !live(l) {
-			stale = append(stale, l)
-		}
-	}
-	w.streaming = slices.DeleteFunc(slices.Clone(w.streaming), func(l string) bool { return !live(l) })
-	w.pollers = slices.DeleteFunc(slices.Clone(w.pollers), func(l string) bool { return !live(l) })
-	w.stale = slices.Concat(slices.DeleteFunc(slices.Clone(w.stale), func(l string) bool { return slices.Contains(joiners, l) }), stale)
 	return w
 }
 
@@ -268,11 +251,11 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	fifo := r.fifo || w.fifo
-	w = w.at(now, r.window.stale, q.joiners)
+	w.stale = notJoiners(w.stale, q.joiners)
 	for _, l := range q.joiners {
-		// Under WithFIFO w is a fresh read: a joiner not in it left.
-		if !slices.Contains(w.streaming, l) && !fifo {
-			w.streaming = append(w.streaming, l)
+		// A joiner not in a read made after it joined left since.
+		if !slices.Contains(w.streaming, l) && !w.read {
+			w.streaming = append(slices.Clone(w.streaming), l)
 		}
 	}
 	pollTurn := r.maxPause // the heir polls within its own poll interval, as this process does
@@ -301,13 +284,18 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 	return t
 }
 
-// staleAt returns the Lockers among w, as an acquire of name by this
-// process saw them, that are stale at server time now (waiters.at): the
-// entries a release or keep now removes.
-func (r *waitRegistry) staleAt(name string, w waiters, now time.Time) []string {
+// staleOf returns the Lockers that w, a view of name's document, saw
+// stale, but for those seen joining since (by the change stream, during
+// this process's hold): the entries a release or keep removes.
+func (r *waitRegistry) staleOf(name string, w waiters) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return w.at(now, r.window.stale, r.queue(name).joiners).stale
+	return notJoiners(w.stale, r.queue(name).joiners)
+}
+
+// notJoiners returns the Lockers of stale that are not among joiners.
+func notJoiners(stale, joiners []string) []string {
+	return slices.DeleteFunc(slices.Clone(stale), func(l string) bool { return slices.Contains(joiners, l) })
 }
 
 // runOf returns how many holds in a row this process gave itself on name
@@ -356,8 +344,14 @@ func (r *waitRegistry) join(ctx context.Context, name string) {
 	}
 	r.mu.Lock()
 	q := r.queue(name)
-	e := entry{streaming: r.streamOn, news: !q.joined || q.joinedStreaming != r.streamOn, began: !q.wasJoined}
-	need := r.joinTurns != nil && q.local == 0 && (e.news || time.Since(q.joinedAt) > r.window.rejoin)
+	// A join refreshes an entry that holders saw, and tells them nothing,
+	// unless this Locker is not among the waiting ones (or is, the other
+	// way), or its entry is so old that a release may have judged it stale
+	// and removed it (this process was stopped, or cut off).
+	age := time.Since(q.joinedAt)
+	e := entry{streaming: r.streamOn, began: q.joinedAt.IsZero(),
+		news: !q.joined || q.joinedStreaming != r.streamOn || age >= r.window.stale-r.window.rejoin}
+	need := r.joinTurns != nil && q.local == 0 && (e.news || age > r.window.rejoin)
 	r.mu.Unlock()
 	if !need {
 		return
@@ -373,7 +367,8 @@ func (r *waitRegistry) join(ctx context.Context, name string) {
 		q.joined, q.joinedStreaming, q.joinedAt, q.wasJoined = true, e.streaming, sent, true
 	case ambiguous(err):
 		// It may have joined: a wait that ends without the lock leaves.
-		// The next attempt joins again.
+		// The next attempt joins again, as news, and as the wait's first
+		// join if this was.
 		q.wasJoined = true
 	}
 }

@@ -54,6 +54,7 @@ type nameQueue struct {
 	// blip clears that): a wait that ends without the lock leaves
 	wasJoined bool
 	// how it joined (told by its change stream, or polling), and when
+	// its last answered join of this wait was sent (zero: none yet)
 	joinedStreaming bool
 	joinedAt        time.Time
 	run             int         // holds in a row this process gave itself (turns.go)
@@ -439,7 +440,7 @@ func (r *waitRegistry) leave(name string, w *waiter, news bool) {
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	if len(q.waiters) == 1 && q.waiters[0] == w && q.local == 0 && (q.joined || q.wasJoined) && r.leaveTurns != nil {
-		q.joined, q.wasJoined = false, false
+		q.joined, q.wasJoined, q.joinedAt = false, false, time.Time{}
 		r.leaveTurns(name) // starts a goroutine: does not block
 	}
 	if i := slices.Index(q.waiters, w); i >= 0 {
@@ -462,7 +463,7 @@ func (r *waitRegistry) held(name string) {
 	q.local++
 	q.firm, q.freedNews = time.Time{}, false
 	q.joiners = q.joiners[:0]
-	q.joined, q.wasJoined = false, false // the acquire left the waiting Lockers
+	q.joined, q.wasJoined, q.joinedAt = false, false, time.Time{} // the acquire left the waiting Lockers
 	q.lookedAt, q.lookedPlace, q.tryNext, q.freeRead, q.behind = time.Time{}, 0, false, false, 0
 	if q.run > 0 && q.run == q.heldRun+1 {
 		r.tookHoldLocked(q, time.Since(q.heldAt)) // the last hold of the run to this one
