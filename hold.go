@@ -232,6 +232,9 @@ func (h *hold) waitersNow(ctx context.Context) waiters {
 	l := h.s.l
 	w := h.waiting
 	if l.opts.fifo || w.fifo || time.Since(h.since) > l.opts.window.rejoin {
+		// Bounded on its own: the release must keep most of the time.
+		ctx, cancel := context.WithTimeout(ctx, readBeforeRelease)
+		defer cancel()
 		if doc, err := l.store.read(ctx, h.name); err == nil && doc != nil {
 			w = doc.waiters(l.clock.Now(), l.opts.window.stale)
 			w.read = true
@@ -239,6 +242,10 @@ func (h *hold) waitersNow(ctx context.Context) waiters {
 	}
 	return w
 }
+
+// readBeforeRelease bounds the read of who waits before a release: a
+// failed read costs only the choice of heir, a late release the lock.
+const readBeforeRelease = time.Second
 
 // keep hands the lock, on the server, from the hold (ended in this
 // process) to no one until the server time until: one round trip within
@@ -248,7 +255,10 @@ func (h *hold) keep(until time.Time) error {
 	s := h.s
 	ctx, cancel := h.unlockContext() // the read's and the keep's
 	defer cancel()
-	stale := s.l.waits.staleOf(h.name, h.waitersNow(ctx))
+	var stale []string
+	if h.sem == "" && !h.reader { // a permit's slot or a read hold has no waiting Lockers
+		stale = s.l.waits.staleOf(h.name, h.waitersNow(ctx))
+	}
 	matched, lostReply, err := h.writeIn(ctx, func(ctx context.Context) (bool, error) {
 		return s.l.store.keep(ctx, h.name, h.token, until, stale)
 	})

@@ -248,7 +248,7 @@ func (s *store) release(ctx context.Context, name, holder string, t turn) (bool,
 		case t.stay && t.polls:
 			set = append(set, bson.E{Key: pollerKey(t.locker), Value: s.clock.Now()})
 		case t.stay:
-			set = append(set, bson.E{Key: waitingKey(t.locker), Value: t.until})
+			set = append(set, bson.E{Key: waitingKey(t.locker), Value: s.clock.Now()})
 		}
 		if t.stay && t.fifo {
 			set = append(set, bson.E{Key: sinceKey(t.locker), Value: t.until}) // at the back

@@ -216,3 +216,21 @@ func TestJoinWhoseReplyWasLost(t *testing.T) {
 		t.Fatalf("after staleAfter: %+v; want news", sent[3:])
 	}
 }
+
+// TestStaleSinceAcquireNotNamed (issue 28, item 1): judged by its
+// acquire's view (a short hold), a release does not name a waiter whose
+// entry has grown stale since, and does not remove it either (a refresh
+// since would not show in that view).
+func TestStaleSinceAcquireNotNamed(t *testing.T) {
+	r, clock := streamingRegistry()
+	r.self = "a"
+	acquired := clock.Now()
+	doc := lockDoc{Waiting: map[string]time.Time{"b": acquired.Add(-staleAfter + time.Second)}}
+	w := doc.waiters(acquired, staleAfter)
+	if !slices.Equal(w.streaming, []string{"b"}) {
+		t.Fatalf("at the acquire: streaming %v, want [b]", w.streaming)
+	}
+	if tr := r.turnFor("n", w, acquired, acquired.Add(2*time.Second)); tr.heir != "" || len(tr.stale) != 0 {
+		t.Fatalf("the release names %q and removes %v; want neither", tr.heir, tr.stale)
+	}
+}

@@ -252,10 +252,18 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 	q := r.queue(name)
 	fifo := r.fifo || w.fifo
 	w.stale = notJoiners(w.stale, q.joiners)
-	for _, l := range q.joiners {
-		// A joiner not in a read made after it joined left since.
-		if !slices.Contains(w.streaming, l) && !w.read {
-			w.streaming = append(slices.Clone(w.streaming), l)
+	if !w.read {
+		// The acquire's view, of a hold of rejoinAfter at most: entries
+		// that have grown stale since are not named (nor removed: a
+		// refresh since would not show).
+		old := func(l string) bool { return now.Sub(w.joinedAt[l]) >= r.window.stale }
+		w.streaming = slices.DeleteFunc(slices.Clone(w.streaming), old)
+		w.pollers = slices.DeleteFunc(slices.Clone(w.pollers), old)
+		for _, l := range q.joiners {
+			// Not under WithFIFO's rule: a joiner's place is unknown.
+			if !slices.Contains(w.streaming, l) && !fifo {
+				w.streaming = append(w.streaming, l)
+			}
 		}
 	}
 	pollTurn := r.maxPause // the heir polls within its own poll interval, as this process does
