@@ -65,8 +65,10 @@ const runLength = 4
 // older than staleAfter is taken for its Locker's death (killed, crashed,
 // cut off): it is never named heir nor counts as a poller that holds
 // releases back, and the next release of the lock (or kept hold, or
-// ReleaseLock) by a Locker whose acquire saw it so removes it in the same
-// write.
+// ReleaseLock) by a Locker whose view saw it so removes it in the same
+// write: the acquire's view for a hold of rejoinAfter at most, a read
+// before the release for a longer one (hold.waitersNow), since refreshes
+// tell no one.
 const (
 	rejoinAfter = 10 * time.Second
 	staleAfter  = 3 * rejoinAfter
@@ -78,7 +80,8 @@ type window struct{ rejoin, stale time.Duration }
 
 var defaultWindow = window{rejoin: rejoinAfter, stale: staleAfter}
 
-// waiters is who waits for a lock, as an acquire saw it.
+// waiters is who waits for a lock, as an acquire saw it, or a read before
+// a release.
 type waiters struct {
 	streaming []string // Lockers told of releases by a change stream
 	pollers   []string // Lockers that poll
