@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -20,8 +21,9 @@ type streams struct {
 
 	scratch backendClient // the filters' scratch collections (filter.go)
 
-	kick chan struct{} // 1-buffered: the tailer should step
-	wg   sync.WaitGroup
+	kick   chan struct{} // 1-buffered: the tailer should step
+	unread atomic.Int64  // writes made while no stream was open
+	wg     sync.WaitGroup
 
 	memo filterMemo // evaluations of pipelines shared by streams
 
@@ -179,11 +181,24 @@ func (ss *streams) wrote(body bson.Raw, name string, answer []byte) {
 			}
 		}
 	}
+	// With no stream open, the oplog's entries wait there for the next
+	// step (a stream's opening, or this batch's end): a write costs no
+	// step of its own when no one watches.
+	ss.mu.Lock()
+	watched := len(ss.cursors) > 0
+	ss.mu.Unlock()
+	if !watched && ss.unread.Add(1)%lazySteps != 0 {
+		return
+	}
 	select {
 	case ss.kick <- struct{}{}:
 	default:
 	}
 }
+
+// lazySteps is how many writes, with no stream open, the oplog holds
+// before the tailer moves them into the ring.
+const lazySteps = 256
 
 // open starts a stream for the aggregate body with the $changeStream
 // options spec, and returns the reply with an empty first batch.

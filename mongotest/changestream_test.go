@@ -343,3 +343,42 @@ func TestFilteredStreamsLoseNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestChangeStreamQuietPeriod: writes made while no stream is open wait in
+// FerretDB's oplog, costing no step of their own, and are moved into the
+// ring every few hundred writes or when a stream opens: a stream resumed
+// from a token taken before the quiet period gets every one of them, in
+// order, once, whether the ring already had them or not.
+func TestChangeStreamQuietPeriod(t *testing.T) {
+	srv := startStreams(t)
+	coll := connect(t, srv.URI()).Database("cs").Collection("quiet")
+	ctx := context.Background()
+	cs := watch(t, coll, mongo.Pipeline{})
+	coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 0}})
+	nextEvent(t, cs)
+	token := cs.ResumeToken()
+	cs.Close(ctx)
+	for srv.ChangeStreams() > 0 {
+		time.Sleep(10 * time.Millisecond) // its killCursors
+	}
+	const quiet = 300 // more than one lazy step, and some left over
+	for i := 1; i <= quiet; i++ {
+		if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resumed, err := coll.Watch(ctx, mongo.Pipeline{}, options.ChangeStream().SetResumeAfter(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close(ctx)
+	for i := 1; i <= quiet; i++ {
+		if got := nextEvent(t, resumed)["key"].(bson.RawValue).Int32(); got != int32(i) {
+			t.Fatalf("event %d for %v, want %d", i, got, i)
+		}
+	}
+	coll.InsertOne(ctx, bson.D{{Key: "_id", Value: quiet + 1}})
+	if got := nextEvent(t, resumed)["key"].(bson.RawValue).Int32(); got != quiet+1 {
+		t.Fatalf("the event after the quiet period for %v, want %d", got, quiet+1)
+	}
+}
