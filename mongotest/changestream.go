@@ -187,8 +187,18 @@ func (ss *streams) wrote(body bson.Raw, name string, answer []byte) {
 	ss.mu.Lock()
 	watched := len(ss.cursors) > 0
 	ss.mu.Unlock()
-	if !watched && ss.unread.Add(1)%lazySteps != 0 {
-		return
+	if !watched {
+		// Counted by the documents the write reports (a bulk write logs
+		// an entry for each), so that a step never reads many.
+		k := int64(1)
+		if res, _ := command(answer); res != nil {
+			if n, ok := res.Lookup("n").AsInt64OK(); ok && n > 1 {
+				k = n
+			}
+		}
+		if after := ss.unread.Add(k); after/lazySteps == (after-k)/lazySteps {
+			return
+		}
 	}
 	select {
 	case ss.kick <- struct{}{}:
@@ -196,8 +206,8 @@ func (ss *streams) wrote(body bson.Raw, name string, answer []byte) {
 	}
 }
 
-// lazySteps is how many writes, with no stream open, the oplog holds
-// before the tailer moves them into the ring.
+// lazySteps is about how many entries, with no stream open, the oplog
+// holds before the tailer moves them into the ring.
 const lazySteps = 256
 
 // open starts a stream for the aggregate body with the $changeStream
@@ -261,6 +271,12 @@ func (ss *streams) open(body bson.Raw, spec bson.Raw) bson.D {
 	st.id = ss.nextID
 	ss.cursors[st.id] = st
 	ss.mu.Unlock()
+	// A write between the step above and this cursor's registration saw
+	// no stream, and had no step: step now.
+	select {
+	case ss.kick <- struct{}{}:
+	default:
+	}
 	return cursorReply(st, "firstBatch", nil)
 }
 
