@@ -22,7 +22,7 @@ type streams struct {
 	scratch backendClient // the filters' scratch collections (filter.go)
 
 	kick   chan struct{} // 1-buffered: the tailer should step
-	unread atomic.Int64  // writes made while no stream was open
+	unread atomic.Int64  // documents written while no stream was open
 	wg     sync.WaitGroup
 
 	memo filterMemo // evaluations of pipelines shared by streams
@@ -182,8 +182,8 @@ func (ss *streams) wrote(body bson.Raw, name string, answer []byte) {
 		}
 	}
 	// With no stream open, the oplog's entries wait there for the next
-	// step (a stream's opening, or this batch's end): a write costs no
-	// step of its own when no one watches.
+	// step (a stream's opening, or lazySteps more entries): a write costs
+	// no step of its own when no one watches.
 	ss.mu.Lock()
 	watched := len(ss.cursors) > 0
 	ss.mu.Unlock()
