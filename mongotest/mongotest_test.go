@@ -19,7 +19,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func start(t *testing.T, opts ...mongotest.Option) *mongotest.Server {
+func start(t testing.TB, opts ...mongotest.Option) *mongotest.Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -31,7 +31,7 @@ func start(t *testing.T, opts ...mongotest.Option) *mongotest.Server {
 	return srv
 }
 
-func connect(t *testing.T, uri string) *mongo.Client {
+func connect(t testing.TB, uri string) *mongo.Client {
 	t.Helper()
 	c, err := mongo.Connect(options.Client().ApplyURI(uri).SetTimeout(30 * time.Second))
 	if err != nil {
