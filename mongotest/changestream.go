@@ -19,10 +19,11 @@ type streams struct {
 	tail *tailer
 	done <-chan struct{}
 
-	scratch backendClient // the filters' scratch collections (filter.go)
+	scratch     backendClient // the filters' scratch collections (filter.go)
+	scratchFile *unlogged     // their file, which they are emptied in
 
 	kick   chan struct{} // 1-buffered: the tailer should step
-	unread atomic.Int64  // documents written while no stream was open
+	unread atomic.Int64  // documents written where no stream watched
 	wg     sync.WaitGroup
 
 	memo filterMemo // evaluations of pipelines shared by streams
@@ -39,8 +40,8 @@ type drop struct {
 	db, coll string
 }
 
-func newStreams(backend func() string, serial *sync.Mutex, ringSize int64, done <-chan struct{}) *streams {
-	ss := &streams{scratch: backendClient{addr: backend}, tail: newTailer(backend, serial, ringSize), done: done,
+func newStreams(backend func() string, dataDir string, serial *sync.Mutex, ringSize int64, done <-chan struct{}) *streams {
+	ss := &streams{scratch: backendClient{addr: backend}, scratchFile: newUnlogged(dataDir, scratchDB), tail: newTailer(backend, dataDir, serial, ringSize), done: done,
 		kick: make(chan struct{}, 1), cursors: map[int64]*stream{}, nextID: 1 << 40}
 	ss.wg.Add(1)
 	go ss.tailLoop()
@@ -78,6 +79,7 @@ func (ss *streams) close() {
 	ss.wg.Wait()
 	ss.tail.close()
 	ss.scratch.close()
+	ss.scratchFile.close()
 }
 
 // handle answers req if it belongs to change streams, and reports whether
@@ -181,13 +183,12 @@ func (ss *streams) wrote(body bson.Raw, name string, answer []byte) {
 			}
 		}
 	}
-	// With no stream open, the oplog's entries wait there for the next
-	// step (a stream's opening, or lazySteps more entries): a write costs
-	// no step of its own when no one watches.
-	ss.mu.Lock()
-	watched := len(ss.cursors) > 0
-	ss.mu.Unlock()
-	if !watched {
+	// A write no open stream watches costs no step of its own: its entry
+	// waits in the oplog for the next step (a watched write, a stream's
+	// opening, or lazySteps more documents written unwatched).
+	db, _ := body.Lookup("$db").StringValueOK()
+	coll, _ := body.Lookup(name).StringValueOK()
+	if !ss.watched(db + "." + coll) {
 		// Counted by the documents the write reports (a bulk write logs
 		// an entry for each), so that a step never reads many.
 		k := int64(1)
@@ -204,6 +205,18 @@ func (ss *streams) wrote(body bson.Raw, name string, answer []byte) {
 	case ss.kick <- struct{}{}:
 	default:
 	}
+}
+
+// watched reports whether an open stream watches the namespace ns.
+func (ss *streams) watched(ns string) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, st := range ss.cursors {
+		if st.watches(ns) {
+			return true
+		}
+	}
+	return false
 }
 
 // lazySteps is about how many entries, with no stream open, the oplog
@@ -375,7 +388,6 @@ type stream struct {
 	fullDocument string
 
 	mu          sync.Mutex
-	emptied     chan struct{} // closed when the scratch collection was emptied (filter.go)
 	pos         position
 	invalidated bool
 	images      map[string]bson.Raw // last known state of documents, by _id

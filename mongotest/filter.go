@@ -5,9 +5,9 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"sync"
-	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 // filter has FerretDB evaluate st's pipeline stages on events, in a
@@ -44,8 +44,9 @@ func (ss *streams) filter(ctx context.Context, st *stream, events []bson.D) ([]b
 }
 
 // evaluate runs st's pipeline over events in st's scratch collection,
-// emptied after each evaluation (in the background). (Keeping the events of earlier batches and
-// matching on a batch mark costs more: FerretDB scans them all.)
+// which it empties after (past FerretDB: see unlogged). (Keeping the
+// events of earlier batches and matching on a batch mark costs more:
+// FerretDB scans them all.)
 func (ss *streams) evaluate(ctx context.Context, st *stream, events []bson.D) ([]bson.Raw, error) {
 	// Directly to FerretDB: the scratch collections are mongotest's own,
 	// so their commands need not queue behind the clients' on the proxy's
@@ -54,39 +55,26 @@ func (ss *streams) evaluate(ctx context.Context, st *stream, events []bson.D) ([
 	if err != nil {
 		return nil, err
 	}
-	scratch := client.Database(scratchDB).Collection(fmt.Sprint("cursor_", st.id))
+	name := fmt.Sprint("cursor_", st.id)
+	scratch := client.Database(scratchDB).Collection(name)
 	docs := make([]any, len(events))
 	for i, ev := range events {
 		docs[i] = ev
 	}
-	if st.emptied != nil {
-		<-st.emptied // the previous batch's events are gone
-	}
 	if _, err := scratch.InsertMany(ctx, docs); err != nil {
 		return nil, err
 	}
-	// Emptied after the reply is sent, off the events' way; the next
-	// evaluation of this cursor waits for it.
-	emptied := make(chan struct{})
-	st.emptied = emptied
-	ss.wg.Add(1)
-	defer func() {
-		go func() {
-			defer ss.wg.Done()
-			defer close(emptied)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			go func() { // mongotest's Close ends it
-				select {
-				case <-ss.done:
-					cancel()
-				case <-ctx.Done():
-				}
-			}()
-			scratch.DeleteMany(ctx, bson.D{})
-		}()
-	}()
-	pipe := append(bson.A{bson.D{{Key: "$sort", Value: bson.D{{Key: "_id._data", Value: 1}}}}}, toA(st.pipeline)...)
+	out, err := aggregate(ctx, scratch, st.pipeline)
+	if err := ss.scratchFile.deleteAll(ctx, name); err != nil {
+		return nil, err
+	}
+	return out, err
+}
+
+// aggregate returns what pipeline makes of the events in scratch, in the
+// order of their resume tokens.
+func aggregate(ctx context.Context, scratch *mongo.Collection, pipeline []bson.Raw) ([]bson.Raw, error) {
+	pipe := append(bson.A{bson.D{{Key: "$sort", Value: bson.D{{Key: "_id._data", Value: 1}}}}}, toA(pipeline)...)
 	cur, err := scratch.Aggregate(ctx, pipe)
 	if err != nil {
 		return nil, err

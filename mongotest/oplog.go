@@ -52,6 +52,7 @@ func ensureOplog(ctx context.Context, addr string) error {
 
 // entry is one oplog entry as FerretDB writes it.
 type entry struct {
+	ID   bson.ObjectID  `bson:"_id"`
 	Op   string         `bson:"op"`
 	NS   string         `bson:"ns"`
 	TS   bson.Timestamp `bson:"ts"`
@@ -115,23 +116,30 @@ func parseToken(raw bson.Raw) (position, error) {
 	}, nil
 }
 
-// tailer moves the oplog's entries into a ring in memory, in one step
-// after writes: under the proxy's serial lock (no client command in flight)
-// it reads every entry of local.oplog.rs, drops the collection and creates
-// it anew, so that FerretDB (which scans a collection for any filter but
-// _id) never reads a large oplog. Change streams read the ring.
+// tailer moves the oplog's entries into a ring in memory, where change
+// streams read them. A step reads the whole oplog through FerretDB, then
+// deletes the entries it read past FerretDB (see unlogged), so that the
+// next read, which FerretDB makes by scanning the collection, finds only
+// the entries written since. No step needs the proxy's serial lock: a
+// client's write logs its entry before its reply, and the proxy runs one
+// client command at a time, so the clients' entries appear in the order of
+// their timestamps, and an entry logged after a read stays for the next.
 type tailer struct {
 	backend backendClient
-	serial  *sync.Mutex // the proxy's: held while the oplog is rotated
+	oplog   *unlogged
+	serial  *sync.Mutex // the proxy's: held around a replacement's write
 	size    int         // entries the ring keeps
 
-	stepMu   sync.Mutex // held for a whole step
-	mu       sync.Mutex
-	ring     []item
-	evicted  bool          // entries have left the ring: older tokens cannot resume
-	base     position      // the position before the first entry ever read
-	grown    chan struct{} // closed, and replaced, when items were added
-	lastStep time.Time
+	stepMu  sync.Mutex // held for a whole step
+	mu      sync.Mutex
+	ring    []item
+	evicted bool          // entries have left the ring: older tokens cannot resume
+	base    position      // the position before the first entry ever read
+	grown   chan struct{} // closed, and replaced, when items were added
+
+	// afterRead, when a test sets it (with stepMu held), runs between a
+	// read of the oplog that found entries and their deletion.
+	afterRead func(*mongo.Client)
 }
 
 // item is one entry of the ring: an oplog entry, or a drop the proxy saw.
@@ -142,58 +150,60 @@ type item struct {
 	replace bool // an update entry made by a replacement
 }
 
-func newTailer(backend func() string, serial *sync.Mutex, size int64) *tailer {
-	return &tailer{backend: backendClient{addr: backend}, serial: serial, size: int(size), grown: make(chan struct{})}
+func newTailer(backend func() string, dataDir string, serial *sync.Mutex, size int64) *tailer {
+	return &tailer{backend: backendClient{addr: backend}, oplog: newUnlogged(dataDir, oplogDB),
+		serial: serial, size: int(size), grown: make(chan struct{})}
 }
 
-func (t *tailer) close() { t.backend.close() }
+func (t *tailer) close() {
+	t.backend.close()
+	t.oplog.close()
+}
 
-// step moves what the oplog holds into the ring. It returns the position
-// of the newest item.
+// step moves the oplog's entries into the ring. It returns the position of
+// the newest item.
 func (t *tailer) step(ctx context.Context) (position, error) {
 	t.stepMu.Lock() // one step at a time: items are added in order
 	defer t.stepMu.Unlock()
-	t.serial.Lock()
-	defer t.serial.Unlock()
-	return t.stepHeld(ctx, false)
+	return t.read(ctx, false)
 }
 
 // replaced runs exchange, a write that replaces whole documents, and marks
-// the oplog entries it made as replacements: the steps before and after it
-// run under the same locks, so that its entries are the ones read after.
+// the oplog entries it made as replacements: the reads before and after it
+// run under the serial lock, so that its entries are the ones read after.
 func (t *tailer) replaced(ctx context.Context, exchange func() ([]byte, error)) ([]byte, error) {
 	t.stepMu.Lock()
 	defer t.stepMu.Unlock()
 	t.serial.Lock()
 	defer t.serial.Unlock()
-	t.stepHeld(ctx, false)
+	t.read(ctx, false)
 	reply, err := exchange()
 	if err == nil {
-		t.stepHeld(ctx, true)
+		t.read(ctx, true)
 	}
 	return reply, err
 }
 
-// stepHeld is step with t.stepMu and the serial lock held; replace marks
-// the updates read as replacements.
-func (t *tailer) stepHeld(ctx context.Context, replace bool) (position, error) {
-	c, err := t.backend.get()
-	if err != nil {
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		return t.headLocked(), err
-	}
-	coll := c.Database(oplogDB).Collection(oplogColl)
-	cur, err := coll.Find(ctx, bson.D{}, mopt.Find().SetSort(bson.D{{Key: "ts", Value: 1}}))
+// read moves the oplog's entries into the ring and deletes them from the
+// oplog, with t.stepMu held; replace marks the updates read as
+// replacements. It returns the position of the newest item.
+func (t *tailer) read(ctx context.Context, replace bool) (position, error) {
 	var entries []entry
+	c, err := t.backend.get()
 	if err == nil {
-		err = cur.All(ctx, &entries)
+		var cur *mongo.Cursor
+		cur, err = c.Database(oplogDB).Collection(oplogColl).Find(ctx, bson.D{},
+			mopt.Find().SetSort(bson.D{{Key: "ts", Value: 1}}))
+		if err == nil {
+			err = cur.All(ctx, &entries)
+		}
 	}
-	// What was read goes to the streams at once (their filters do not
-	// need the serial lock), before the rotation, and even if that fails:
-	// it will have left the oplog.
+	// What was read goes to the streams at once, even if the deletion
+	// fails: entries not deleted are read again, and skipped.
 	t.mu.Lock()
+	ids := make([]bson.ObjectID, 0, len(entries))
 	for _, e := range entries {
+		ids = append(ids, e.ID)
 		if db, _, _ := strings.Cut(e.NS, "."); db == scratchDB || db == oplogDB {
 			continue // the streams' own writes
 		}
@@ -201,35 +211,22 @@ func (t *tailer) stepHeld(ctx context.Context, replace bool) (position, error) {
 	}
 	head := t.headLocked()
 	t.mu.Unlock()
-	if err == nil && len(entries) > 0 {
-		// The filters' scratch writes, which do not take the serial lock,
-		// may create the collection again between the two: it is there
-		// all the same. Entries not dropped are read again, and skipped.
-		if dropErr := coll.Drop(ctx); dropErr == nil {
-			if testHookRotated != nil {
-				testHookRotated(c)
-			}
-			if createErr := c.Database(oplogDB).CreateCollection(ctx, oplogColl); createErr != nil && !namespaceExists(createErr) {
-				err = createErr
-			}
-		}
+	if err != nil {
+		return head, err
 	}
-	return head, err
-}
-
-// testHookRotated, when a test sets it, runs between the oplog's drop and
-// its creation.
-var testHookRotated func(*mongo.Client)
-
-// namespaceExists reports whether err says the collection exists already.
-func namespaceExists(err error) bool {
-	var se mongo.ServerError
-	return errors.As(err, &se) && se.HasErrorCode(48)
+	if t.afterRead != nil && len(ids) > 0 {
+		t.afterRead(c)
+	}
+	return head, t.oplog.delete(ctx, oplogColl, ids)
 }
 
 // addDrop records a drop after everything the oplog holds now.
 func (t *tailer) addDrop(ctx context.Context, d drop) {
-	head, _ := t.step(ctx)
+	// One step: a step between the read and the record would add entries
+	// after the drop's position, and the drop would be skipped.
+	t.stepMu.Lock()
+	defer t.stepMu.Unlock()
+	head, _ := t.read(ctx, false)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	d.pos = position{ts: head.ts, kind: kindDrop}

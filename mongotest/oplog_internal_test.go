@@ -11,11 +11,12 @@ import (
 	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
-// TestRotationRacingScratchWrite: a filter's scratch write (which does not
-// take the serial lock) may bring the oplog back between the tailer's drop
-// and its create. The entries the tailer read before still reach the
-// streams: they have left the oplog, so dropping them would lose them.
-func TestRotationRacingScratchWrite(t *testing.T) {
+// TestEntryLoggedDuringReadIsKept: a step deletes only the oplog entries
+// it read. An entry logged between its read and its deletion (a write
+// that does not take the serial lock: here one straight to FerretDB, in
+// mongotest a filter's scratch write) stays in the oplog for the next step:
+// its event is not lost, and comes at the next step (the next write's).
+func TestEntryLoggedDuringReadIsKept(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	srv, err := Start(ctx)
@@ -23,34 +24,45 @@ func TestRotationRacingScratchWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	var once sync.Once
-	testHookRotated = func(c *mongo.Client) {
-		once.Do(func() {
-			// As FerretDB does for a scratch write's oplog entry.
-			c.Database(oplogDB).Collection(oplogColl).InsertOne(ctx, bson.D{{Key: "ns", Value: scratchDB + ".x"}})
-		})
-	}
-	defer func() { testHookRotated = nil }()
 	client, err := mongo.Connect(mopt.Client().ApplyURI(srv.URI()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Disconnect(context.Background())
-	coll := client.Database("race").Collection("rot")
+	coll := client.Database("race").Collection("read")
 	cs, err := coll.Watch(ctx, mongo.Pipeline{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cs.Close(context.Background())
+	var once sync.Once
+	hooked := make(chan struct{})
+	tail := srv.proxy.streams.tail
+	tail.stepMu.Lock()
+	tail.afterRead = func(c *mongo.Client) {
+		once.Do(func() {
+			defer close(hooked)
+			c.Database("race").Collection("read").InsertOne(ctx, bson.D{{Key: "_id", Value: "b"}})
+		})
+	}
+	tail.stepMu.Unlock()
 	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}}); err != nil {
 		t.Fatal(err)
 	}
-	next, cancelNext := context.WithTimeout(ctx, 10*time.Second)
-	defer cancelNext()
-	if !cs.Next(next) {
-		t.Fatalf("the insert's event never came: %v", cs.Err())
-	}
-	if id := cs.Current.Lookup("documentKey", "_id").StringValue(); id != "a" {
-		t.Fatalf("event for %q, want a", id)
+	for _, want := range []string{"a", "b", "c"} {
+		if want == "b" {
+			<-hooked // b is written, its entry left in the oplog
+			if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "c"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		next, cancelNext := context.WithTimeout(ctx, 10*time.Second)
+		if !cs.Next(next) {
+			t.Fatalf("the insert of %s: no event: %v", want, cs.Err())
+		}
+		cancelNext()
+		if id := cs.Current.Lookup("documentKey", "_id").StringValue(); id != want {
+			t.Fatalf("event for %q, want %s", id, want)
+		}
 	}
 }

@@ -92,7 +92,7 @@ func Start(ctx context.Context, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	if o.changeStreams {
-		p.streams = newStreams(s.backendAddr, &p.serial, o.oplogDocs, p.done)
+		p.streams = newStreams(s.backendAddr, s.dataDir, &p.serial, o.oplogDocs, p.done)
 	}
 	s.proxy = p
 	return s, nil
@@ -160,7 +160,7 @@ func (s *Server) startBackend(ctx context.Context) error {
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + filepath.ToSlash(s.dataDir) + "/",
+		SQLiteURL: "file:" + filepath.ToSlash(s.dataDir) + "/?_pragma=synchronous(normal)",
 		Logger:    s.opts.logger,
 	})
 	if err != nil {
