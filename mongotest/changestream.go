@@ -21,6 +21,7 @@ type streams struct {
 
 	scratch     backendClient // the filters' scratch collections (filter.go)
 	scratchFile *unlogged     // their file, which they are emptied in
+	checkReady  atomic.Bool   // the document new streams' stages are checked on is there (streamspec.go)
 
 	kick   chan struct{} // 1-buffered: the tailer should step
 	unread atomic.Int64  // documents written where no stream watched
@@ -243,6 +244,9 @@ func (ss *streams) open(body bson.Raw, spec bson.Raw) bson.D {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if e := ss.checkStream(ctx, spec, st.pipeline); e != nil {
+		return e
+	}
 	// What was written before the aggregate is not the stream's.
 	head, err := ss.tail.step(ctx)
 	if err != nil {

@@ -382,3 +382,48 @@ func TestChangeStreamQuietPeriod(t *testing.T) {
 		t.Fatalf("the event after the quiet period for %v, want %d", got, quiet+1)
 	}
 }
+
+// TestChangeStreamBadInput: a pipeline or option MongoDB refuses fails the
+// Watch itself with MongoDB's code, not its first getMore (nor a silent
+// empty stream), and so does what MongoDB allows but mongotest cannot
+// serve (NotImplemented).
+func TestChangeStreamBadInput(t *testing.T) {
+	srv := startStreams(t)
+	coll := connect(t, srv.URI()).Database("cs").Collection("bad")
+	ctx := context.Background()
+	for _, row := range []struct {
+		name     string
+		pipeline any
+		opts     *options.ChangeStreamOptionsBuilder
+		code     int32
+	}{
+		{"unknown stage", mongo.Pipeline{{{Key: "$frobnicate", Value: bson.D{}}}}, nil, 40324},
+		{"stage not permitted", mongo.Pipeline{{{Key: "$group", Value: bson.D{{Key: "_id", Value: 1}}}}}, nil, 20},
+		{"two fields in a stage", bson.A{bson.D{{Key: "$match", Value: bson.D{}}, {Key: "$project", Value: bson.D{}}}}, nil, 40323},
+		{"unknown operator in $match", mongo.Pipeline{{{Key: "$match", Value: bson.D{{Key: "$frobnicate", Value: 1}}}}}, nil, 2},
+		{"allowed, not served", mongo.Pipeline{{{Key: "$replaceRoot", Value: bson.D{{Key: "newRoot", Value: "$fullDocument"}}}}}, nil, 238},
+		{"bad fullDocument", mongo.Pipeline{}, options.ChangeStream().SetFullDocument("sometimes"), 2},
+		{"pre-images", mongo.Pipeline{}, options.ChangeStream().SetFullDocumentBeforeChange(options.Required), 238},
+		{"two resume options", mongo.Pipeline{}, options.ChangeStream().
+			SetResumeAfter(bson.D{{Key: "_data", Value: "00"}}).SetStartAfter(bson.D{{Key: "_data", Value: "00"}}), 40674},
+		{"unknown option", mongo.Pipeline{}, options.ChangeStream().SetCustomPipeline(bson.M{"frobnicate": true}), 40415},
+	} {
+		opts := row.opts
+		if opts == nil {
+			opts = options.ChangeStream()
+		}
+		cs, err := coll.Watch(ctx, row.pipeline, opts)
+		if err == nil {
+			cs.Close(ctx)
+			t.Errorf("%s: Watch succeeded, want error %d", row.name, row.code)
+			continue
+		}
+		var ce mongo.CommandError
+		if !errors.As(err, &ce) || ce.Code != row.code {
+			t.Errorf("%s: %v, want code %d", row.name, err, row.code)
+		}
+	}
+	if n := srv.ChangeStreams(); n != 0 {
+		t.Errorf("%d streams open after refused Watches", n)
+	}
+}
