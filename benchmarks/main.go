@@ -55,6 +55,7 @@ func main() {
 	}
 	tw.Flush() // one table, aligned across the stores
 	fmt.Printf("\nPolling waiters (mongolock without change streams, redislock) pause at most %v; etcd waiters watch.\n", *poll)
+	fmt.Println("Round trips leave out mongolock's change streams' getMores, which carry events as etcd's watch stream does.")
 }
 
 func runAll(ctx context.Context, tw *tabwriter.Writer, s store, n int, contention time.Duration) error {

@@ -92,7 +92,13 @@ type mongoClient struct {
 
 func (s *mongoStore) connect(ctx context.Context) (client, error) {
 	mc := &mongoClient{}
-	mon := &event.CommandMonitor{Started: func(context.Context, *event.CommandStartedEvent) { mc.sent.Add(1) }}
+	// A change stream's getMores are not counted: they are the long polls
+	// that carry its events, as etcd's watch stream does without requests.
+	mon := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName != "getMore" {
+			mc.sent.Add(1)
+		}
+	}}
 	c, err := mongo.Connect(options.Client().ApplyURI(s.uri).SetMonitor(mon).SetMaxPoolSize(4))
 	if err != nil {
 		return nil, err
