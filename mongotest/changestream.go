@@ -228,7 +228,7 @@ const lazySteps = 256
 // options spec, and returns the reply with an empty first batch.
 func (ss *streams) open(body bson.Raw, spec bson.Raw) bson.D {
 	db, _ := body.Lookup("$db").StringValueOK()
-	st := &stream{db: db, images: map[string]bson.Raw{}, fullDocument: "default"}
+	st := &stream{db: db, fullDocument: "default"}
 	if coll, ok := body.Lookup("aggregate").StringValueOK(); ok {
 		st.coll = coll
 	}
@@ -326,7 +326,7 @@ func (ss *streams) getMore(st *stream, maxWait time.Duration) bson.D {
 			return commandError(286, "ChangeStreamHistoryLost",
 				"Resume of change stream was not possible, as the resume point may no longer be in the oplog.")
 		}
-		if events := st.next(ss.tail, ss.tail.since(st.pos, 500)); len(events) > 0 {
+		if events := st.next(ss.tail.since(st.pos, 500)); len(events) > 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			raws, err := ss.filter(ctx, st, events)
 			cancel()
@@ -360,30 +360,6 @@ func (ss *streams) batch(st *stream, events []bson.Raw) bson.D {
 	return cursorReply(st, "nextBatch", events)
 }
 
-// next turns items into st's events, moving st.pos past them.
-func (st *stream) next(t *tailer, items []item) []bson.D {
-	var events []bson.D
-	for _, it := range items {
-		st.pos = it.pos
-		if it.drop != nil {
-			if ev := st.dropEvents(*it.drop); ev != nil {
-				events = append(events, ev...)
-				if st.invalidated {
-					return events
-				}
-			}
-			continue
-		}
-		if !st.watches(it.e.NS) {
-			continue
-		}
-		if ev := st.event(t, it); ev != nil {
-			events = append(events, ev)
-		}
-	}
-	return events
-}
-
 // stream is one change-stream cursor.
 type stream struct {
 	id           int64
@@ -394,7 +370,6 @@ type stream struct {
 	mu          sync.Mutex
 	pos         position
 	invalidated bool
-	images      map[string]bson.Raw // last known state of documents, by _id
 }
 
 func (st *stream) cursorNS() string {
@@ -414,136 +389,4 @@ func (st *stream) watches(ns string) bool {
 		return false
 	}
 	return (st.db == "" || st.db == db) && (st.coll == "" || st.coll == coll)
-}
-
-// dropEvents returns the drop (and invalidate) events d gives st, or nil.
-func (st *stream) dropEvents(d drop) []bson.D {
-	if st.db != "" && st.db != d.db || d.coll != "" && st.coll != "" && st.coll != d.coll {
-		return nil
-	}
-	var events []bson.D
-	if d.coll != "" && (st.coll != "" || st.db != "") {
-		events = append(events, bson.D{
-			{Key: "_id", Value: d.pos.token()},
-			{Key: "operationType", Value: "drop"},
-			{Key: "clusterTime", Value: d.pos.ts},
-			{Key: "wallTime", Value: time.Now()},
-			{Key: "ns", Value: bson.D{{Key: "db", Value: d.db}, {Key: "coll", Value: d.coll}}},
-		})
-	}
-	if d.coll == "" {
-		events = append(events, bson.D{
-			{Key: "_id", Value: d.pos.token()},
-			{Key: "operationType", Value: "dropDatabase"},
-			{Key: "clusterTime", Value: d.pos.ts},
-			{Key: "wallTime", Value: time.Now()},
-			{Key: "ns", Value: bson.D{{Key: "db", Value: d.db}}},
-		})
-	}
-	if st.db == "" || (st.coll == "" && d.coll != "") {
-		return events // a database or cluster stream goes on after a collection's drop
-	}
-	inv := position{ts: d.pos.ts, kind: kindInvalidate}
-	st.pos, st.invalidated = inv, true
-	return append(events, bson.D{
-		{Key: "_id", Value: inv.token()},
-		{Key: "operationType", Value: "invalidate"},
-		{Key: "clusterTime", Value: d.pos.ts},
-		{Key: "wallTime", Value: time.Now()},
-	})
-}
-
-// event turns one oplog entry into st's change event.
-func (st *stream) event(t *tailer, it item) bson.D {
-	e, p := it.e, it.pos
-	db, coll, _ := strings.Cut(e.NS, ".")
-	ev := bson.D{
-		{Key: "_id", Value: p.token()},
-		{Key: "operationType", Value: ""},
-		{Key: "clusterTime", Value: e.TS},
-		{Key: "wallTime", Value: e.Wall},
-	}
-	ns := bson.E{Key: "ns", Value: bson.D{{Key: "db", Value: db}, {Key: "coll", Value: coll}}}
-	switch e.Op {
-	case "i":
-		id := e.O.Lookup("_id")
-		st.images[imageKey(e.NS, id)] = e.O
-		ev[1].Value = "insert"
-		return append(ev, bson.E{Key: "fullDocument", Value: e.O}, ns,
-			bson.E{Key: "documentKey", Value: bson.D{{Key: "_id", Value: id}}})
-	case "d":
-		id := e.O.Lookup("_id")
-		delete(st.images, imageKey(e.NS, id))
-		ev[1].Value = "delete"
-		return append(ev, ns, bson.E{Key: "documentKey", Value: bson.D{{Key: "_id", Value: id}}})
-	case "u":
-		post, ok := e.O.Lookup("$set").DocumentOK()
-		if !ok {
-			return nil
-		}
-		id := e.O2.Lookup("_id")
-		key := imageKey(e.NS, id)
-		pre, known := st.images[key]
-		if !known {
-			pre, _ = t.before(e.NS, id, p)
-		}
-		st.images[key] = post
-		if it.replace {
-			ev[1].Value = "replace"
-			return append(ev, bson.E{Key: "fullDocument", Value: post}, ns,
-				bson.E{Key: "documentKey", Value: bson.D{{Key: "_id", Value: id}}})
-		}
-		ev[1].Value = "update"
-		if st.fullDocument != "default" {
-			ev = append(ev, bson.E{Key: "fullDocument", Value: post})
-		}
-		return append(ev, ns, bson.E{Key: "documentKey", Value: bson.D{{Key: "_id", Value: id}}},
-			bson.E{Key: "updateDescription", Value: describe(pre, post)})
-	}
-	return nil
-}
-
-func imageKey(ns string, id bson.RawValue) string {
-	return ns + "\x00" + string(rune(id.Type)) + string(id.Value)
-}
-
-// stateAfter returns the document as an oplog entry left it, nil if gone
-// or unknown.
-func stateAfter(e *entry) bson.Raw {
-	switch {
-	case e == nil || e.Op == "d":
-		return nil
-	case e.Op == "u":
-		d, _ := e.O.Lookup("$set").DocumentOK()
-		return d
-	}
-	return e.O
-}
-
-// describe returns the updateDescription from pre to post: top-level
-// fields set or changed, and removed. With no known pre-image every field
-// counts as set.
-func describe(pre, post bson.Raw) bson.D {
-	updated := bson.D{}
-	removed := bson.A{}
-	elems, _ := post.Elements()
-	for _, el := range elems {
-		if el.Key() == "_id" {
-			continue
-		}
-		old, err := pre.LookupErr(el.Key())
-		if pre == nil || err != nil || !old.Equal(el.Value()) {
-			updated = append(updated, bson.E{Key: el.Key(), Value: el.Value()})
-		}
-	}
-	if pre != nil {
-		old, _ := pre.Elements()
-		for _, el := range old {
-			if _, err := post.LookupErr(el.Key()); err != nil {
-				removed = append(removed, el.Key())
-			}
-		}
-	}
-	return bson.D{{Key: "updatedFields", Value: updated}, {Key: "removedFields", Value: removed},
-		{Key: "truncatedArrays", Value: bson.A{}}}
 }

@@ -62,6 +62,21 @@ func TestChangeStreamEvents(t *testing.T) {
 			return want(field(ev, "updateDescription")+" "+field(ev, "fullDocument"),
 				`{"updatedFields": {"x": {"$numberInt":"5"}},"removedFields": ["y"],"truncatedArrays": []} {"_id": "a","x": {"$numberInt":"5"}}`)
 		}},
+		{"update", func() error { // a sub-document made
+			_, err := coll.UpdateOne(ctx, id, bson.D{{Key: "$set", Value: bson.D{{Key: "sub.b", Value: 2}}}})
+			return err
+		}, func(ev bson.M) string {
+			return want(field(ev, "updateDescription"),
+				`{"updatedFields": {"sub": {"b": {"$numberInt":"2"}}},"removedFields": [],"truncatedArrays": []}`)
+		}},
+		{"update", func() error { // inside it: dotted paths, as MongoDB reports them
+			_, err := coll.UpdateOne(ctx, id, bson.D{{Key: "$set", Value: bson.D{{Key: "sub.c", Value: 3}}},
+				{Key: "$unset", Value: bson.D{{Key: "sub.b", Value: ""}}}})
+			return err
+		}, func(ev bson.M) string {
+			return want(field(ev, "updateDescription"),
+				`{"updatedFields": {"sub.c": {"$numberInt":"3"}},"removedFields": ["sub.b"],"truncatedArrays": []}`)
+		}},
 		{"replace", func() error {
 			_, err := coll.ReplaceOne(ctx, id, bson.D{{Key: "z", Value: 3}})
 			return err
@@ -425,5 +440,29 @@ func TestChangeStreamBadInput(t *testing.T) {
 	}
 	if n := srv.ChangeStreams(); n != 0 {
 		t.Errorf("%d streams open after refused Watches", n)
+	}
+}
+
+// TestFilteredDottedPaths: a change inside a sub-document passes through a
+// stream's stages (which FerretDB evaluates, and which refuses field names
+// with dots) and arrives under its dotted path.
+func TestFilteredDottedPaths(t *testing.T) {
+	srv := startStreams(t)
+	coll := connect(t, srv.URI()).Database("cs").Collection("dotted")
+	ctx := context.Background()
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}, {Key: "waiting", Value: bson.D{{Key: "x", Value: 1}}}}); err != nil {
+		t.Fatal(err)
+	}
+	cs := watch(t, coll, mongo.Pipeline{
+		{{Key: "$match", Value: bson.D{{Key: "operationType", Value: "update"}}}},
+		{{Key: "$project", Value: bson.D{{Key: "updateDescription", Value: 1}}}},
+	})
+	if _, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "a"}}, bson.D{{Key: "$set", Value: bson.D{{Key: "waiting.y", Value: 2}}}}); err != nil {
+		t.Fatal(err)
+	}
+	nextEvent(t, cs)
+	if got := want(cs.Current.Lookup("updateDescription").String(),
+		`{"updatedFields": {"waiting.y": {"$numberInt":"2"}},"removedFields": [],"truncatedArrays": []}`); got != "" {
+		t.Fatal(got)
 	}
 }

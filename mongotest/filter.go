@@ -1,9 +1,11 @@
 package mongotest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"strings"
 	"sync"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -59,12 +61,17 @@ func (ss *streams) evaluate(ctx context.Context, st *stream, events []bson.D) ([
 	scratch := client.Database(scratchDB).Collection(name)
 	docs := make([]any, len(events))
 	for i, ev := range events {
-		docs[i] = ev
+		docs[i] = escapePaths(ev)
 	}
 	if _, err := scratch.InsertMany(ctx, docs); err != nil {
 		return nil, err
 	}
 	out, err := aggregate(ctx, scratch, st.pipeline)
+	for i, raw := range out {
+		if out[i], err = unescapePaths(raw); err != nil {
+			break
+		}
+	}
 	if err := ss.scratchFile.deleteAll(ctx, name); err != nil {
 		return nil, err
 	}
@@ -85,6 +92,62 @@ func aggregate(ctx context.Context, scratch *mongo.Collection, pipeline []bson.R
 		out = append(out, append(bson.Raw(nil), cur.Current...))
 	}
 	return out, cur.Err()
+}
+
+// FerretDB refuses a field name with a dot, which an update event's
+// updatedFields has for a change inside a sub-document ("waiting.x"): in
+// the scratch collection the dots are pathDot. A stage's path does not
+// reach into such a field in MongoDB either.
+const pathDot = "\uE000" // a private-use character
+
+// escapePaths returns ev with the dots of its updatedFields' names
+// replaced by pathDot.
+func escapePaths(ev bson.D) bson.D {
+	out := make(bson.D, len(ev))
+	copy(out, ev)
+	for i, e := range out {
+		desc, ok := e.Value.(bson.D)
+		if e.Key != "updateDescription" || !ok {
+			continue
+		}
+		desc = append(bson.D(nil), desc...)
+		for j, d := range desc {
+			if fields, ok := d.Value.(bson.D); ok && d.Key == "updatedFields" {
+				renamed := make(bson.D, len(fields))
+				for k, f := range fields {
+					renamed[k] = bson.E{Key: strings.ReplaceAll(f.Key, ".", pathDot), Value: f.Value}
+				}
+				desc[j].Value = renamed
+			}
+		}
+		out[i].Value = desc
+	}
+	return out
+}
+
+// unescapePaths undoes escapePaths on an event the stages returned.
+func unescapePaths(raw bson.Raw) (bson.Raw, error) {
+	if !bytes.Contains(raw, []byte(pathDot)) {
+		return raw, nil
+	}
+	var ev bson.D
+	if err := bson.Unmarshal(raw, &ev); err != nil {
+		return nil, err
+	}
+	for _, e := range ev {
+		desc, ok := e.Value.(bson.D)
+		if e.Key != "updateDescription" || !ok {
+			continue
+		}
+		for _, d := range desc {
+			if fields, ok := d.Value.(bson.D); ok && d.Key == "updatedFields" {
+				for k := range fields {
+					fields[k].Key = strings.ReplaceAll(fields[k].Key, pathDot, ".")
+				}
+			}
+		}
+	}
+	return bson.Marshal(ev)
 }
 
 // scratchDB holds the events being filtered; change streams never report

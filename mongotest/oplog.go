@@ -147,7 +147,8 @@ type item struct {
 	pos     position
 	e       entry
 	drop    *drop
-	replace bool // an update entry made by a replacement
+	replace bool   // an update entry made by a replacement
+	desc    bson.D // an update's updateDescription
 }
 
 func newTailer(backend func() string, dataDir string, serial *sync.Mutex, size int64) *tailer {
@@ -207,7 +208,15 @@ func (t *tailer) read(ctx context.Context, replace bool) (position, error) {
 		if db, _, _ := strings.Cut(e.NS, "."); db == scratchDB || db == oplogDB {
 			continue // the streams' own writes
 		}
-		t.addLocked(item{pos: position{ts: e.TS}, e: e, replace: replace && e.Op == "u"})
+		it := item{pos: position{ts: e.TS}, e: e, replace: replace && e.Op == "u"}
+		if e.Op == "u" && !it.replace {
+			// Once for every stream: from the document as the ring last
+			// had it.
+			post, _ := e.O.Lookup("$set").DocumentOK()
+			pre, _ := t.beforeLocked(e.NS, e.O2.Lookup("_id"))
+			it.desc = describe(pre, post)
+		}
+		t.addLocked(it)
 	}
 	head := t.headLocked()
 	t.mu.Unlock()
@@ -280,13 +289,10 @@ func (t *tailer) since(p position, limit int) []item {
 	return append([]item(nil), out...)
 }
 
-// before returns the document id of ns as the newest entry older than p
-// left it, and whether that entry is still in the ring.
-func (t *tailer) before(ns string, id bson.RawValue, p position) (bson.Raw, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	i := sort.Search(len(t.ring), func(i int) bool { return !p.after(t.ring[i].pos) })
-	for i--; i >= 0; i-- {
+// beforeLocked returns the document id of ns as the newest entry of the
+// ring left it, with t.mu held, and whether such an entry is there.
+func (t *tailer) beforeLocked(ns string, id bson.RawValue) (bson.Raw, bool) {
+	for i := len(t.ring) - 1; i >= 0; i-- {
 		e := t.ring[i].e
 		if t.ring[i].drop != nil || e.NS != ns {
 			continue
