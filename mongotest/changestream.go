@@ -240,7 +240,11 @@ func (ss *streams) open(body bson.Raw, spec bson.Raw) bson.D {
 	}
 	pipe, _ := body.Lookup("pipeline").Array().Values()
 	for _, v := range pipe[1:] {
-		st.pipeline = append(st.pipeline, v.Document())
+		stage, ok := v.DocumentOK()
+		if !ok {
+			return commandError(14, "TypeMismatch", "Each element of the 'pipeline' array must be an object")
+		}
+		st.pipeline = append(st.pipeline, stage)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

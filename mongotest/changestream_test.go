@@ -466,3 +466,27 @@ func TestFilteredDottedPaths(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+// TestChangeStreamDropAfterDrop: a drop right after another (no write
+// between) is reported too, with its invalidate.
+func TestChangeStreamDropAfterDrop(t *testing.T) {
+	srv := startStreams(t)
+	db := connect(t, srv.URI()).Database("cs2")
+	ctx := context.Background()
+	for _, name := range []string{"a", "b"} {
+		if _, err := db.Collection(name).InsertOne(ctx, bson.D{{Key: "_id", Value: 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs := watch(t, db.Collection("b"), mongo.Pipeline{})
+	for _, name := range []string{"a", "b"} {
+		if err := db.Collection(name).Drop(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, op := range []string{"drop", "invalidate"} {
+		if ev := nextEvent(t, cs); ev["operationType"] != op {
+			t.Fatalf("event %v, want %s", ev["operationType"], op)
+		}
+	}
+}

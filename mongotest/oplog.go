@@ -62,10 +62,13 @@ type entry struct {
 }
 
 // position orders what a change stream reports: an oplog entry's
-// timestamp, then kind (an entry, a drop recorded after it, the
-// invalidate that follows a drop).
+// timestamp, then a sequence number (for what is recorded after an entry
+// at its timestamp: drops, one after another, and entries logged out of
+// their timestamps' order), then kind (an entry, a drop, the invalidate
+// that follows a drop).
 type position struct {
 	ts   bson.Timestamp
+	seq  uint32
 	kind byte
 }
 
@@ -82,15 +85,32 @@ func (p position) after(q position) bool {
 	if p.ts.I != q.ts.I {
 		return p.ts.I > q.ts.I
 	}
+	if p.seq != q.seq {
+		return p.seq > q.seq
+	}
 	return p.kind > q.kind
 }
 
+// next returns the position of kind to record after head: at its
+// timestamp, with the next sequence number if need be.
+func (head position) next(kind byte) position {
+	p := position{ts: head.ts, seq: head.seq, kind: kind}
+	if !p.after(head) {
+		p.seq++
+	}
+	return p
+}
+
+// tokenLen is the length of a resume token's bytes: ts, seq, kind.
+const tokenLen = 13
+
 // token returns the resume token of p: {_data: hex}, ordered as p.
 func (p position) token() bson.D {
-	var b [9]byte
+	var b [tokenLen]byte
 	binary.BigEndian.PutUint32(b[0:], p.ts.T)
 	binary.BigEndian.PutUint32(b[4:], p.ts.I)
-	b[8] = p.kind
+	binary.BigEndian.PutUint32(b[8:], p.seq)
+	b[12] = p.kind
 	return bson.D{{Key: "_data", Value: hex.EncodeToString(b[:])}}
 }
 
@@ -107,12 +127,13 @@ func parseToken(raw bson.Raw) (position, error) {
 		return position{}, errBadToken
 	}
 	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != 9 {
+	if err != nil || len(b) != tokenLen {
 		return position{}, errBadToken
 	}
 	return position{
 		ts:   bson.Timestamp{T: binary.BigEndian.Uint32(b[0:]), I: binary.BigEndian.Uint32(b[4:])},
-		kind: b[8],
+		seq:  binary.BigEndian.Uint32(b[8:]),
+		kind: b[12],
 	}, nil
 }
 
@@ -137,6 +158,8 @@ type tailer struct {
 	base    position      // the position before the first entry ever read
 	grown   chan struct{} // closed, and replaced, when items were added
 
+	undeleted map[bson.ObjectID]bool // with stepMu: entries read whose deletion failed (read again, they are skipped)
+
 	// afterRead, when a test sets it (with stepMu held), runs between a
 	// read of the oplog that found entries and their deletion.
 	afterRead func(*mongo.Client)
@@ -153,7 +176,7 @@ type item struct {
 
 func newTailer(backend func() string, dataDir string, serial *sync.Mutex, size int64) *tailer {
 	return &tailer{backend: backendClient{addr: backend}, oplog: newUnlogged(dataDir, oplogDB),
-		serial: serial, size: int(size), grown: make(chan struct{})}
+		serial: serial, size: int(size), grown: make(chan struct{}), undeleted: map[bson.ObjectID]bool{}}
 }
 
 func (t *tailer) close() {
@@ -205,10 +228,19 @@ func (t *tailer) read(ctx context.Context, replace bool) (position, error) {
 	ids := make([]bson.ObjectID, 0, len(entries))
 	for _, e := range entries {
 		ids = append(ids, e.ID)
+		if t.undeleted[e.ID] {
+			continue // read before
+		}
 		if db, _, _ := strings.Cut(e.NS, "."); db == scratchDB || db == oplogDB {
 			continue // the streams' own writes
 		}
 		it := item{pos: position{ts: e.TS}, e: e, replace: replace && e.Op == "u"}
+		if head := t.headLocked(); !it.pos.after(head) {
+			// Logged after entries with later timestamps (a write whose
+			// connection was cut while FerretDB ran it, one sent to
+			// FerretDB directly): it comes after them.
+			it.pos = head.next(kindEntry)
+		}
 		if e.Op == "u" && !it.replace {
 			// Once for every stream: from the document as the ring last
 			// had it.
@@ -220,13 +252,17 @@ func (t *tailer) read(ctx context.Context, replace bool) (position, error) {
 	}
 	head := t.headLocked()
 	t.mu.Unlock()
-	if err != nil {
-		return head, err
-	}
-	if t.afterRead != nil && len(ids) > 0 {
+	if err == nil && t.afterRead != nil && len(ids) > 0 {
 		t.afterRead(c)
 	}
-	return head, t.oplog.delete(ctx, oplogColl, ids)
+	if err == nil && t.oplog.delete(ctx, oplogColl, ids) == nil {
+		clear(t.undeleted)
+		return head, nil
+	}
+	for _, id := range ids {
+		t.undeleted[id] = true
+	}
+	return head, err // a failed deletion is tried again at the next read
 }
 
 // addDrop records a drop after everything the oplog holds now.
@@ -235,19 +271,18 @@ func (t *tailer) addDrop(ctx context.Context, d drop) {
 	// after the drop's position, and the drop would be skipped.
 	t.stepMu.Lock()
 	defer t.stepMu.Unlock()
-	head, _ := t.read(ctx, false)
+	t.read(ctx, false)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	d.pos = position{ts: head.ts, kind: kindDrop}
+	d.pos = t.headLocked().next(kindDrop) // after a drop just before, too
 	t.addLocked(item{pos: d.pos, drop: &d})
 }
 
 func (t *tailer) addLocked(it item) {
-	if len(t.ring) > 0 && !it.pos.after(t.ring[len(t.ring)-1].pos) {
-		return // read twice (a step that failed half-way)
-	}
 	t.ring = append(t.ring, it)
-	if len(t.ring) > t.size {
+	// Trimmed by a quarter at a time: a copy of the ring for every item
+	// would cost a write megabytes.
+	if len(t.ring) > t.size+t.size/4 {
 		n := len(t.ring) - t.size
 		t.base = t.ring[n-1].pos
 		t.ring = append(t.ring[:0:0], t.ring[n:]...)
@@ -292,9 +327,16 @@ func (t *tailer) since(p position, limit int) []item {
 // beforeLocked returns the document id of ns as the newest entry of the
 // ring left it, with t.mu held, and whether such an entry is there.
 func (t *tailer) beforeLocked(ns string, id bson.RawValue) (bson.Raw, bool) {
+	db, coll, _ := strings.Cut(ns, ".")
 	for i := len(t.ring) - 1; i >= 0; i-- {
+		if d := t.ring[i].drop; d != nil {
+			if d.db == db && (d.coll == "" || d.coll == coll) {
+				return nil, false // the document was dropped with its collection
+			}
+			continue
+		}
 		e := t.ring[i].e
-		if t.ring[i].drop != nil || e.NS != ns {
+		if e.NS != ns {
 			continue
 		}
 		key := e.O.Lookup("_id")

@@ -66,3 +66,62 @@ func TestEntryLoggedDuringReadIsKept(t *testing.T) {
 		}
 	}
 }
+
+// TestLateEntryNotLost: an entry logged with a timestamp older than one
+// already read (a write whose connection was cut while FerretDB ran it, or
+// one sent to FerretDB directly, logs so) is delivered after it, not
+// skipped as read before, and not deleted unread.
+func TestLateEntryNotLost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	client, err := mongo.Connect(mopt.Client().ApplyURI(srv.URI()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(context.Background())
+	coll := client.Database("race").Collection("late")
+	cs, err := coll.Watch(ctx, mongo.Pipeline{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close(context.Background())
+	var once sync.Once
+	hooked := make(chan struct{})
+	tail := srv.proxy.streams.tail
+	tail.stepMu.Lock()
+	tail.afterRead = func(c *mongo.Client) {
+		once.Do(func() {
+			defer close(hooked)
+			// As FerretDB logs a write that got its timestamp long ago.
+			c.Database(oplogDB).Collection(oplogColl).InsertOne(ctx, bson.D{
+				{Key: "op", Value: "i"}, {Key: "ns", Value: "race.late"}, {Key: "ts", Value: bson.Timestamp{T: 1, I: 1}},
+				{Key: "o", Value: bson.D{{Key: "_id", Value: "late"}}}, {Key: "wall", Value: time.Now()},
+			})
+		})
+	}
+	tail.stepMu.Unlock()
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"a", "late", "c"} {
+		if want == "late" {
+			<-hooked
+			if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "c"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		next, cancelNext := context.WithTimeout(ctx, 10*time.Second)
+		if !cs.Next(next) {
+			t.Fatalf("%s: no event: %v", want, cs.Err())
+		}
+		cancelNext()
+		if id := cs.Current.Lookup("documentKey", "_id").StringValue(); id != want {
+			t.Fatalf("event for %q, want %s", id, want)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 const (
 	opMsg          = 2013
+	flagChecksum   = 1 << 0
 	flagMoreToCome = 1 << 1
 	headerLen      = 16
 	maxMessageLen  = 48 << 20 // MongoDB's maxMessageSizeBytes
@@ -128,13 +129,31 @@ func (p *proxy) exchange(server net.Conn, req []byte) ([]byte, error) {
 
 // exchangeHeld is exchange with the serial lock held.
 func (p *proxy) exchangeHeld(server net.Conn, req []byte) ([]byte, error) {
+	if moreToCome(req) {
+		return nil, p.unacknowledged(server, req)
+	}
 	if _, err := server.Write(req); err != nil {
 		return nil, err
 	}
-	if moreToCome(req) {
-		return nil, nil
-	}
 	return readMessage(server)
+}
+
+// unacknowledged sends a request the client wants no reply to (a write
+// with w:0) as one that has a reply, which it reads and drops: so that the
+// serial lock covers the command until it is done, as every other one.
+func (p *proxy) unacknowledged(server net.Conn, req []byte) error {
+	flags := binary.LittleEndian.Uint32(req[16:])
+	if flags&flagChecksum != 0 { // the checksum covers the flags: sent as is
+		_, err := server.Write(req)
+		return err
+	}
+	acked := append([]byte(nil), req...)
+	binary.LittleEndian.PutUint32(acked[16:], flags&^flagMoreToCome)
+	if _, err := server.Write(acked); err != nil {
+		return err
+	}
+	_, err := readMessage(server)
+	return err
 }
 
 func moreToCome(msg []byte) bool {
