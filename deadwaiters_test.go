@@ -94,8 +94,8 @@ func deadEntries(tb testing.TB, e *env, name string, live []*mongolock.Locker) [
 }
 
 // TestDeadWaitersCostNothing (issue 28, item 2): 200 waiting processes
-// are SIGKILLed (polling; 50 with change streams, which mongotest serves
-// slowly; and WithFIFO with each);
+// are SIGKILLed (polling, and with change streams; and WithFIFO with
+// each);
 // once the window has passed (shortened here to a second, live waiters
 // refreshing their entries every 100ms), 4 live processes with 2
 // goroutines each contend for the name: no turn goes to the dead, so each
@@ -114,12 +114,7 @@ func TestDeadWaitersCostNothing(t *testing.T) {
 			const procs, goroutines, total = 4, 2, 160
 			const window = time.Second
 			streams, fifo := !strings.HasSuffix(mode, "polling"), strings.HasPrefix(mode, "FIFO")
-			dead := 200
-			if streams {
-				// Each opens a change stream of its own, and mongotest
-				// serves a few dozen at a useful pace (issue 24).
-				dead = 50
-			}
+			const dead = 200 // each with a change stream of its own when streams
 			e := newEnv(t)
 			ctx := ctxT(t, 3*time.Minute)
 			live := liveLockers(e, procs, mongolock.WithChangeStreams(streams), mongolock.WithFIFO(fifo),

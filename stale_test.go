@@ -12,6 +12,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/mongolock/mongolock"
 )
@@ -27,7 +28,13 @@ func TestHelperDeadWaiters(t *testing.T) {
 	}
 	streams := os.Getenv("MONGOLOCK_DEAD_STREAMS") == "1"
 	fifo := os.Getenv("MONGOLOCK_DEAD_FIFO") == "1"
-	client, _ := connect(t, "")
+	// Connections enough for every stream's getMore at once, as n
+	// processes would have: with the default pool of 100, the streams'
+	// getMores wait for one another.
+	client, err := mongo.Connect(options.Client().ApplyURI(os.Getenv("MONGODB_URI")).SetMaxPoolSize(uint64(n) + 16))
+	if err != nil {
+		t.Fatal(err)
+	}
 	coll := client.Database(testDB).Collection(os.Getenv("MONGOLOCK_DEAD_COLL"))
 	for range n {
 		// They wait without a sound until killed (no poll, no refresh of
@@ -125,8 +132,9 @@ func warm(t *testing.T, coll *mongo.Collection, streams bool) bool {
 	return err == nil
 }
 
-// TestDeadWaitersLeave (issue 22, item 2): 1,000 polling Lockers (50 with
-// change streams) wait for a held lock and are SIGKILLed; the live process
+// TestDeadWaitersLeave (issue 22, item 2): 1,000 polling Lockers (200 with
+// change streams; 1,000 with MONGOLOCK_DEAD_STREAMING=1000) wait for a
+// held lock and are SIGKILLed; the live process
 // takes it with a Mutex, or with GetLock and ReleaseLock. Until their
 // entries go stale each costs the lock one turn at most, once; once stale
 // (30 seconds, shortened here), three lock/unlock cycles leave none of
@@ -136,18 +144,23 @@ func TestDeadWaitersLeave(t *testing.T) {
 	if os.Getenv("MONGOLOCK_DEAD_WAITERS") != "" {
 		t.Skip("the child's own run")
 	}
-	// Each streaming Locker opens a change stream of its own, and mongotest
-	// serves a few dozen at a useful pace (200 took 197s to join; 1,000
-	// never all did): the streaming case kills fewer.
+	// Each streaming Locker opens a change stream of its own, and every
+	// join is an event to every stream: on mongotest, 200 streaming
+	// waiters join in seconds, 1,000 in about 9 minutes, too long for
+	// `make test`: MONGOLOCK_DEAD_STREAMING=1000 runs the issue's figure.
+	streaming := 200
+	if n, err := strconv.Atoi(os.Getenv("MONGOLOCK_DEAD_STREAMING")); err == nil {
+		streaming = n
+	}
 	for _, c := range []struct {
 		streams bool
 		seed    bool // the live process takes the lock with GetLock and ReleaseLock
 		dead    int  // waiters killed
-	}{{true, false, 50}, {false, false, 1000}, {false, true, 100}} {
+	}{{true, false, streaming}, {false, false, 1000}, {false, true, 100}} {
 		streams := c.streams
 		t.Run(fmt.Sprintf("streams=%v/seed=%v", c.streams, c.seed), func(t *testing.T) {
 			e := newEnv(t)
-			ctx := ctxT(t, 5*time.Minute)
+			ctx := ctxT(t, 5*time.Minute+time.Duration(c.dead)*time.Second)
 			l, _ := e.locker("", mongolock.WithChangeStreams(streams))
 			reader, _ := connect(t, "")
 			live, _ := e.locker("", mongolock.WithChangeStreams(streams))
