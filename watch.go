@@ -18,7 +18,7 @@ import (
 const watchLinger = time.Second
 
 // eventStream is what the watcher needs of a change stream; the driver's
-// *mongo.ChangeStream is one, tests script others.
+// *mongo.ChangeStream, wrapped in ownedStream, is one; tests script others.
 type eventStream interface {
 	Next(ctx context.Context) bool
 	RemainingBatchLength() int
@@ -468,5 +468,47 @@ func (l *Locker) openHolderChanges(ctx context.Context, token bson.Raw) (eventSt
 	if token != nil {
 		opts.SetResumeAfter(token)
 	}
-	return l.store.coll.Watch(ctx, holderPipeline, opts)
+	cs, err := l.store.coll.Watch(ctx, holderPipeline, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &ownedStream{ChangeStream: cs, coll: l.store.coll}, nil
+}
+
+// ownedStream is a change stream whose server cursor Close kills even
+// when the driver lost it: a Next whose context ends (how the watcher
+// stops) makes the driver try its killCursors with that ended context,
+// and forget the cursor's id, so its Close sends nothing, and the cursor
+// stays open on the server until it times out (10 minutes on MongoDB).
+// Not covered: a cursor the driver opened by resuming inside the Next
+// that the context ended (its id never reaches this wrapper), and a
+// deployment whose killCursors goes to another server than the cursor's
+// (several mongos; the driver sends its own to the cursor's server).
+type ownedStream struct {
+	*mongo.ChangeStream
+	coll *mongo.Collection
+	id   int64 // the server cursor's, as last seen
+	lost bool  // a Next ended with its context: the driver may have dropped id
+}
+
+func (s *ownedStream) Next(ctx context.Context) bool {
+	if id := s.ChangeStream.ID(); id != 0 {
+		s.id = id
+	}
+	ok := s.ChangeStream.Next(ctx)
+	if id := s.ChangeStream.ID(); id != 0 {
+		s.id = id
+	}
+	s.lost = !ok && ctx.Err() != nil && s.ChangeStream.ID() == 0
+	return ok
+}
+
+func (s *ownedStream) Close(ctx context.Context) error {
+	err := s.ChangeStream.Close(ctx)
+	if s.lost && s.id != 0 {
+		err = s.coll.Database().RunCommand(ctx, bson.D{{Key: "killCursors", Value: s.coll.Name()},
+			{Key: "cursors", Value: bson.A{s.id}}}).Err()
+		s.id = 0
+	}
+	return err
 }

@@ -3,6 +3,7 @@ package mongolock_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/mongolock/mongolock"
 )
@@ -191,5 +193,61 @@ func TestContentionCost(t *testing.T) {
 	}
 	if perAcq > most {
 		t.Fatalf("%.2f commands per acquisition, want at most %.1f", perAcq, most)
+	}
+}
+
+// TestStoppedStreamKillsItsCursor: when the last waiter has left and the
+// change stream stops (its Next's context ends), its server cursor is
+// killed. The driver alone tries its killCursors with the ended context
+// and forgets the cursor, which MongoDB would keep for 10 minutes (and
+// mongotest for ever, watching the collection).
+func TestStoppedStreamKillsItsCursor(t *testing.T) {
+	if !hasChangeStreams(t) {
+		t.Skip("the server has no change streams")
+	}
+	e := newEnv(t)
+	ctx := ctxT(t, time.Minute)
+	holder, _ := e.locker("")
+	l, cnt := e.locker("")
+	held := session(t, holder).NewMutex("k")
+	if err := held.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := session(t, l).NewMutex("k")
+	got := make(chan error, 1)
+	go func() { got <- m.Lock(ctx) }()
+	for !l.Streaming() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	held.Unlock()
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	m.Unlock()
+	var id int64 // the stream's cursor, from its getMores
+	for _, body := range cnt.Bodies() {
+		if v, ok := body.Lookup("getMore").AsInt64OK(); ok {
+			id = v
+		}
+	}
+	if id == 0 {
+		t.Fatal("the stream sent no getMore")
+	}
+	for l.Streaming() { // the last waiter left: the stream stops after a second
+		time.Sleep(10 * time.Millisecond)
+	}
+	client, _ := connect(t, "")
+	db := client.Database(testDB)
+	for {
+		err := db.RunCommand(ctx, bson.D{{Key: "getMore", Value: id}, {Key: "collection", Value: e.coll},
+			{Key: "maxTimeMS", Value: 10}}).Err()
+		var ce mongo.CommandError
+		if errors.As(err, &ce) && ce.Code == 43 { // CursorNotFound: killed
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the stopped stream's cursor %d is still open: getMore gave %v", id, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
