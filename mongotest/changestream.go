@@ -2,6 +2,7 @@ package mongotest
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,10 @@ type streams struct {
 	nextID  int64
 }
 
+// firstStreamID is below every stream's cursor id, and above FerretDB's
+// (which count up from a random 32-bit number).
+const firstStreamID = 1 << 40
+
 // drop is a dropped collection (coll "" for a dropped database), recorded
 // as the proxy saw the command succeed, after the oplog's entries then.
 type drop struct {
@@ -43,7 +48,7 @@ type drop struct {
 
 func newStreams(backend func() string, dataDir string, serial *sync.Mutex, ringSize int64, done <-chan struct{}) *streams {
 	ss := &streams{scratch: backendClient{addr: backend}, scratchFile: newUnlogged(dataDir, scratchDB), tail: newTailer(backend, dataDir, serial, ringSize), done: done,
-		kick: make(chan struct{}, 1), cursors: map[int64]*stream{}, nextID: 1 << 40}
+		kick: make(chan struct{}, 1), cursors: map[int64]*stream{}, nextID: firstStreamID}
 	ss.wg.Add(1)
 	go ss.tailLoop()
 	return ss
@@ -98,8 +103,12 @@ func (ss *streams) handle(req []byte, body bson.Raw, name string) ([]byte, bool)
 		ss.mu.Lock()
 		st := ss.cursors[id]
 		ss.mu.Unlock()
+		if st == nil && id >= firstStreamID {
+			// A stream's cursor that is gone: killed, or ended.
+			return reply(req, commandError(43, "CursorNotFound", fmt.Sprintf("cursor id %d not found", id))), true
+		}
 		if st == nil {
-			return nil, false
+			return nil, false // one of FerretDB's
 		}
 		maxWait := time.Second
 		if ms, ok := body.Lookup("maxTimeMS").AsInt64OK(); ok && ms > 0 {
@@ -107,14 +116,17 @@ func (ss *streams) handle(req []byte, body bson.Raw, name string) ([]byte, bool)
 		}
 		return reply(req, ss.getMore(st, maxWait)), true
 	case "killCursors":
-		vals, _ := body.Lookup("cursors").Array().Values()
-		var killed, notFound bson.A
+		arr, _ := body.Lookup("cursors").ArrayOK()
+		vals, _ := arr.Values()
+		killed, notFound := bson.A{}, bson.A{}
 		ours := false
 		ss.mu.Lock()
 		for _, v := range vals {
 			id, _ := v.AsInt64OK()
-			if ss.cursors[id] != nil {
+			if id >= firstStreamID {
 				ours = true
+			}
+			if ss.cursors[id] != nil {
 				delete(ss.cursors, id)
 				killed = append(killed, id)
 			} else {

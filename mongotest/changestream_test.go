@@ -490,3 +490,29 @@ func TestChangeStreamDropAfterDrop(t *testing.T) {
 		}
 	}
 }
+
+// TestChangeStreamKilledCursor: a getMore of a killed stream's cursor
+// fails with CursorNotFound (43), as on MongoDB.
+func TestChangeStreamKilledCursor(t *testing.T) {
+	srv := startStreams(t)
+	db := connect(t, srv.URI()).Database("cs")
+	ctx := context.Background()
+	var res struct {
+		Cursor struct {
+			ID int64 `bson:"id"`
+		} `bson:"cursor"`
+	}
+	if err := db.RunCommand(ctx, bson.D{{Key: "aggregate", Value: "killed"},
+		{Key: "pipeline", Value: bson.A{bson.D{{Key: "$changeStream", Value: bson.D{}}}}},
+		{Key: "cursor", Value: bson.D{}}}).Decode(&res); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RunCommand(ctx, bson.D{{Key: "killCursors", Value: "killed"}, {Key: "cursors", Value: bson.A{res.Cursor.ID}}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	err := db.RunCommand(ctx, bson.D{{Key: "getMore", Value: res.Cursor.ID}, {Key: "collection", Value: "killed"}}).Err()
+	var ce mongo.CommandError
+	if !errors.As(err, &ce) || ce.Code != 43 {
+		t.Fatalf("getMore of a killed stream: %v, want CursorNotFound (43)", err)
+	}
+}
