@@ -232,8 +232,8 @@ func (ss *streams) watched(ns string) bool {
 	return false
 }
 
-// lazySteps is about how many entries, with no stream open, the oplog
-// holds before the tailer moves them into the ring.
+// lazySteps is about how many entries of writes no stream watches the
+// oplog holds before the tailer moves them into the ring.
 const lazySteps = 256
 
 // open starts a stream for the aggregate body with the $changeStream
