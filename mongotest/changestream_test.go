@@ -489,6 +489,14 @@ func TestChangeStreamDropAfterDrop(t *testing.T) {
 			t.Fatalf("event %v, want %s", ev["operationType"], op)
 		}
 	}
+	// After the invalidate's token, the drop is not reported again.
+	after := watch(t, db.Collection("b"), mongo.Pipeline{}, options.ChangeStream().SetStartAfter(cs.ResumeToken()))
+	if _, err := db.Collection("b").InsertOne(ctx, bson.D{{Key: "_id", Value: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextEvent(t, after); ev["operationType"] != "insert" {
+		t.Fatalf("after the invalidate: %v, want the insert", ev["operationType"])
+	}
 }
 
 // TestChangeStreamKilledCursor: a getMore of a killed stream's cursor

@@ -61,7 +61,7 @@ func (st *stream) dropEvents(d drop) []bson.D {
 	if st.db == "" || (st.coll == "" && d.coll != "") {
 		return events // a database or cluster stream goes on after a collection's drop
 	}
-	inv := position{ts: d.pos.ts, kind: kindInvalidate}
+	inv := position{ts: d.pos.ts, seq: d.pos.seq, kind: kindInvalidate}
 	st.pos, st.invalidated = inv, true
 	return append(events, bson.D{
 		{Key: "_id", Value: inv.token()},
