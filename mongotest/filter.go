@@ -102,28 +102,7 @@ const pathDot = "\uE000" // a private-use character
 
 // escapePaths returns ev with the dots of its updatedFields' names
 // replaced by pathDot.
-func escapePaths(ev bson.D) bson.D {
-	out := make(bson.D, len(ev))
-	copy(out, ev)
-	for i, e := range out {
-		desc, ok := e.Value.(bson.D)
-		if e.Key != "updateDescription" || !ok {
-			continue
-		}
-		desc = append(bson.D(nil), desc...)
-		for j, d := range desc {
-			if fields, ok := d.Value.(bson.D); ok && d.Key == "updatedFields" {
-				renamed := make(bson.D, len(fields))
-				for k, f := range fields {
-					renamed[k] = bson.E{Key: strings.ReplaceAll(f.Key, ".", pathDot), Value: f.Value}
-				}
-				desc[j].Value = renamed
-			}
-		}
-		out[i].Value = desc
-	}
-	return out
-}
+func escapePaths(ev bson.D) bson.D { return renamePaths(ev, ".", pathDot) }
 
 // unescapePaths undoes escapePaths on an event the stages returned.
 func unescapePaths(raw bson.Raw) (bson.Raw, error) {
@@ -134,20 +113,31 @@ func unescapePaths(raw bson.Raw) (bson.Raw, error) {
 	if err := bson.Unmarshal(raw, &ev); err != nil {
 		return nil, err
 	}
-	for _, e := range ev {
+	return bson.Marshal(renamePaths(ev, pathDot, "."))
+}
+
+// renamePaths returns ev with old replaced by new in the names of its
+// updateDescription.updatedFields, leaving ev as it was.
+func renamePaths(ev bson.D, old, new string) bson.D {
+	out := append(bson.D(nil), ev...)
+	for i, e := range out {
 		desc, ok := e.Value.(bson.D)
 		if e.Key != "updateDescription" || !ok {
 			continue
 		}
-		for _, d := range desc {
+		desc = append(bson.D(nil), desc...)
+		for j, d := range desc {
 			if fields, ok := d.Value.(bson.D); ok && d.Key == "updatedFields" {
-				for k := range fields {
-					fields[k].Key = strings.ReplaceAll(fields[k].Key, pathDot, ".")
+				renamed := make(bson.D, len(fields))
+				for k, f := range fields {
+					renamed[k] = bson.E{Key: strings.ReplaceAll(f.Key, old, new), Value: f.Value}
 				}
+				desc[j].Value = renamed
 			}
 		}
+		out[i].Value = desc
 	}
-	return bson.Marshal(ev)
+	return out
 }
 
 // scratchDB holds the events being filtered; change streams never report
