@@ -160,7 +160,7 @@ func (s *Server) startBackend(ctx context.Context) error {
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + filepath.ToSlash(s.dataDir) + "/?_pragma=synchronous(normal)",
+		SQLiteURL: "file:" + filepath.ToSlash(s.dataDir) + "/?" + sqliteSync,
 		Logger:    s.opts.logger,
 	})
 	if err != nil {

@@ -21,6 +21,11 @@ import (
 const (
 	sqliteExt  = ".sqlite"
 	sqliteMeta = "_ferretdb_collections"
+	// sqliteSync is the durability FerretDB's files are written with, by
+	// FerretDB and here: a process's crash loses nothing, a power cut may
+	// lose the last transactions, which a test server can afford (it
+	// halves a write).
+	sqliteSync = "_pragma=synchronous(normal)"
 )
 
 // unlogged deletes documents straight from one of FerretDB's SQLite files,
@@ -96,7 +101,7 @@ func (u *unlogged) tableLocked(ctx context.Context, coll string) (string, error)
 		// FerretDB's own settings: waits for its writers rather than
 		// failing, in its journal mode.
 		db, err := sql.Open("sqlite", "file:"+filepath.ToSlash(u.path)+
-			"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)&_pragma=synchronous(normal)")
+			"?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)&"+sqliteSync)
 		if err != nil {
 			return "", fmt.Errorf("mongotest: %w", err)
 		}
