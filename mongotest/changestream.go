@@ -17,8 +17,9 @@ import (
 // FerretDB. Events follow MongoDB's documented format; the stages after
 // $changeStream are evaluated by FerretDB on the events (see filter).
 type streams struct {
-	tail *tailer
-	done <-chan struct{}
+	tail   *tailer
+	done   <-chan struct{}
+	faults *faults // DelayEvents
 
 	scratch     backendClient // the filters' scratch collections (filter.go)
 	scratchFile *unlogged     // their file, which they are emptied in
@@ -160,6 +161,16 @@ func changeStreamSpec(body bson.Raw) (bson.Raw, bool) {
 	}
 	spec, ok := stage.Lookup("$changeStream").DocumentOK()
 	return spec, ok
+}
+
+// isChangeStream reports whether body is an aggregate that opens a change
+// stream.
+func isChangeStream(body bson.Raw) bool {
+	if body == nil {
+		return false
+	}
+	_, ok := changeStreamSpec(body)
+	return ok
 }
 
 // replaced runs a write that replaces whole documents (see
@@ -342,7 +353,8 @@ func (ss *streams) getMore(st *stream, maxWait time.Duration) bson.D {
 			return commandError(286, "ChangeStreamHistoryLost",
 				"Resume of change stream was not possible, as the resume point may no longer be in the oplog.")
 		}
-		if events := st.next(ss.tail.since(st.pos, 500)); len(events) > 0 {
+		items, due := ripe(ss.tail.since(st.pos, 500), ss.faults.delay(), time.Now())
+		if events := st.next(items); len(events) > 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			raws, err := ss.filter(ctx, st, events)
 			cancel()
@@ -356,7 +368,14 @@ func (ss *streams) getMore(st *stream, maxWait time.Duration) bson.D {
 		if st.invalidated {
 			return ss.batch(st, nil)
 		}
+		var later <-chan time.Time
+		if !due.IsZero() {
+			t := time.NewTimer(time.Until(due))
+			defer t.Stop()
+			later = t.C
+		}
 		select {
+		case <-later:
 		case <-grown:
 		case <-deadline.C:
 			return cursorReply(st, "nextBatch", nil)
@@ -365,6 +384,24 @@ func (ss *streams) getMore(st *stream, maxWait time.Duration) bson.D {
 		}
 	}
 }
+
+// ripe returns the items that may reach streams at now, when events come
+// delay after their write: the oldest ones, up to the first that must wait
+// longer. due is when that one may go (zero when none waits).
+func ripe(items []item, delay time.Duration, now time.Time) (out []item, due time.Time) {
+	if delay <= 0 {
+		return items, time.Time{}
+	}
+	for i, it := range items {
+		if at := it.at.Add(delay); at.After(now) {
+			return items[:i], at
+		}
+	}
+	return items, time.Time{}
+}
+
+// wake has every getMore look at the ring again (the event delay changed).
+func (ss *streams) wake() { ss.tail.poke() }
 
 // batch replies with events, and forgets an invalidated cursor.
 func (ss *streams) batch(st *stream, events []bson.Raw) bson.D {

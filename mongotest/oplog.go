@@ -170,8 +170,9 @@ type item struct {
 	pos     position
 	e       entry
 	drop    *drop
-	replace bool   // an update entry made by a replacement
-	desc    bson.D // an update's updateDescription
+	replace bool      // an update entry made by a replacement
+	desc    bson.D    // an update's updateDescription
+	at      time.Time // when it entered the ring (DelayEvents counts from it)
 }
 
 func newTailer(backend func() string, dataDir string, serial *sync.Mutex, size int64) *tailer {
@@ -279,6 +280,7 @@ func (t *tailer) addDrop(ctx context.Context, d drop) {
 }
 
 func (t *tailer) addLocked(it item) {
+	it.at = time.Now()
 	t.ring = append(t.ring, it)
 	// Trimmed by a quarter at a time: a copy of the ring for every item
 	// would cost a write megabytes.
@@ -288,6 +290,14 @@ func (t *tailer) addLocked(it item) {
 		t.ring = append(t.ring[:0:0], t.ring[n:]...)
 		t.evicted = true
 	}
+	close(t.grown)
+	t.grown = make(chan struct{})
+}
+
+// poke wakes everyone waiting for items, as if some had come.
+func (t *tailer) poke() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	close(t.grown)
 	t.grown = make(chan struct{})
 }

@@ -8,6 +8,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 const (
@@ -27,6 +29,8 @@ type proxy struct {
 
 	serial  sync.Mutex // held for one request/reply exchange
 	streams *streams   // change streams served here; nil when off
+	member  *member    // what hello says of the server (member.go)
+	faults  faults     // injected by tests (faults.go)
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -41,7 +45,7 @@ func newProxy(addr string, backend func() string) (*proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mongotest: listen %s: %w", addr, err)
 	}
-	p := &proxy{ln: ln, backend: backend, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
+	p := &proxy{ln: ln, backend: backend, member: newMember(), conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -86,25 +90,37 @@ func (p *proxy) serve(client net.Conn) {
 			return
 		}
 		body, name := command(req)
-		var reply []byte
+		if isHello(name) {
+			if !p.awaitHello(body) {
+				return
+			}
+			req = withoutExhaust(req)
+		}
+		var out []byte
 		handled := false
-		if p.streams != nil && body != nil {
-			reply, handled = p.streams.handle(req, body, name)
+		if refused, ok := p.faults.refusal(); ok && name == "aggregate" && isChangeStream(body) {
+			out, handled = reply(req, refused), true
+		}
+		if p.streams != nil && body != nil && !handled {
+			out, handled = p.streams.handle(req, body, name)
 		}
 		if !handled {
 			if p.streams != nil && body != nil && replacement(req, body, name) {
-				reply, err = p.streams.replaced(func() ([]byte, error) { return p.exchangeHeld(server, req) })
+				out, err = p.streams.replaced(func() ([]byte, error) { return p.exchangeHeld(server, req) })
 			} else {
-				reply, err = p.exchange(server, req)
+				out, err = p.exchange(server, req)
 			}
 			if err != nil {
 				return
 			}
-			if p.streams != nil && body != nil && reply != nil {
-				p.streams.wrote(body, name, reply)
+			if p.streams != nil && body != nil && out != nil {
+				p.streams.wrote(body, name, out)
+			}
+			if out != nil {
+				out = p.answer(req, name, out)
 			}
 		}
-		if reply == nil {
+		if out == nil {
 			continue // moreToCome: the server sends no reply
 		}
 		if d := p.replyDelay(); d > 0 {
@@ -114,10 +130,41 @@ func (p *proxy) serve(client net.Conn) {
 				return
 			}
 		}
-		if _, err := client.Write(reply); err != nil {
+		if _, err := client.Write(out); err != nil {
 			return
 		}
 	}
+}
+
+// awaitHello holds an awaitable hello until the server's state changes or
+// its time runs out, as MongoDB does (member.awaitable); it reports false
+// when the proxy closes meanwhile.
+func (p *proxy) awaitHello(body bson.Raw) bool {
+	wait, changed, ok := p.member.awaitable(body)
+	if !ok {
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-changed:
+	case <-p.done:
+		return false
+	}
+	return true
+}
+
+// answer is the reply the client gets to a command FerretDB answered: a
+// hello as this member's, a write as a fault may have it.
+func (p *proxy) answer(req []byte, name string, answer []byte) []byte {
+	if isHello(name) {
+		return p.member.hello(req, answer)
+	}
+	if failed, ok := p.faults.writeFailure(name, answer, p.member); ok {
+		return reply(req, failed)
+	}
+	return answer
 }
 
 // exchange sends one request and reads its reply under the serial lock.
@@ -154,6 +201,23 @@ func (p *proxy) unacknowledged(server net.Conn, req []byte) error {
 	}
 	_, err := readMessage(server)
 	return err
+}
+
+// withoutExhaust clears the exhaustAllowed flag of a request: mongotest
+// answers an awaitable hello once, which drivers accept (they send the
+// next one), and FerretDB does not serve exhaust.
+func withoutExhaust(msg []byte) []byte {
+	const flagExhaustAllowed = 1 << 16
+	if len(msg) < headerLen+4 || binary.LittleEndian.Uint32(msg[12:]) != opMsg {
+		return msg
+	}
+	flags := binary.LittleEndian.Uint32(msg[16:])
+	if flags&flagExhaustAllowed == 0 || flags&flagChecksum != 0 {
+		return msg
+	}
+	out := append([]byte(nil), msg...)
+	binary.LittleEndian.PutUint32(out[16:], flags&^flagExhaustAllowed)
+	return out
 }
 
 func moreToCome(msg []byte) bool {

@@ -93,6 +93,7 @@ func Start(ctx context.Context, opts ...Option) (*Server, error) {
 	}
 	if o.changeStreams {
 		p.streams = newStreams(s.backendAddr, s.dataDir, &p.serial, o.oplogDocs, p.done)
+		p.streams.faults = &p.faults
 	}
 	s.proxy = p
 	return s, nil
@@ -134,6 +135,7 @@ func (s *Server) Close() error {
 func (s *Server) Restart(ctx context.Context) error {
 	s.proxy.dropAll()
 	s.stopBackend()
+	s.proxy.member.restarted()
 	return s.startBackend(ctx)
 }
 
