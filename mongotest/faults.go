@@ -125,10 +125,13 @@ func (s *Server) FailWriteConcern(n int, code int, labels ...string) {
 }
 
 func (s *Server) failWrites(n, code int, concern bool, labels []string) {
-	f := &s.proxy.faults
+	s.proxy.faults.setFailWrites(n, int32(code), concern, labels)
+}
+
+func (f *faults) setFailWrites(n int, code int32, concern bool, labels []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.failWrites, f.failCode, f.concern = max(n, 0), int32(code), concern
+	f.failWrites, f.failCode, f.concern = max(n, 0), code, concern
 	f.failLabels = append([]string(nil), labels...)
 }
 
@@ -136,13 +139,14 @@ func (s *Server) failWrites(n, code int, concern bool, labels []string) {
 // write, as a replica set does until a majority of members has the write
 // (members in other regions), or a sharded cluster until every shard has
 // spoken (idle ones every periodicNoopIntervalSecs, 10s). 0 turns it off.
-func (s *Server) DelayEvents(d time.Duration) {
-	f := &s.proxy.faults
-	f.mu.Lock()
-	f.eventDelay = max(d, 0)
-	f.mu.Unlock()
-	if s.proxy.streams != nil {
-		s.proxy.streams.wake()
+func (s *Server) DelayEvents(d time.Duration) { s.proxy.setEventDelay(d) }
+
+func (p *proxy) setEventDelay(d time.Duration) {
+	p.faults.mu.Lock()
+	p.faults.eventDelay = max(d, 0)
+	p.faults.mu.Unlock()
+	if p.streams != nil {
+		p.streams.wake()
 	}
 }
 
@@ -151,10 +155,13 @@ func (s *Server) DelayEvents(d time.Duration) {
 // AtlasError) or a server to a user without the changeStream privilege
 // (13 Unauthorized). Streams already open go on. Code 0 serves them again.
 func (s *Server) RefuseChangeStreams(code int, msg string) {
-	f := &s.proxy.faults
+	s.proxy.faults.setRefusal(int32(code), msg)
+}
+
+func (f *faults) setRefusal(code int32, msg string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.refuseCode, f.refuseMsg = int32(code), msg
+	f.refuseCode, f.refuseMsg = code, msg
 }
 
 // Failover makes the server behave from now on as a new primary elected
@@ -163,7 +170,9 @@ func (s *Server) RefuseChangeStreams(code int, msg string) {
 // as another member's clock may be, and every open connection is dropped,
 // as a stepdown drops them. The data stays: what was acknowledged was
 // replicated. Offsets do not add up: each Failover sets the new member's.
-func (s *Server) Failover(clockOffset time.Duration) {
-	s.proxy.member.failover(clockOffset)
-	s.proxy.dropAll()
+func (s *Server) Failover(clockOffset time.Duration) { s.proxy.failover(clockOffset) }
+
+func (p *proxy) failover(clockOffset time.Duration) {
+	p.member.failover(clockOffset)
+	p.dropAll()
 }

@@ -256,3 +256,36 @@ func TestRefuseChangeStreams(t *testing.T) {
 	}
 	cs.Close(ctx)
 }
+
+// TestControlCommand: the switches over the wire, for tests in another
+// process: {mongotest: "failWrites", ...} acts as FailWrites; an unknown
+// switch is BadValue; a failover asked for this way answers first.
+func TestControlCommand(t *testing.T) {
+	srv := start(t)
+	db := connect(t, srv.URI()).Database("mongotest")
+	ctx := context.Background()
+	if err := db.RunCommand(ctx, bson.D{{Key: "mongotest", Value: "failWrites"}, {Key: "n", Value: 1},
+		{Key: "code", Value: 11602}, {Key: "labels", Value: bson.A{"RetryableWriteError"}}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := db.Collection("control").InsertOne(ctx, bson.D{})
+	var ce mongo.CommandError
+	if !errors.As(err, &ce) || ce.Code != 11602 || !ce.HasErrorLabel("RetryableWriteError") {
+		t.Fatalf("insert: %v, want InterruptedDueToReplStateChange", err)
+	}
+	err = db.RunCommand(ctx, bson.D{{Key: "mongotest", Value: "bogus"}}).Err()
+	if !errors.As(err, &ce) || ce.Code != 2 {
+		t.Fatalf("unknown switch: %v, want BadValue", err)
+	}
+	before := hello(t, db)
+	if err := db.RunCommand(ctx, bson.D{{Key: "mongotest", Value: "failover"}, {Key: "clockOffsetMS", Value: 5000}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	after := hello(t, db)
+	if after.ElectionID == before.ElectionID {
+		t.Fatal("no new electionId after the failover")
+	}
+	if d := after.LocalTime.Sub(time.Now()); d < 4*time.Second || d > 6*time.Second {
+		t.Fatalf("localTime %v ahead, want 5s", d)
+	}
+}

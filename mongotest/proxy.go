@@ -97,8 +97,14 @@ func (p *proxy) serve(client net.Conn) {
 			req = withoutExhaust(req)
 		}
 		var out []byte
+		var after func()
 		handled := false
-		if refused, ok := p.faults.refusal(); ok && name == "aggregate" && isChangeStream(body) {
+		if name == "mongotest" {
+			var res bson.D
+			res, after = p.control(body)
+			out, handled = reply(req, res), true
+		}
+		if refused, ok := p.faults.refusal(); ok && !handled && name == "aggregate" && isChangeStream(body) {
 			out, handled = reply(req, refused), true
 		}
 		if p.streams != nil && body != nil && !handled {
@@ -132,6 +138,9 @@ func (p *proxy) serve(client net.Conn) {
 		}
 		if _, err := client.Write(out); err != nil {
 			return
+		}
+		if after != nil {
+			after()
 		}
 	}
 }
