@@ -166,7 +166,7 @@ func (h *hold) free() error {
 		}
 	}()
 
-	matched, lostReply, err := h.writeIn(ctx, func(ctx context.Context) (bool, error) {
+	matched, lostReply, err := writeIn(ctx, func(ctx context.Context) (bool, error) {
 		return s.l.store.release(ctx, h.name, h.token, t)
 	})
 	// A match (even on a retry) means the turn was written.
@@ -184,7 +184,7 @@ func (h *hold) free() error {
 func (h *hold) write(op func(context.Context) (bool, error)) (matched, lostReply bool, err error) {
 	ctx, cancel := h.unlockContext()
 	defer cancel()
-	return h.writeIn(ctx, op)
+	return writeIn(ctx, op)
 }
 
 // unlockContext bounds an Unlock's round trips: the lesser of the TTL and
@@ -200,8 +200,11 @@ func (h *hold) unlockContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
 
-// writeIn is write within ctx.
-func (h *hold) writeIn(ctx context.Context, op func(context.Context) (bool, error)) (matched, lostReply bool, err error) {
+// writeIn runs op, a write that matches one document or none, within
+// ctx, repeated while its outcome is unknown (ambiguous); lostReply says
+// whether it was, when a later attempt's matching nothing may mean that
+// an earlier one did.
+func writeIn(ctx context.Context, op func(context.Context) (bool, error)) (matched, lostReply bool, err error) {
 	matched, err = op(ctx)
 	for err != nil && ambiguous(err) && sleep(ctx, 20*time.Millisecond) {
 		lostReply = true
@@ -259,7 +262,7 @@ func (h *hold) keep(until time.Time) error {
 	if h.sem == "" && !h.reader { // a permit's slot or a read hold has no waiting Lockers
 		stale = s.l.waits.staleOf(h.name, h.waitersNow(ctx))
 	}
-	matched, lostReply, err := h.writeIn(ctx, func(ctx context.Context) (bool, error) {
+	matched, lostReply, err := writeIn(ctx, func(ctx context.Context) (bool, error) {
 		return s.l.store.keep(ctx, h.name, h.token, until, stale)
 	})
 	if err == nil && matched {

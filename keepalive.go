@@ -66,6 +66,12 @@ func (s *Session) renew() bool {
 	now, unc := s.l.clock.Read()
 	sent, lease := time.Now(), s.lease(unc)
 	n, err := s.l.store.renew(ctx, s.id, tokens, reading, now, s.opts.ttl)
+	if ambiguous(err) && ctx.Err() == nil {
+		// The driver retries an updateOne once after a failover's error,
+		// never an update of many documents: the renewal retries itself,
+		// once, at once. It is idempotent: lease ends only move forward.
+		n, err = s.l.store.renew(ctx, s.id, tokens, reading, now, s.opts.ttl)
+	}
 	var live map[string]bool
 	if err == nil && n != int64(len(tokens)+len(reading)) {
 		live, err = s.liveHolds(ctx, tokens, reading, now.Add(s.opts.ttl))

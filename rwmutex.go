@@ -293,6 +293,17 @@ func holdErr(h *hold) error {
 	return h.err
 }
 
+// readFilter matches the RWMutex document c may read: no writer, or one
+// whose lease surely ran out by surelyPast, or c's read hold there already
+// (a repeated attempt). As acquireFilter, never equalities on _id alone.
+func readFilter(c claim, surelyPast time.Time) bson.D {
+	return bson.D{{Key: "_id", Value: c.name}, {Key: "$or", Value: bson.A{
+		bson.D{{Key: "holder", Value: nil}},
+		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: surelyPast}}}},
+		bson.D{{Key: "readers.t", Value: c.holder}}, // a repeated attempt
+	}}}
+}
+
 // reader is one read hold in an RWMutex's document.
 type reader struct {
 	Token   string `bson:"t"`
@@ -305,11 +316,7 @@ type reader struct {
 // duplicate _id and ok is false. The readers' lease end only moves
 // forward.
 func (s *store) acquireRead(ctx context.Context, c claim, now time.Time, unc time.Duration) (*lockDoc, bool, error) {
-	filter := bson.D{{Key: "_id", Value: c.name}, {Key: "$or", Value: bson.A{
-		bson.D{{Key: "holder", Value: nil}},
-		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: now.Add(-unc)}}}},
-		bson.D{{Key: "readers.t", Value: c.holder}}, // a repeated attempt
-	}}}
+	filter := readFilter(c, now.Add(-unc))
 	// The writer field is left alone: a writer whose lease ran out is as
 	// good as none to every taker, and a repeated attempt must not clear a
 	// live writer that came after the first.

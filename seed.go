@@ -119,7 +119,9 @@ func (l *Locker) takeStale(name string) []string {
 
 // ReleaseLock frees the lock name if owner holds it, as MySQL's
 // RELEASE_LOCK does. It returns ErrNotHeld, and changes nothing, when the
-// lock is free, expired, or held by another owner.
+// lock is free, expired, or held by another owner. A release whose outcome
+// is unknown (a lost reply, a primary that stepped down) is repeated, for
+// up to 5s within ctx.
 func (l *Locker) ReleaseLock(ctx context.Context, name, owner string) error {
 	if err := l.checkOwned(ctx, name, owner); err != nil {
 		return err
@@ -128,11 +130,17 @@ func (l *Locker) ReleaseLock(ctx context.Context, name, owner string) error {
 	if unset := staleEntries(l.takeStale(name), "", ""); len(unset) > 0 {
 		update = append(update, bson.E{Key: "$unset", Value: unset})
 	}
-	ok, err := l.store.updateOwned(ctx, name, owner, update)
+	// Repeated while its outcome is unknown (a lost reply, a stepdown),
+	// for as long as an Unlock would at most.
+	ctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
+	defer cancel()
+	ok, lostReply, err := writeIn(ctx, func(ctx context.Context) (bool, error) {
+		return l.store.updateOwned(ctx, name, owner, update)
+	})
 	if err != nil {
 		return fmt.Errorf("mongolock: releasing %q: %w", name, err)
 	}
-	if !ok {
+	if !ok && !lostReply {
 		return fmt.Errorf("%w: %q by %q", ErrNotHeld, name, owner)
 	}
 	l.waits.wake(name)

@@ -108,21 +108,7 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 	if c.read {
 		return s.acquireRead(ctx, c, now, unc)
 	}
-	// A lease (or an heir's turn) is over only when it is over whatever
-	// our clock's error.
-	surelyPast := now.Add(-unc)
-	free := bson.A{
-		bson.D{{Key: "holder", Value: nil}, {Key: "heir", Value: bson.D{{Key: "$in", Value: bson.A{nil, c.locker}}}}},
-		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: surelyPast}}}},
-		bson.D{{Key: "holder", Value: c.holder}},
-	}
-	// A semaphore's name records its limit (semaphore.go): no other kind
-	// of lock may take it.
-	filter := bson.D{{Key: "_id", Value: c.name}, {Key: "limit", Value: nil}, {Key: "$or", Value: free}}
-	if c.alone {
-		filter = bson.D{{Key: "_id", Value: c.name}, {Key: "$and", Value: bson.A{
-			bson.D{{Key: "$or", Value: free}}, noReaders(surelyPast)}}}
-	}
+	filter := acquireFilter(c, now.Add(-unc))
 	var session any // null for the seed API's locks
 	if c.session != "" {
 		session = c.session
@@ -176,6 +162,29 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 	default:
 		return nil, false, err
 	}
+}
+
+// acquireFilter matches the lock document c may take: free (and no other
+// Locker's turn runs), its lease surely over by surelyPast whatever our
+// clock's error, or already c.holder's (a repeated attempt).
+//
+// It is never equalities on _id alone: since 4.2 MongoDB retries an upsert
+// that failed on a duplicate key when its filter is only equalities on the
+// fields of a unique index, and such a retry would update the held lock
+// the filter did not match (TestAcquireFilterShape).
+func acquireFilter(c claim, surelyPast time.Time) bson.D {
+	free := bson.A{
+		bson.D{{Key: "holder", Value: nil}, {Key: "heir", Value: bson.D{{Key: "$in", Value: bson.A{nil, c.locker}}}}},
+		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: surelyPast}}}},
+		bson.D{{Key: "holder", Value: c.holder}},
+	}
+	if c.alone {
+		return bson.D{{Key: "_id", Value: c.name}, {Key: "$and", Value: bson.A{
+			bson.D{{Key: "$or", Value: free}}, noReaders(surelyPast)}}}
+	}
+	// A semaphore's name records its limit (semaphore.go): no other kind
+	// of lock may take it.
+	return bson.D{{Key: "_id", Value: c.name}, {Key: "limit", Value: nil}, {Key: "$or", Value: free}}
 }
 
 // acquirePermit takes any free slot of a semaphore for c in one
@@ -494,7 +503,57 @@ func (s *store) updateOwned(ctx context.Context, name, owner string, update bson
 }
 
 // ambiguous reports whether err leaves it unknown if a write took effect:
-// the request may have reached the server and only the reply was lost.
+// the request may have reached the server and only the reply was lost, or
+// the server applied it and failed after: a primary that stepped down once
+// the write had replicated (a state-change error, or any error the server
+// or the driver labelled RetryableWriteError), or a write applied on the
+// primary whose write concern was not met (a writeConcernError, such as a
+// wtimeout), which a rollback may yet undo. Such a write is repeated, or
+// undone, as if its reply was lost.
 func ambiguous(err error) bool {
-	return mongo.IsNetworkError(err) || mongo.IsTimeout(err)
+	if err == nil {
+		return false
+	}
+	if mongo.IsNetworkError(err) || mongo.IsTimeout(err) {
+		return true
+	}
+	var we mongo.WriteException
+	if errors.As(err, &we) && we.WriteConcernError != nil {
+		return true
+	}
+	var bwe mongo.BulkWriteException
+	if errors.As(err, &bwe) && bwe.WriteConcernError != nil {
+		return true
+	}
+	var se mongo.ServerError
+	if !errors.As(err, &se) {
+		return false
+	}
+	if se.HasErrorLabel("RetryableWriteError") {
+		return true
+	}
+	for _, code := range outcomeUnknownCodes {
+		if se.HasErrorCode(code) {
+			return true
+		}
+	}
+	return false
+}
+
+// outcomeUnknownCodes are the server's errors after which a write may have
+// been applied: the retryable writes specification's retryable codes
+// (a member that stepped down, shut down, or lost its link meanwhile).
+var outcomeUnknownCodes = []int{
+	6,     // HostUnreachable
+	7,     // HostNotFound
+	89,    // NetworkTimeout
+	91,    // ShutdownInProgress
+	189,   // PrimarySteppedDown
+	262,   // ExceededTimeLimit
+	9001,  // SocketException
+	10107, // NotWritablePrimary
+	11600, // InterruptedAtShutdown
+	11602, // InterruptedDueToReplStateChange
+	13435, // NotPrimaryNoSecondaryOk
+	13436, // NotPrimaryOrSecondary
 }

@@ -1,0 +1,85 @@
+package mongolock
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+)
+
+// TestAcquireFilterShape pins what keeps the upserting acquires safe on
+// MongoDB: since 4.2 the server retries an upsert that failed on a
+// duplicate key when its filter is only equalities on a unique index's
+// fields (jstests upsert_duplicate_key_retry), and that retry would update
+// the held lock the filter did not match. Every upserting filter must
+// hold another condition than _id's equality.
+func TestAcquireFilterShape(t *testing.T) {
+	now := time.Now()
+	claims := map[string]claim{
+		"mutex":    {name: "n", holder: "h", locker: "l"},
+		"election": {name: "n", holder: "h", locker: "l", kind: "election", value: "v"},
+		"writer":   {name: "n", holder: "h", locker: "l", alone: true},
+	}
+	for kind, c := range claims {
+		if f := acquireFilter(c, now); onlyIDEquality(f) {
+			t.Errorf("%s: acquire filter %v is only _id's equality", kind, f)
+		}
+	}
+	if f := readFilter(claim{name: "n", holder: "h", read: true}, now); onlyIDEquality(f) {
+		t.Errorf("reader: filter %v is only _id's equality", f)
+	}
+}
+
+// onlyIDEquality reports whether a filter has the shape MongoDB retries
+// an upsert's duplicate key error for, on the _id index.
+func onlyIDEquality(f bson.D) bool {
+	for _, e := range f {
+		if e.Key != "_id" {
+			return false
+		}
+		if d, ok := e.Value.(bson.D); ok && len(d) > 0 && strings.HasPrefix(d[0].Key, "$") && d[0].Key != "$eq" {
+			return false
+		}
+	}
+	return true
+}
+
+// TestAmbiguous: every error after which a write may have been applied is
+// taken for an unknown outcome; an error the server returns before
+// applying anything is not.
+func TestAmbiguous(t *testing.T) {
+	cmd := func(code int32, labels ...string) error {
+		return mongo.CommandError{Code: code, Labels: labels, Message: "x"}
+	}
+	unknown := map[string]error{
+		"PrimarySteppedDown":              cmd(189),
+		"InterruptedDueToReplStateChange": cmd(11602),
+		"NotWritablePrimary":              cmd(10107),
+		"ShutdownInProgress":              cmd(91),
+		"RetryableWriteError label":       cmd(1234, "RetryableWriteError"),
+		"write concern error":             mongo.WriteException{WriteConcernError: &mongo.WriteConcernError{Code: 64}},
+		"bulk write concern error":        mongo.BulkWriteException{WriteConcernError: &mongo.WriteConcernError{Code: 100}},
+		"wrapped":                         fmt.Errorf("acquiring: %w", cmd(189)),
+	}
+	for name, err := range unknown {
+		if !ambiguous(err) {
+			t.Errorf("%s: not taken for an unknown outcome", name)
+		}
+	}
+	known := map[string]error{
+		"duplicate key": mongo.WriteException{WriteErrors: mongo.WriteErrors{{Code: 11000}}},
+		"bad value":     cmd(2),
+		"unauthorized":  cmd(13),
+		"other":         errors.New("x"),
+		"nil":           nil,
+	}
+	for name, err := range known {
+		if ambiguous(err) {
+			t.Errorf("%s: taken for an unknown outcome", name)
+		}
+	}
+}
