@@ -37,7 +37,7 @@ func (l *Locker) Status(ctx context.Context, name string) (LockInfo, error) {
 	if err := l.readyFor(ctx, name); err != nil {
 		return LockInfo{}, err
 	}
-	doc, err := l.store.read(ctx, name)
+	doc, err := l.store.report(ctx, name)
 	if err != nil {
 		return LockInfo{}, fmt.Errorf("mongolock: reading %q: %w", name, err)
 	}
@@ -57,7 +57,7 @@ func (l *Locker) List(ctx context.Context, prefix string) ([]LockInfo, error) {
 	if prefix != "" {
 		filter = bson.D{{Key: "_id", Value: bson.D{{Key: "$regex", Value: "^" + regexp.QuoteMeta(prefix)}}}}
 	}
-	cur, err := l.store.coll.Find(ctx, filter, mopt.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	cur, err := l.store.reports.Find(ctx, filter, mopt.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
 	if err != nil {
 		return nil, fmt.Errorf("mongolock: listing locks: %w", err)
 	}

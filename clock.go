@@ -47,8 +47,8 @@ func SystemClock() Clock { return systemClock{origin: time.Now()} }
 // one.
 type serverClock struct {
 	local Clock
-	hello func(ctx context.Context) (time.Time, error) // the server's localTime
-	every time.Duration                                // 0: defaultClockRefresh
+	hello func(ctx context.Context) (time.Time, any, error) // the server's localTime, and the primary's electionId
+	every time.Duration                                     // 0: defaultClockRefresh
 
 	refresh chan struct{} // 1-buffered: one measurement at a time
 
@@ -58,9 +58,13 @@ type serverClock struct {
 	rtt        time.Duration // round trip of the measurement in use
 	measuredAt time.Duration // local monotonic; measured is false before the first
 	measured   bool
+	// election is the electionId of the primary whose clock was measured
+	// (nil on a standalone, or a mongos): whose clock the times written
+	// with this estimate are in (leaseOver).
+	election any
 }
 
-func newServerClock(local Clock, hello func(context.Context) (time.Time, error), every time.Duration) *serverClock {
+func newServerClock(local Clock, hello func(context.Context) (time.Time, any, error), every time.Duration) *serverClock {
 	if every <= 0 {
 		every = defaultClockRefresh
 	}
@@ -68,19 +72,24 @@ func newServerClock(local Clock, hello func(context.Context) (time.Time, error),
 		refresh: make(chan struct{}, 1)}
 }
 
-// helloTime returns a function asking db for the server's time.
-func helloTime(db *mongo.Database) func(context.Context) (time.Time, error) {
-	return func(ctx context.Context) (time.Time, error) {
+// helloTime returns a function asking db for the server's time, and the
+// electionId of the primary that answers (nil when there is none).
+func helloTime(db *mongo.Database) func(context.Context) (time.Time, any, error) {
+	return func(ctx context.Context) (time.Time, any, error) {
 		var reply struct {
-			LocalTime time.Time `bson:"localTime"`
+			LocalTime  time.Time     `bson:"localTime"`
+			ElectionID bson.ObjectID `bson:"electionId"`
 		}
 		if err := db.RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&reply); err != nil {
-			return time.Time{}, err
+			return time.Time{}, nil, err
 		}
 		if reply.LocalTime.IsZero() {
-			return time.Time{}, fmt.Errorf("the hello reply has no localTime")
+			return time.Time{}, nil, fmt.Errorf("the hello reply has no localTime")
 		}
-		return reply.LocalTime, nil
+		if reply.ElectionID.IsZero() {
+			return reply.LocalTime, nil, nil
+		}
+		return reply.LocalTime, reply.ElectionID, nil
 	}
 }
 
@@ -119,6 +128,24 @@ func (c *serverClock) Read() (now time.Time, unc time.Duration) {
 		return c.local.Now().Round(0), unc
 	}
 	return c.server.Add(mono - c.at), unc
+}
+
+// ReadElection is Read with the electionId of the primary whose clock the
+// estimate is of, all of one measurement: a lease written at now is
+// stamped with it (leaseOver).
+func (c *serverClock) ReadElection() (now time.Time, unc time.Duration, election any) {
+	now, unc = c.Read()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return now, unc, c.election
+}
+
+// Election returns the electionId of the primary whose clock the estimate
+// is of.
+func (c *serverClock) Election() any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.election
 }
 
 // Measured reports whether the server's clock was measured at least once.
@@ -183,7 +210,7 @@ func (c *serverClock) measure(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, helloTimeout)
 	defer cancel()
 	sent := c.local.Monotonic()
-	serverTime, err := c.hello(ctx)
+	serverTime, election, err := c.hello(ctx)
 	if err != nil {
 		return fmt.Errorf("mongolock: reading the server's clock: %w", err)
 	}
@@ -194,9 +221,10 @@ func (c *serverClock) measure(ctx context.Context) error {
 	c.measuredAt = received
 	// A slow reply (a loaded server, a delaying network) gives a loose
 	// estimate: keep the tighter one unless it has grown old.
-	if c.measured && rtt > 2*c.rtt+5*time.Millisecond && received-c.at < 10*c.every {
+	// Not after a failover, though: the new primary's clock is another.
+	if c.measured && election == c.election && rtt > 2*c.rtt+5*time.Millisecond && received-c.at < 10*c.every {
 		return nil
 	}
-	c.server, c.at, c.rtt, c.measured = serverTime.Round(0), sent+rtt/2, rtt, true
+	c.server, c.at, c.rtt, c.measured, c.election = serverTime.Round(0), sent+rtt/2, rtt, true, election
 	return nil
 }

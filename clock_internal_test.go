@@ -47,7 +47,7 @@ func TestClockErrorWithinUncertainty(t *testing.T) {
 		{0, 600 * time.Millisecond}, {600 * time.Millisecond, 0}, {300 * time.Millisecond, 300 * time.Millisecond},
 	} {
 		f := &fakeLink{now: time.Unix(1e9, 0), offset: -time.Minute, delays: [][2]time.Duration{d}}
-		c := newServerClock(f, f.hello, 0)
+		c := newServerClock(f, standalone(f.hello), 0)
 		if err := c.Ensure(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +66,7 @@ func TestClockKeepsTightestEstimate(t *testing.T) {
 		{2 * time.Millisecond, 2 * time.Millisecond},
 		{0, 800 * time.Millisecond}, // a refresh through a slow moment
 	}}
-	c := newServerClock(f, f.hello, 0)
+	c := newServerClock(f, standalone(f.hello), 0)
 	if err := c.Ensure(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestClockKeepsTightestEstimate(t *testing.T) {
 // the server's time, and so every lease written or judged, does not move.
 func TestClockIgnoresWallSteps(t *testing.T) {
 	f := &fakeLink{now: time.Unix(1e9, 0), offset: 3 * time.Second, delays: [][2]time.Duration{{time.Millisecond, time.Millisecond}}}
-	c := newServerClock(f, f.hello, 0)
+	c := newServerClock(f, standalone(f.hello), 0)
 	if err := c.Ensure(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestClockIgnoresWallSteps(t *testing.T) {
 func TestRefreshMeasuresWhenFree(t *testing.T) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{time.Millisecond, time.Millisecond}}}
 	hellos := 0
-	c := newServerClock(f, func(ctx context.Context) (time.Time, error) { hellos++; return f.hello(ctx) }, 0)
+	c := newServerClock(f, standalone(func(ctx context.Context) (time.Time, error) { hellos++; return f.hello(ctx) }), 0)
 	if err := c.Ensure(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -121,5 +121,14 @@ func TestRefreshMeasuresWhenFree(t *testing.T) {
 		if hellos != before+1 {
 			t.Fatalf("refresh %d of a stale estimate sent %d hellos, want 1", i, hellos-before)
 		}
+	}
+}
+
+// standalone adapts the hello of a server without elections (no
+// electionId) to the serverClock's.
+func standalone(hello func(context.Context) (time.Time, error)) func(context.Context) (time.Time, any, error) {
+	return func(ctx context.Context) (time.Time, any, error) {
+		t, err := hello(ctx)
+		return t, nil, err
 	}
 }

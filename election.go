@@ -198,7 +198,7 @@ func (e *Election) observe(ctx context.Context, out chan<- string) {
 	defer l.waits.unwant()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	var last int64 = -1 // fence of the last leadership sent
+	last := leadership{fence: -1} // the last leadership sent
 	for {
 		select {
 		case <-ctx.Done():
@@ -211,12 +211,12 @@ func (e *Election) observe(ctx context.Context, out chan<- string) {
 		// Leaders the change stream told of, in order, even those gone by
 		// now; then the current one.
 		for _, n := range l.waits.takeNews(e.name, changed) {
-			if n.fence <= last {
+			if !n.after(last) {
 				continue
 			}
 			select {
 			case out <- n.value:
-				last = n.fence
+				last = n.leadership
 			case <-ctx.Done():
 				return
 			}
@@ -227,10 +227,12 @@ func (e *Election) observe(ctx context.Context, out chan<- string) {
 			if until := doc.ExpiresAt.Sub(l.clock.SurelyPast()); until > 0 && until < pause {
 				pause = until + time.Millisecond
 			}
-			if doc.Fence > last {
+			// A kept lock (a leader gone, its WithHoldAtLeast running) is
+			// no new leadership: its holder token changed, not its fence.
+			if lead := (leadership{doc.Fence, doc.Holder}); !kept(doc.Holder) && lead.after(last) {
 				select {
 				case out <- doc.Value:
-					last = doc.Fence
+					last = lead
 				case <-ctx.Done():
 					return
 				}

@@ -155,7 +155,7 @@ func TestHoldDeadlineUsesErrorAtSend(t *testing.T) {
 // tries at once instead of at its next poll (an hour away here).
 func TestWaiterPassesNews(t *testing.T) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
-	clock := newServerClock(f, f.hello, 0)
+	clock := newServerClock(f, standalone(f.hello), 0)
 	clock.Ensure(context.Background())
 	r := newWaitRegistry(options{pollInterval: time.Hour, safetyPoll: time.Hour, window: defaultWindow}, clock, nil)
 	headCtx, cancelHead := context.WithCancel(context.Background())
@@ -243,7 +243,7 @@ func TestWatcherCloseBounded(t *testing.T) {
 // process's place among the waiting ones.)
 func TestNewsNeverPutsOffThePoll(t *testing.T) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
-	clock := newServerClock(f, f.hello, 0)
+	clock := newServerClock(f, standalone(f.hello), 0)
 	clock.Ensure(context.Background())
 	r := newWaitRegistry(options{pollInterval: 200 * time.Millisecond, safetyPoll: 200 * time.Millisecond, window: defaultWindow}, clock, nil)
 	r.streaming(true)
@@ -280,7 +280,7 @@ func TestNewsNeverPutsOffThePoll(t *testing.T) {
 // whose owner may take its own lock again).
 func TestEagerTriesWhenTaken(t *testing.T) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
-	clock := newServerClock(f, f.hello, 0)
+	clock := newServerClock(f, standalone(f.hello), 0)
 	clock.Ensure(context.Background())
 	r := newWaitRegistry(options{pollInterval: time.Hour, safetyPoll: time.Hour, window: defaultWindow}, clock, nil)
 	r.streaming(true)

@@ -63,14 +63,14 @@ func (s *Session) renew() bool {
 	// up in time whatever this call does.
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.ttl)
 	defer cancel()
-	now, unc := s.l.clock.Read()
+	now, unc, election := s.l.clock.ReadElection()
 	sent, lease := time.Now(), s.lease(unc)
-	n, err := s.l.store.renew(ctx, s.id, tokens, reading, now, s.opts.ttl)
+	n, err := s.l.store.renew(ctx, s.id, tokens, reading, now, election, s.opts.ttl)
 	if ambiguous(err) && ctx.Err() == nil {
 		// The driver retries an updateOne once after a failover's error,
 		// never an update of many documents: the renewal retries itself,
 		// once, at once. It is idempotent: lease ends only move forward.
-		n, err = s.l.store.renew(ctx, s.id, tokens, reading, now, s.opts.ttl)
+		n, err = s.l.store.renew(ctx, s.id, tokens, reading, now, election, s.opts.ttl)
 	}
 	var live map[string]bool
 	if err == nil && n != int64(len(tokens)+len(reading)) {

@@ -14,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 )
 
@@ -61,9 +62,10 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 	clock := newServerClock(o.clock, helloTime(coll.Database()), o.clockRefresh)
 	closed := make(chan struct{})
 	l := &Locker{
-		id:      newToken(),
-		opts:    o,
-		store:   &store{coll: coll, clock: clock},
+		id:   newToken(),
+		opts: o,
+		store: &store{coll: coll, clock: clock, skew: o.memberSkew,
+			reports: coll.Clone(mopt.Collection().SetReadConcern(readconcern.Majority()))},
 		clock:   clock,
 		waits:   newWaitRegistry(o, clock, closed),
 		closed:  closed,
@@ -156,12 +158,13 @@ func (l *Locker) readyFor(ctx context.Context, name string) error {
 }
 
 // readLive returns the document of the lock name if a holder's lease on it
-// is live, and nil when the lock is free or expired.
+// is live, and nil when the lock is free or expired. It reads with
+// majority read concern (store.report): it names the holder to a caller.
 func (l *Locker) readLive(ctx context.Context, name string) (*lockDoc, error) {
 	if err := l.readyFor(ctx, name); err != nil {
 		return nil, err
 	}
-	doc, err := l.store.read(ctx, name)
+	doc, err := l.store.report(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("mongolock: reading %q: %w", name, err)
 	}
@@ -236,7 +239,8 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 	pause := 10 * time.Millisecond
 	first := time.Now()
 	for {
-		now, unc := l.clock.Read()
+		now, unc, election := l.clock.ReadElection()
+		c.election = election
 		t = taken{sent: time.Now(), first: first, unc: unc, now: now}
 		var doc *lockDoc
 		doc, ok, err = l.store.acquire(ctx, c, now, unc)
@@ -404,7 +408,7 @@ func (l *Locker) peek(name string) func(context.Context) peeked {
 		case !l.held(doc):
 			return peeked{free: true}
 		}
-		return peeked{until: doc.ExpiresAt, firm: kept(doc.Holder)}
+		return peeked{until: l.store.leaseEnd(doc), firm: kept(doc.Holder)}
 	}
 }
 
@@ -413,7 +417,7 @@ func (l *Locker) peek(name string) func(context.Context) peeked {
 // reads that tell whether a lock is used, so that IsFreeLock and Status
 // agree with what GetLock and TryLock would do.
 func (l *Locker) held(doc *lockDoc) bool {
-	return doc.live(l.clock.SurelyPast())
+	return doc != nil && doc.Holder != "" && l.store.leaseEnd(doc).After(l.clock.SurelyPast())
 }
 
 // newToken returns a random holder token: knowing a lock's owner is not

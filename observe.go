@@ -36,7 +36,9 @@ type Observer struct {
 	// holds it renewed, its round trip, and its error (nil on success).
 	Renewed func(holds int, roundTrip time.Duration, err error)
 	// ChangeStream reports that the change stream that wakes waiters came
-	// on (true) or went off.
+	// on (true) or went off; false once, too, when the server refuses
+	// change streams for good (a standalone server, Atlas's shared tiers,
+	// a user without the privilege): waiters poll from then on.
 	ChangeStream func(on bool)
 }
 

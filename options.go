@@ -34,6 +34,7 @@ type options struct {
 	writeConcern *writeconcern.WriteConcern
 	clock        Clock
 	clockRefresh time.Duration // 0: defaultClockRefresh; set by tests
+	memberSkew   time.Duration // WithMemberClockSkew
 	fifo         bool
 	window       window // set by tests: rejoinAfter and staleAfter
 	noTurns      bool   // set by benchmarks: no process joins turns, as before them
@@ -93,6 +94,21 @@ func WithFIFO(on bool) Option { return func(o *options) { o.fifo = on } }
 // The default is SystemClock().
 func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
 
+// DefaultMemberClockSkew is the default of WithMemberClockSkew.
+const DefaultMemberClockSkew = 5 * time.Second
+
+// WithMemberClockSkew sets the most the clocks of a replica set's members
+// may differ by. Leases are written and judged on the primary's clock
+// (read with hello); after a failover that is another member's. A lease
+// written on another primary's clock than the one a taker reads (each
+// lease records the electionId of the primary whose clock it is in) is
+// judged over only d later than on the same clock: a takeover of a dead
+// holder's lock waits up to d more after a failover, and a new primary's
+// clock ahead by up to d never ends a live lease early. The default is
+// DefaultMemberClockSkew (5s); on a standalone server or through mongos,
+// which report no electionId, it never applies.
+func WithMemberClockSkew(d time.Duration) Option { return func(o *options) { o.memberSkew = d } }
+
 // WithWriteConcern sets the write concern of every write. The default is
 // majority: a lock acquired with w:1 can be rolled back by a failover and
 // end up with two holders.
@@ -109,6 +125,7 @@ func newOptions(opts []Option) (options, error) {
 		watch:        true,
 		writeConcern: writeconcern.Majority(),
 		clock:        SystemClock(),
+		memberSkew:   DefaultMemberClockSkew,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -128,6 +145,9 @@ func newOptions(opts []Option) (options, error) {
 	}
 	if o.writeConcern == nil {
 		return o, fmt.Errorf("%w: nil write concern", ErrInvalidOption)
+	}
+	if o.memberSkew < 0 {
+		return o, fmt.Errorf("%w: member clock skew %v is negative", ErrInvalidOption, o.memberSkew)
 	}
 	return o, nil
 }

@@ -105,7 +105,7 @@ func (l *Locker) look(name, owner string) func(context.Context) lockView {
 			return lockView{free: true}
 		}
 		now, surelyPast := l.clock.Now(), l.clock.SurelyPast()
-		v := lockView{until: doc.ExpiresAt, fence: doc.Fence, holder: doc.Locker,
+		v := lockView{until: l.store.leaseEnd(doc), fence: doc.Fence, holder: doc.Locker,
 			run: doc.Run, began: doc.AcquiredAt, last: holdMark{doc.Locker, doc.Run, doc.Fence, doc.AcquiredAt}}
 		switch {
 		case doc.Holder == "" && doc.Heir != "" && doc.Heir != l.id && doc.ExpiresAt.After(surelyPast):

@@ -1,10 +1,12 @@
 package mongolock_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/mongolock/mongolock"
 )
@@ -41,6 +44,8 @@ func fault(t testing.TB, sw string, args ...bson.E) {
 			run(bson.E{Key: "ms", Value: 0})
 		case "refuseChangeStreams":
 			run(bson.E{Key: "code", Value: 0})
+		case "failover":
+			run(bson.E{Key: "clockOffsetMS", Value: 0})
 		}
 	})
 }
@@ -48,28 +53,6 @@ func fault(t testing.TB, sw string, args ...bson.E) {
 func failWrites(t testing.TB, n, code int, labels ...string) {
 	t.Helper()
 	fault(t, "failWrites", bson.E{Key: "n", Value: n}, bson.E{Key: "code", Value: code}, bson.E{Key: "labels", Value: labels})
-}
-
-// logBuffer is a logger's output, safe for the session's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // TestUnknownOutcomeAfterStepdown: an acquire, and then a release, applied
@@ -94,9 +77,9 @@ func TestUnknownOutcomeAfterStepdown(t *testing.T) {
 	for name, inject := range faults {
 		for _, on := range []string{"acquire", "release"} {
 			t.Run(name+" on the "+on, func(t *testing.T) {
-				var logs logBuffer
+				var logs syncBuffer
 				e := newEnv(t)
-				la, _ := e.locker("", mongolock.WithLogger(logs.logger()))
+				la, _ := e.locker("", mongolock.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 				lb, _ := e.locker("")
 				ctx := ctxT(t, time.Minute)
 				ma := session(t, la, mongolock.WithTTL(20*time.Second)).NewMutex("job")
@@ -211,5 +194,212 @@ func TestSeedUnknownOutcomeAfterStepdown(t *testing.T) {
 	}
 	if free, err := l.IsFreeLock(ctx, "job"); err != nil || !free {
 		t.Fatalf("IsFreeLock after the release: %v %v", free, err)
+	}
+}
+
+// TestFailoverToClockAhead: a failover to a member whose clock is ahead by
+// more than a lease's margin (TTL/10) never makes two holders: a lease
+// written on the old primary's clock is judged over only the member clock
+// skew bound later, so that the new holder's Lock returns only after the
+// old holder, cut off, gave its hold up (Done closed).
+func TestFailoverToClockAhead(t *testing.T) {
+	const ttl, ahead, bound = 3 * time.Second, time.Second, 2 * time.Second
+	p, uri := newCutProxy(t)
+	e := newEnv(t)
+	la, _ := e.locker(uri, mongolock.WithMemberClockSkew(bound))
+	lb, cb := e.locker("", mongolock.WithMemberClockSkew(bound), mongolock.WithClockRefresh(100*time.Millisecond))
+	ctx := ctxT(t, time.Minute)
+	ma := session(t, la, mongolock.WithTTL(ttl)).NewMutex("job")
+	mb := session(t, lb, mongolock.WithTTL(ttl)).NewMutex("job")
+	if err := ma.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.Cut()
+	fault(t, "failover", bson.E{Key: "clockOffsetMS", Value: ahead.Milliseconds()})
+	cb.Reset()
+	var mu sync.Mutex
+	var order []string
+	note := func(s string) { mu.Lock(); order = append(order, s); mu.Unlock() }
+	go func() {
+		<-ma.Done()
+		note("a gave up")
+	}()
+	if err := mb.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	note("b took")
+	<-ma.Done()
+	mu.Lock()
+	defer mu.Unlock()
+	if order[0] != "a gave up" {
+		t.Fatalf("events %v: the new holder took the lock while the old one held it", order)
+	}
+	if !errors.Is(ma.Err(), mongolock.ErrLockLost) {
+		t.Fatalf("the cut off hold: %v, want ErrLockLost", ma.Err())
+	}
+	t.Logf("the taker's attempts: %d", findAndModifies(cb, "job"))
+	mb.Unlock()
+}
+
+// TestRefusedChangeStreams: a server that refuses change streams (Atlas's
+// shared tiers: 8000; a user without the privilege: 13) has waiters poll,
+// after one log line and one ChangeStream(false) event, and no attempt to
+// open the stream again every few seconds.
+func TestRefusedChangeStreams(t *testing.T) {
+	for _, code := range []int{8000, 13} {
+		t.Run(codeName(code), func(t *testing.T) {
+			fault(t, "refuseChangeStreams", bson.E{Key: "code", Value: code}, bson.E{Key: "msg", Value: "refused by the test"})
+			e := newEnv(t)
+			var logs syncBuffer
+			var mu sync.Mutex
+			var events []bool
+			l, cnt := e.locker("", mongolock.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))),
+				mongolock.WithPollInterval(50*time.Millisecond),
+				mongolock.WithObserver(mongolock.Observer{ChangeStream: func(on bool) {
+					mu.Lock()
+					events = append(events, on)
+					mu.Unlock()
+				}}))
+			other, _ := e.locker("")
+			ctx := ctxT(t, time.Minute)
+			hold := session(t, other).NewMutex("job")
+			if err := hold.Lock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			m := session(t, l).NewMutex("job")
+			go func() {
+				time.Sleep(time.Second)
+				hold.Unlock()
+			}()
+			if err := m.Lock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			m.Unlock()
+			if n := strings.Count(logs.String(), "no change streams"); n != 1 {
+				t.Fatalf("logged %d times, want once:\n%s", n, logs.String())
+			}
+			if n := countNamed(cnt.Commands(), "aggregate"); n != 1 {
+				t.Fatalf("%d aggregates, want one attempt to open the stream", n)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(events) != 1 || events[0] {
+				t.Fatalf("ChangeStream events %v, want one false", events)
+			}
+			if l.Streaming() {
+				t.Fatal("Streaming() after the refusal")
+			}
+		})
+	}
+}
+
+func codeName(code int) string {
+	return map[int]string{8000: "AtlasError", 13: "Unauthorized"}[code]
+}
+
+// TestRenewalIndexHoldsLiveHoldsOnly: released documents leave their
+// session's entries of the {session: 1} index, so that after a session
+// took and released 5,000 distinct names, the documents its renewal's
+// filter can match (all that name the session) are its live holds only.
+// On MongoDB, explain's totalDocsExamined of the renewal shows the same
+// (README: "Running on a replica set").
+//
+// make test takes 300 names (FerretDB scans the collection for every
+// command, which makes 5,000 take minutes there); MONGOLOCK_INDEX_NAMES=5000
+// takes the issue's 5,000.
+func TestRenewalIndexHoldsLiveHoldsOnly(t *testing.T) {
+	const live = 3
+	names := 300
+	if n, err := strconv.Atoi(os.Getenv("MONGOLOCK_INDEX_NAMES")); err == nil && n > 0 {
+		names = n
+	}
+	e := newEnv(t)
+	l, _ := e.locker("")
+	ctx := ctxT(t, time.Hour)
+	s := session(t, l)
+	var g errgroup.Group
+	for w := range 8 {
+		g.Go(func() error {
+			for i := w; i < names; i += 8 {
+				m := s.NewMutex(fmt.Sprint("entity-", i))
+				if err := m.TryLock(ctx); err != nil {
+					return err
+				}
+				if err := m.Unlock(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range live {
+		if err := s.NewMutex(fmt.Sprint("held-", i)).TryLock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, _ := connect(t, "")
+	coll := c.Database(testDB).Collection(e.coll)
+	var doc struct {
+		Session string `bson:"session"`
+	}
+	if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: "held-0"}}).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	n, err := coll.CountDocuments(ctx, bson.D{{Key: "session", Value: doc.Session}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != live {
+		t.Fatalf("%d documents name the session, want its %d live holds", n, live)
+	}
+	if !mongolock.RenewNow(s) {
+		t.Fatal("renewal failed")
+	}
+}
+
+// TestReportsReadMajority: the reads whose answer names a holder (Status,
+// List, Leader, IsUsedLock, Observe) read with majority read concern, so
+// that they never report an acquire a failover's rollback undid.
+func TestReportsReadMajority(t *testing.T) {
+	e := newEnv(t)
+	l, cnt := e.locker("")
+	ctx := ctxT(t, time.Minute)
+	el := session(t, l).NewElection("leader")
+	if err := el.Campaign(ctx, "me"); err != nil {
+		t.Fatal(err)
+	}
+	reads := map[string]func() error{
+		"Status":     func() error { _, err := l.Status(ctx, "leader"); return err },
+		"List":       func() error { _, err := l.List(ctx, ""); return err },
+		"Leader":     func() error { _, err := el.Leader(ctx); return err },
+		"IsUsedLock": func() error { _, err := l.IsUsedLock(ctx, "leader"); return err },
+		"Observe": func() error {
+			octx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			<-el.Observe(octx)
+			return nil
+		},
+	}
+	for name, read := range reads {
+		cnt.Reset()
+		if err := read(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		finds := 0
+		for _, b := range cnt.Bodies() {
+			if _, ok := b.Lookup("find").StringValueOK(); !ok {
+				continue
+			}
+			finds++
+			if lvl, _ := b.Lookup("readConcern", "level").StringValueOK(); lvl != "majority" {
+				t.Errorf("%s: find with read concern %q, want majority", name, lvl)
+			}
+		}
+		if finds == 0 {
+			t.Errorf("%s: no find sent", name)
+		}
 	}
 }

@@ -294,14 +294,13 @@ func holdErr(h *hold) error {
 }
 
 // readFilter matches the RWMutex document c may read: no writer, or one
-// whose lease surely ran out by surelyPast, or c's read hold there already
+// whose lease surely ran out (past), or c's read hold there already
 // (a repeated attempt). As acquireFilter, never equalities on _id alone.
-func readFilter(c claim, surelyPast time.Time) bson.D {
-	return bson.D{{Key: "_id", Value: c.name}, {Key: "$or", Value: bson.A{
+func readFilter(c claim, past leasePast) bson.D {
+	return bson.D{{Key: "_id", Value: c.name}, {Key: "$or", Value: append(bson.A{
 		bson.D{{Key: "holder", Value: nil}},
-		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: surelyPast}}}},
 		bson.D{{Key: "readers.t", Value: c.holder}}, // a repeated attempt
-	}}}
+	}, past.over("expiresAt")...)}}
 }
 
 // reader is one read hold in an RWMutex's document.
@@ -316,13 +315,14 @@ type reader struct {
 // duplicate _id and ok is false. The readers' lease end only moves
 // forward.
 func (s *store) acquireRead(ctx context.Context, c claim, now time.Time, unc time.Duration) (*lockDoc, bool, error) {
-	filter := readFilter(c, now.Add(-unc))
+	filter := readFilter(c, s.over(now.Add(-unc), c.election))
 	// The writer field is left alone: a writer whose lease ran out is as
 	// good as none to every taker, and a repeated attempt must not clear a
 	// live writer that came after the first.
 	update := bson.D{
 		{Key: "$addToSet", Value: bson.D{{Key: "readers", Value: reader{Token: c.holder, Session: c.session}}}},
 		{Key: "$max", Value: bson.D{{Key: "readersUntil", Value: now.Add(c.ttl)}}},
+		{Key: "$set", Value: bson.D{{Key: "readersClock", Value: c.election}}},
 	}
 	var doc lockDoc
 	err := s.coll.FindOneAndUpdate(ctx, filter, update, acquireOpts).Decode(&doc)
@@ -359,7 +359,8 @@ func (s *store) releaseRead(ctx context.Context, id string, r reader) (bool, err
 // clears them), in one round trip; otherwise it returns the readers' lease
 // end.
 func (s *store) drainReaders(ctx context.Context, id, writer string) (time.Time, bool, error) {
-	filter := append(bson.D{{Key: "_id", Value: id}, {Key: "holder", Value: writer}}, noReaders(s.clock.SurelyPast())...)
+	now, unc, election := s.clock.ReadElection()
+	filter := append(bson.D{{Key: "_id", Value: id}, {Key: "holder", Value: writer}}, noReaders(s.over(now.Add(-unc), election))...)
 	res, err := s.coll.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: bson.D{{Key: "readers", Value: bson.A{}}}}})
 	if err != nil || res.MatchedCount == 1 {
 		return time.Time{}, err == nil, err
@@ -375,12 +376,11 @@ func (s *store) drainReaders(ctx context.Context, id, writer string) (time.Time,
 }
 
 // noReaders is the condition that an RWMutex's document has no reader
-// whose lease may run at server time surelyPast.
-func noReaders(surelyPast time.Time) bson.D {
-	return bson.D{{Key: "$or", Value: bson.A{
+// whose lease may still run (past).
+func noReaders(past leasePast) bson.D {
+	return bson.D{{Key: "$or", Value: append(bson.A{
 		bson.D{{Key: "readers.0", Value: bson.D{{Key: "$exists", Value: false}}}},
-		bson.D{{Key: "readersUntil", Value: bson.D{{Key: "$lte", Value: surelyPast}}}},
-	}}}
+	}, past.over("readersUntil")...)}}
 }
 
 // renewReads is the keepalive's statement that extends the readers' lease
@@ -388,14 +388,15 @@ func noReaders(surelyPast time.Time) bson.D {
 // it ran out or one of them is gone (cleared by a writer after the lease
 // ran out): another read hold of the session must not bring back one that
 // was lost.
-func renewReads(id string, tokens []string, now time.Time, ttl time.Duration) mongo.WriteModel {
+func renewReads(id string, tokens []string, now time.Time, election any, ttl time.Duration) mongo.WriteModel {
 	// An update of many, as the holders' statement: the driver sends
 	// statements of one kind in one command.
 	return mongo.NewUpdateManyModel().SetFilter(bson.D{
 		{Key: "_id", Value: id},
 		{Key: "readers.t", Value: bson.D{{Key: "$all", Value: tokens}}},
 		{Key: "readersUntil", Value: bson.D{{Key: "$gt", Value: now}}},
-	}).SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "readersUntil", Value: now.Add(ttl)}}}})
+	}).SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "readersUntil", Value: now.Add(ttl)}}},
+		{Key: "$set", Value: bson.D{{Key: "readersClock", Value: election}}}})
 }
 
 // liveReads returns which read holds the RWMutex documents reading still

@@ -49,7 +49,7 @@ func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time
 		// Held: if by owner, take it again by extending it. The holder
 		// token is left alone, so that a call whose outcome is unknown
 		// never frees the lock its owner already had.
-		ok, err = l.store.updateOwned(ctx, name, owner, extendUpdate(l.clock.Now().Add(ttl)))
+		ok, err = l.store.updateOwned(ctx, name, owner, l.store.extend(ttl))
 		if err != nil {
 			if err := deadlineNear(ctx, err); err != nil {
 				return false, err
@@ -161,7 +161,7 @@ func (l *Locker) RenewLock(ctx context.Context, name, owner string, ttl time.Dur
 	if err := l.checkOwned(ctx, name, owner); err != nil {
 		return err
 	}
-	ok, err := l.store.updateOwned(ctx, name, owner, extendUpdate(l.clock.Now().Add(ttl)))
+	ok, err := l.store.updateOwned(ctx, name, owner, l.store.extend(ttl))
 	if err != nil {
 		return fmt.Errorf("mongolock: renewing %q: %w", name, err)
 	}

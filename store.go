@@ -47,12 +47,11 @@ type lockDoc struct {
 	// ReadersUntil unless renewed; Holder is then its writer.
 	Readers      []reader  `bson:"readers,omitempty"`
 	ReadersUntil time.Time `bson:"readersUntil,omitempty"`
-}
-
-// live reports whether the document shows a holder whose lease has not
-// run out at server time now.
-func (d *lockDoc) live(now time.Time) bool {
-	return d != nil && d.Holder != "" && d.ExpiresAt.After(now)
+	// Clock is the electionId of the primary whose clock ExpiresAt was
+	// last written on, ReadersClock ReadersUntil's (leasePast); none on
+	// a standalone.
+	Clock        any `bson:"clock,omitempty"`
+	ReadersClock any `bson:"readersClock,omitempty"`
 }
 
 // claim is one attempt to take a lock.
@@ -77,12 +76,21 @@ type claim struct {
 	calledAt time.Time
 	retry    bool // the attempt repeats one whose outcome is unknown
 	alone    bool // a write hold of an RWMutex's document, only with no reader in
+	// The electionId of the primary whose clock now was read on: the
+	// lease is stamped with it, and leases judged by it (leaseOver).
+	election any
 }
 
 // store runs the lock document operations, each one round trip.
 type store struct {
 	coll  *mongo.Collection
 	clock *serverClock
+	skew  time.Duration // the most members' clocks differ by (WithMemberClockSkew)
+	// reports is coll read with majority read concern, for the reads
+	// whose answer names a holder to the caller (Status, Leader,
+	// IsUsedLock, List, Observe): a failover may roll back an acquire
+	// that only some members had.
+	reports *mongo.Collection
 }
 
 // acquireOpts returns the document after the update. No projection:
@@ -108,7 +116,7 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 	if c.read {
 		return s.acquireRead(ctx, c, now, unc)
 	}
-	filter := acquireFilter(c, now.Add(-unc))
+	filter := acquireFilter(c, s.over(now.Add(-unc), c.election))
 	var session any // null for the seed API's locks
 	if c.session != "" {
 		session = c.session
@@ -122,6 +130,7 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 		{Key: "heir", Value: nil},
 		{Key: "locker", Value: c.locker},
 		{Key: "run", Value: c.run},
+		{Key: "clock", Value: c.election},
 	}
 	if c.alone {
 		set = append(set, bson.E{Key: "readers", Value: bson.A{}}) // those left have no lease
@@ -143,7 +152,7 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 	if c.retry {
 		// An earlier attempt may have taken it: then only the lease moves,
 		// and the fence (and an election's transitions) count it once.
-		again := bson.D{{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: now.Add(c.ttl)}}}}
+		again := extendUpdate(now.Add(c.ttl), c.election)
 		err := s.coll.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: c.name}, {Key: "holder", Value: c.holder}},
 			again, permitOpts).Decode(&doc)
 		if err == nil {
@@ -165,26 +174,86 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 }
 
 // acquireFilter matches the lock document c may take: free (and no other
-// Locker's turn runs), its lease surely over by surelyPast whatever our
-// clock's error, or already c.holder's (a repeated attempt).
+// Locker's turn runs), its lease surely over (past), or already c.holder's
+// (a repeated attempt).
 //
 // It is never equalities on _id alone: since 4.2 MongoDB retries an upsert
 // that failed on a duplicate key when its filter is only equalities on the
 // fields of a unique index, and such a retry would update the held lock
 // the filter did not match (TestAcquireFilterShape).
-func acquireFilter(c claim, surelyPast time.Time) bson.D {
+func acquireFilter(c claim, past leasePast) bson.D {
 	free := bson.A{
 		bson.D{{Key: "holder", Value: nil}, {Key: "heir", Value: bson.D{{Key: "$in", Value: bson.A{nil, c.locker}}}}},
-		bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: surelyPast}}}},
 		bson.D{{Key: "holder", Value: c.holder}},
 	}
+	free = append(free, past.over("expiresAt")...)
 	if c.alone {
 		return bson.D{{Key: "_id", Value: c.name}, {Key: "$and", Value: bson.A{
-			bson.D{{Key: "$or", Value: free}}, noReaders(surelyPast)}}}
+			bson.D{{Key: "$or", Value: free}}, noReaders(past)}}}
 	}
 	// A semaphore's name records its limit (semaphore.go): no other kind
 	// of lock may take it.
 	return bson.D{{Key: "_id", Value: c.name}, {Key: "limit", Value: nil}, {Key: "$or", Value: free}}
+}
+
+// leasePast is what a taker knows has surely passed: the latest server
+// time surely past whatever its clock's error, on the clock of the
+// primary election (nil: a standalone's), and the most another member's
+// clock may differ by (skew).
+type leasePast struct {
+	surely   time.Time
+	election any
+	skew     time.Duration
+}
+
+// over returns the $or branches by which a lease end in field is over: on
+// the clock of the same primary, at surely; written on another primary's
+// clock (before a failover, or by a client that has not measured the new
+// primary yet), skew later, whatever that clock's difference within the
+// bound. Times and stamp are written together (clock): see WithMemberClockSkew.
+func (p leasePast) over(field string) bson.A {
+	return bson.A{
+		bson.D{{Key: field, Value: bson.D{{Key: "$lte", Value: p.surely}}}, {Key: stampOf(field), Value: p.election}},
+		bson.D{{Key: field, Value: bson.D{{Key: "$lte", Value: p.surely.Add(-p.skew)}}}},
+	}
+}
+
+// stampOf names the field that records whose clock a lease end field is
+// on: the holder's lease and an RWMutex's readers' lease are written by
+// different parties, each on its own estimate.
+func stampOf(field string) string {
+	if field == "readersUntil" {
+		return "readersClock"
+	}
+	return "clock"
+}
+
+// over returns what a taker that read surelyPast on the clock of election
+// knows has passed.
+func (s *store) over(surelyPast time.Time, election any) leasePast {
+	return leasePast{surely: surelyPast, election: election, skew: s.skew}
+}
+
+// leaseEnd returns when doc's lease is over for a taker on the current
+// estimate's clock: its end, or skew later when it was written on another
+// primary's clock (leasePast).
+func (s *store) leaseEnd(doc *lockDoc) time.Time {
+	if !sameClock(doc.Clock, s.clock.Election()) {
+		return doc.ExpiresAt.Add(s.skew)
+	}
+	return doc.ExpiresAt
+}
+
+// sameClock reports whether a document's clock stamp names the election
+// (both electionIds, or both none). A stamp of another type, which
+// mongolock never writes, is another clock.
+func sameClock(stamp, election any) bool {
+	a, aok := stamp.(bson.ObjectID)
+	b, bok := election.(bson.ObjectID)
+	if aok || bok {
+		return aok && bok && a == b
+	}
+	return stamp == nil && election == nil
 }
 
 // acquirePermit takes any free slot of a semaphore for c in one
@@ -205,11 +274,10 @@ func (s *store) acquirePermit(ctx context.Context, c claim, now time.Time, unc t
 	filter := bson.D{
 		{Key: "_id", Value: bson.D{{Key: "$in", Value: c.slots}}},
 		{Key: "limit", Value: c.limit},
-		{Key: "$or", Value: bson.A{
+		{Key: "$or", Value: append(bson.A{
 			bson.D{{Key: "holder", Value: nil}},
-			bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lte", Value: now.Add(-unc)}}}},
 			bson.D{{Key: "holder", Value: c.holder}},
-		}},
+		}, s.over(now.Add(-unc), c.election).over("expiresAt")...)},
 	}
 	return s.takePermit(ctx, c, filter, now)
 }
@@ -222,6 +290,7 @@ func (s *store) takePermit(ctx context.Context, c claim, filter bson.D, now time
 			{Key: "holder", Value: c.holder},
 			{Key: "session", Value: c.session},
 			{Key: "acquiredAt", Value: now},
+			{Key: "clock", Value: c.election},
 		}},
 		{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: now.Add(c.ttl)}}},
 		{Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}},
@@ -250,8 +319,10 @@ func (s *store) release(ctx context.Context, name, holder string, t turn) (bool,
 	if t.heir != "" {
 		set := bson.D{
 			{Key: "holder", Value: nil},
+			{Key: "session", Value: nil},
 			{Key: "expiresAt", Value: t.until},
 			{Key: "heir", Value: t.heir},
+			{Key: "clock", Value: s.clock.Election()},
 		}
 		switch {
 		case t.stay && t.polls:
@@ -291,8 +362,10 @@ func (s *store) release(ctx context.Context, name, holder string, t turn) (bool,
 func (s *store) keep(ctx context.Context, name, holder string, until time.Time, stale []string) (bool, error) {
 	update := bson.D{{Key: "$set", Value: bson.D{
 		{Key: "holder", Value: keptPrefix + newToken()},
+		{Key: "session", Value: keptPrefix}, // no session's: out of its renewals' way, and not the seed API's (null)
 		{Key: "expiresAt", Value: until},
 		{Key: "heir", Value: nil},
+		{Key: "clock", Value: s.clock.Election()},
 	}}}
 	if unset := staleEntries(stale, "", ""); len(unset) > 0 {
 		update = append(update, bson.E{Key: "$unset", Value: unset})
@@ -392,10 +465,14 @@ func pollerKey(locker string) string  { return "pollers." + locker }
 func sinceKey(locker string) string   { return "since." + locker }
 
 // freeUpdate marks a lock free; the fence, owner and times stay for the
-// record.
+// record. The session goes: the {session: 1} index, by which renewals
+// find a session's holds, holds only live ones (and holds that died
+// unreleased, until their lock is taken again), however many names the
+// session ever held.
 func (s *store) freeUpdate() bson.D {
 	return bson.D{{Key: "$set", Value: bson.D{
 		{Key: "holder", Value: nil},
+		{Key: "session", Value: nil},
 		{Key: "expiresAt", Value: s.clock.Now()},
 	}}}
 }
@@ -422,17 +499,17 @@ func (s *store) releaseAll(ctx context.Context, session string, holders []string
 // later one.
 //
 // now is the server-clock estimate when the renewal is sent.
-func (s *store) renew(ctx context.Context, session string, holders []string, reading map[string][]string, now time.Time, ttl time.Duration) (int64, error) {
+func (s *store) renew(ctx context.Context, session string, holders []string, reading map[string][]string, now time.Time, election any, ttl time.Duration) (int64, error) {
 	var models []mongo.WriteModel
 	if len(holders) > 0 {
 		models = append(models, mongo.NewUpdateManyModel().SetFilter(bson.D{
 			{Key: "session", Value: session},
 			{Key: "holder", Value: bson.D{{Key: "$in", Value: holders}}},
 			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: now}}},
-		}).SetUpdate(extendUpdate(now.Add(ttl))))
+		}).SetUpdate(extendUpdate(now.Add(ttl), election)))
 	}
 	for id, tokens := range reading {
-		models = append(models, renewReads(id, tokens, now, ttl))
+		models = append(models, renewReads(id, tokens, now, election, ttl))
 	}
 	if len(models) == 0 {
 		return 0, nil
@@ -444,9 +521,17 @@ func (s *store) renew(ctx context.Context, session string, holders []string, rea
 	return res.MatchedCount, nil
 }
 
-// extendUpdate moves a lease's end to until, never backward.
-func extendUpdate(until time.Time) bson.D {
-	return bson.D{{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: until}}}}
+// extend is extendUpdate to ttl from now, on the clock's current estimate.
+func (s *store) extend(ttl time.Duration) bson.D {
+	now, _, election := s.clock.ReadElection()
+	return extendUpdate(now.Add(ttl), election)
+}
+
+// extendUpdate moves a lease's end to until, never backward, stamped with
+// the election of the primary whose clock until was read on.
+func extendUpdate(until time.Time, election any) bson.D {
+	return bson.D{{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: until}}},
+		{Key: "$set", Value: bson.D{{Key: "clock", Value: election}}}}
 }
 
 // liveHolders returns which of session's holders still hold a live lease.
@@ -474,8 +559,18 @@ func (s *store) liveHolders(ctx context.Context, session string, holders []strin
 
 // read returns the lock's document, or nil if there is none.
 func (s *store) read(ctx context.Context, name string) (*lockDoc, error) {
+	return readFrom(ctx, s.coll, name)
+}
+
+// report is read with majority read concern: what it says of a holder
+// no failover rolls back.
+func (s *store) report(ctx context.Context, name string) (*lockDoc, error) {
+	return readFrom(ctx, s.reports, name)
+}
+
+func readFrom(ctx context.Context, coll *mongo.Collection, name string) (*lockDoc, error) {
 	var doc lockDoc
-	err := s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: name}}).Decode(&doc)
+	err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: name}}).Decode(&doc)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, nil
 	}

@@ -18,7 +18,7 @@ import (
 // the held lock the filter did not match. Every upserting filter must
 // hold another condition than _id's equality.
 func TestAcquireFilterShape(t *testing.T) {
-	now := time.Now()
+	now := leasePast{surely: time.Now(), skew: time.Second}
 	claims := map[string]claim{
 		"mutex":    {name: "n", holder: "h", locker: "l"},
 		"election": {name: "n", holder: "h", locker: "l", kind: "election", value: "v"},
@@ -80,6 +80,60 @@ func TestAmbiguous(t *testing.T) {
 	for name, err := range known {
 		if ambiguous(err) {
 			t.Errorf("%s: taken for an unknown outcome", name)
+		}
+	}
+}
+
+// TestLeaseEndAcrossElections: a lease written on another primary's clock
+// ends, for a taker, the skew bound later; on the same clock (or on a
+// standalone, with no electionId at all) at its end.
+func TestLeaseEndAcrossElections(t *testing.T) {
+	e1, e2 := bson.NewObjectID(), bson.NewObjectID()
+	end := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	rows := []struct {
+		name         string
+		stamp, taker any
+		want         time.Time
+	}{
+		{"same primary", e1, e1, end},
+		{"standalone", nil, nil, end},
+		{"after a failover", e1, e2, end.Add(5 * time.Second)},
+		{"written before stamps, read on a replica set", nil, e1, end.Add(5 * time.Second)},
+		{"written on a replica set, read on a standalone", e1, nil, end.Add(5 * time.Second)},
+		{"a stamp mongolock never writes", bson.D{{Key: "x", Value: 1}}, e1, end.Add(5 * time.Second)},
+	}
+	for _, r := range rows {
+		if sameClock(r.stamp, r.taker) != r.want.Equal(end) {
+			t.Errorf("%s: sameClock = %v", r.name, !r.want.Equal(end))
+		}
+		s := &store{clock: &serverClock{election: r.taker}, skew: 5 * time.Second}
+		if got := s.leaseEnd(&lockDoc{ExpiresAt: end, Clock: r.stamp}); !got.Equal(r.want) {
+			t.Errorf("%s: lease ends %v, want %v", r.name, got, r.want)
+		}
+	}
+}
+
+// TestLeadershipAfter: an observer tells leaderships apart by fence and
+// holder: the document going from {fence N, holder B} to {fence N,
+// holder C} (B's acquire rolled back by a failover, C's took the same
+// fence) is a new leader; the same leadership read twice, or an older
+// one told late, is not.
+func TestLeadershipAfter(t *testing.T) {
+	b, c := leadership{fence: 7, holder: "B"}, leadership{fence: 7, holder: "C"}
+	rows := []struct {
+		name      string
+		cur, last leadership
+		want      bool
+	}{
+		{"first", b, leadership{fence: -1}, true},
+		{"same fence, another holder", c, b, true},
+		{"the same read again", b, b, false},
+		{"later fence", leadership{fence: 8, holder: "B"}, c, true},
+		{"older, told late", b, leadership{fence: 8, holder: "D"}, false},
+	}
+	for _, r := range rows {
+		if got := r.cur.after(r.last); got != r.want {
+			t.Errorf("%s: after = %v, want %v", r.name, got, r.want)
 		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 // the waiter knew of the lease, never from a poll.
 func streamingRegistry() (*waitRegistry, *serverClock) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
-	clock := newServerClock(f, f.hello, 0)
+	clock := newServerClock(f, standalone(f.hello), 0)
 	clock.Ensure(context.Background())
 	r := newWaitRegistry(options{pollInterval: time.Hour, safetyPoll: time.Hour, window: defaultWindow}, clock, nil)
 	r.streaming(true)

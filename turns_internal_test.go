@@ -112,7 +112,7 @@ func TestFIFOHeir(t *testing.T) {
 // it does not sleep through this Locker's own turn to come.
 func TestLookedForgetsTurn(t *testing.T) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
-	clock := newServerClock(f, f.hello, 0)
+	clock := newServerClock(f, standalone(f.hello), 0)
 	clock.Ensure(context.Background())
 	r := newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second, window: defaultWindow}, clock, nil)
 	now := clock.Now()
@@ -166,7 +166,7 @@ func TestPlaceInTurns(t *testing.T) {
 // from its own, while another process's long hold goes on.
 func TestPollerReadsBackOff(t *testing.T) {
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
-	clock := newServerClock(f, f.hello, 0)
+	clock := newServerClock(f, standalone(f.hello), 0)
 	clock.Ensure(context.Background())
 	r := newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second, window: defaultWindow}, clock, nil)
 	r.held("n") // a hold of this process
@@ -199,7 +199,7 @@ func TestPollerReadsBackOff(t *testing.T) {
 func testRegistry(t *testing.T) (*waitRegistry, *serverClock) {
 	t.Helper()
 	f := &fakeLink{now: time.Unix(1e9, 0), delays: [][2]time.Duration{{0, 0}}}
-	clock := newServerClock(f, f.hello, 0)
+	clock := newServerClock(f, standalone(f.hello), 0)
 	clock.Ensure(context.Background())
 	return newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second, window: defaultWindow}, clock, nil), clock
 }

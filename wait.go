@@ -613,8 +613,23 @@ func (r *waitRegistry) taken(name string, until time.Time, firm bool) {
 
 // leaderNews is one acquire the change stream told of.
 type leaderNews struct {
-	fence int64
+	leadership
 	value string
+}
+
+// leadership tells one leadership from another: by its fencing token and
+// its holder's token, as a failover's rollback can undo an acquire whose
+// fence a later leader then takes again.
+type leadership struct {
+	fence  int64
+	holder string
+}
+
+// after reports whether l is a leadership to report after last: a later
+// fence, or the same fence taken by another holder (the first was rolled
+// back). An observer reports each one once, in order.
+func (l leadership) after(last leadership) bool {
+	return l.fence > last.fence || l.fence == last.fence && l.holder != last.holder
 }
 
 // maxNews bounds the leaders kept for observers that do not read them.
@@ -623,7 +638,7 @@ const maxNews = 64
 // leader is the watcher's news that name was taken with fence and value:
 // kept for observers (Election.Observe), so that a leadership that ended
 // before they read the document is still seen.
-func (r *waitRegistry) leader(name string, fence int64, value string) {
+func (r *waitRegistry) leader(name string, lead leadership, value string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if q := r.names[name]; q != nil && len(q.observers) > 0 {
@@ -632,7 +647,7 @@ func (r *waitRegistry) leader(name string, fence int64, value string) {
 		}
 		for _, c := range q.observers {
 			n := q.news[c]
-			q.news[c] = append(n[max(0, len(n)-maxNews+1):], leaderNews{fence, value})
+			q.news[c] = append(n[max(0, len(n)-maxNews+1):], leaderNews{lead, value})
 		}
 		signalAll(q.observers)
 	}

@@ -43,7 +43,7 @@ type wakeSink interface {
 	readersChanged(name string) // an RWMutex's readers came or went
 	// leader: a lock of that name was taken with this fencing token and
 	// value (an election's new leader), told before any folding.
-	leader(name string, fence int64, value string)
+	leader(name string, lead leadership, value string)
 	notifyAll()        // any lock may have been freed: events may have been missed
 	streaming(on bool) // whether releases are being watched
 }
@@ -108,20 +108,21 @@ func (ev *changeEvent) readersOnly() bool {
 
 // leadership returns the fencing token and value an acquire wrote, when
 // the event tells both (a value set to what it was is not reported).
-func (ev *changeEvent) leadership() (int64, string, bool) {
+func (ev *changeEvent) leadership() (leadership, string, bool) {
 	f := ev.UpdateDescription.UpdatedFields
 	if ev.OperationType == "insert" {
 		f = ev.FullDocument // the first acquire of a name
 	}
-	if _, err := f.LookupErr("holder"); err != nil {
-		return 0, "", false
+	holder, ok := f.Lookup("holder").StringValueOK()
+	if !ok {
+		return leadership{}, "", false
 	}
 	fence, ok := f.Lookup("fence").AsInt64OK()
 	if !ok {
-		return 0, "", false
+		return leadership{}, "", false
 	}
 	value, ok := f.Lookup("value").StringValueOK()
-	return fence, value, ok
+	return leadership{fence, holder}, value, ok
 }
 
 // leaseEnd returns the lease end an acquire wrote (an insert's is in its
@@ -285,6 +286,9 @@ func (w *watcher) run(ctx context.Context, gen int) {
 				}
 				w.mu.Unlock()
 				w.log.Info("mongolock: the server has no change streams for this collection; waiters poll instead", "err", err)
+				if w.onStream != nil {
+					w.onStream(false) // once: it never came on, and will not
+				}
 				return
 			case historyLost(err):
 				token = nil
@@ -379,8 +383,8 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 				flush()
 				w.sink.turn(name, heir, until)
 			default:
-				if fence, value, ok := ev.leadership(); ok && !ev.freed() {
-					w.sink.leader(name, fence, value) // every one, before folding
+				if lead, value, ok := ev.leadership(); ok && !ev.freed() {
+					w.sink.leader(name, lead, value) // every one, before folding
 				}
 				if _, seen := state[name]; !seen {
 					order = append(order, name)
@@ -400,7 +404,9 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 }
 
 // notSupported reports whether err says the server will not give change
-// streams: a standalone server, FerretDB, or a user without the privilege.
+// streams: a standalone server, FerretDB, Atlas's shared tiers, or a user
+// without the privilege. Any other error is taken for a passing one (a
+// failover), and the stream is opened again.
 func notSupported(err error) bool {
 	var se mongo.ServerError
 	if !errors.As(err, &se) {
@@ -410,7 +416,8 @@ func notSupported(err error) bool {
 		40573, // $changeStream only on replica sets
 		238,   // NotImplemented (FerretDB)
 		115,   // CommandNotSupported
-		13,    // Unauthorized
+		13,    // Unauthorized: a user without the changeStream privilege
+		8000,  // AtlasError: Atlas's shared tiers refuse them
 		40324, // unrecognised pipeline stage
 	} {
 		if se.HasErrorCode(code) {
@@ -424,7 +431,7 @@ func notSupported(err error) bool {
 // no client of the server gets change streams.
 func serverWide(err error) bool {
 	var se mongo.ServerError
-	return errors.As(err, &se) && (se.HasErrorCode(40573) || se.HasErrorCode(238) || se.HasErrorCode(40324))
+	return errors.As(err, &se) && (se.HasErrorCode(40573) || se.HasErrorCode(238) || se.HasErrorCode(40324) || se.HasErrorCode(8000))
 }
 
 // historyLost reports whether err says the stream cannot be resumed.

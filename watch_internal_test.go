@@ -170,7 +170,7 @@ func (r *recorder) taken(name string, _ time.Time, _ bool) { r.add("taken " + na
 func (r *recorder) turn(name, heir string, _ time.Time)    { r.add("turn " + name + " " + heir) }
 func (r *recorder) readersChanged(name string)             { r.add("readers " + name) }
 func (r *recorder) joined(name, locker string)             { r.add("joined " + name + " " + locker) }
-func (r *recorder) leader(string, int64, string)           {}
+func (r *recorder) leader(string, leadership, string)      {}
 func (r *recorder) streaming(on bool) {
 	if on {
 		r.add("on")
