@@ -292,6 +292,23 @@ func BenchmarkContention(b *testing.B) {
 	}
 }
 
+// BenchmarkContentionSlowEvents is BenchmarkContention's first and third
+// rows with change events held back (mongotest's DelayEvents), as across
+// regions (100ms) or on a sharded cluster with an idle shard (1s): the
+// waiting layer must follow the events' lag (eventlag.go) and keep at
+// least the throughput of polling, starving no session.
+func BenchmarkContentionSlowEvents(b *testing.B) {
+	for _, delay := range []time.Duration{100 * time.Millisecond, time.Second} {
+		for _, mode := range []string{"change streams", "polling"} {
+			b.Run(fmt.Sprintf("%v/%s", delay, mode), func(b *testing.B) {
+				fault(b, "delayEvents", bson.E{Key: "ms", Value: delay.Milliseconds()})
+				contention(b, fmt.Sprintf("%s, events %v late", mode, delay),
+					mongolock.WithChangeStreams(mode == "change streams"))
+			})
+		}
+	}
+}
+
 func contention(b *testing.B, mode string, opt ...mongolock.Option) {
 	e := newEnv(b)
 	const sessions, goroutines = 8, 4

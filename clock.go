@@ -123,6 +123,11 @@ func (c *serverClock) Read() (now time.Time, unc time.Duration) {
 	mono := c.local.Monotonic()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.readLocked(mono)
+}
+
+// readLocked is Read at the local monotonic reading mono, with c.mu held.
+func (c *serverClock) readLocked(mono time.Duration) (now time.Time, unc time.Duration) {
 	unc = c.rtt/2 + time.Millisecond // localTime has millisecond precision
 	if !c.measured {
 		return c.local.Now().Round(0), unc
@@ -134,9 +139,10 @@ func (c *serverClock) Read() (now time.Time, unc time.Duration) {
 // estimate is of, all of one measurement: a lease written at now is
 // stamped with it (leaseOver).
 func (c *serverClock) ReadElection() (now time.Time, unc time.Duration, election any) {
-	now, unc = c.Read()
+	mono := c.local.Monotonic()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now, unc = c.readLocked(mono)
 	return now, unc, c.election
 }
 

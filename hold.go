@@ -23,6 +23,7 @@ type hold struct {
 	fence      int64
 	waiting    waiters   // who else waited, as the acquire saw it
 	acquiredAt time.Time // server time, as written by the acquire
+	clock      any       // the electionId of the primary whose clock acquiredAt is on
 	since      time.Time // local time the hold began, for an Observer
 	kind       string    // for an Observer (Event.Kind)
 	bounds     holdOptions
@@ -140,7 +141,7 @@ func (h *hold) release() error {
 func (h *hold) free() error {
 	s := h.s
 	if until := h.keepUntil(); !until.IsZero() {
-		return h.keep(until)
+		return h.keep(until, h.clock)
 	}
 	if h.sem != "" || h.reader {
 		defer s.l.waits.wake(h.queue())
@@ -206,9 +207,13 @@ func (h *hold) unlockContext() (context.Context, context.CancelFunc) {
 // an earlier one did.
 func writeIn(ctx context.Context, op func(context.Context) (bool, error)) (matched, lostReply bool, err error) {
 	matched, err = op(ctx)
-	for err != nil && ambiguous(err) && sleep(ctx, 20*time.Millisecond) {
+	pause := 20 * time.Millisecond
+	for err != nil && ambiguous(err) && sleep(ctx, pause) {
 		lostReply = true
 		matched, err = op(ctx)
+		// Backing off: a member that answers at once that it is not
+		// primary must not get a write every 20ms.
+		pause = min(2*pause, time.Second)
 	}
 	return matched, lostReply, err
 }
@@ -254,7 +259,7 @@ const readBeforeRelease = time.Second
 // process) to no one until the server time until: one round trip within
 // an internal timeout. Nothing renews it, and no one may take it before
 // then. This process's waiters wait for that time too.
-func (h *hold) keep(until time.Time) error {
+func (h *hold) keep(until time.Time, election any) error {
 	s := h.s
 	ctx, cancel := h.unlockContext() // the read's and the keep's
 	defer cancel()
@@ -263,7 +268,7 @@ func (h *hold) keep(until time.Time) error {
 		stale = s.l.waits.staleOf(h.name, h.waitersNow(ctx))
 	}
 	matched, lostReply, err := writeIn(ctx, func(ctx context.Context) (bool, error) {
-		return s.l.store.keep(ctx, h.name, h.token, until, stale)
+		return s.l.store.keep(ctx, h.name, h.token, until, election, stale)
 	})
 	if err == nil && matched {
 		s.l.waits.kept(h.name, until)
@@ -300,12 +305,12 @@ func (h *hold) capped() {
 		"session", s.id, "name", h.name, "atMost", h.bounds.atMost)
 	// The margin in full whatever the clock's error: the estimate may be
 	// behind the server's time by unc.
-	now, unc := l.clock.Read()
+	now, unc, election := l.clock.ReadElection()
 	until := now.Add(unc + safetyMargin(s.opts.ttl))
 	if least := h.keepUntil(); least.After(until) {
-		until = least
+		until, election = least, h.clock
 	}
-	if err := h.keep(until); err != nil {
+	if err := h.keep(until, election); err != nil {
 		l.opts.logger.Warn("mongolock: could not end a capped hold on the server; it expires with its lease",
 			"name", h.name, "err", err)
 	}

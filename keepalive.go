@@ -177,7 +177,7 @@ func (s *Session) releaseUnreleased() {
 		wg.Go(func() {
 			// If that end has passed meanwhile, the lock is free once the
 			// write lands.
-			if err := h.keep(h.acquiredAt.Add(h.bounds.atLeast)); err != nil {
+			if err := h.keep(h.acquiredAt.Add(h.bounds.atLeast), h.clock); err != nil {
 				failed(err)
 				s.l.opts.logger.Warn("mongolock: could not keep a lock until its least hold's end; it expires with its lease",
 					"session", s.id, "name", h.name, "err", err)

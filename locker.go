@@ -74,7 +74,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 	}
 	if o.watch {
 		l.waits.watch = &watcher{open: l.openHolderChanges, sink: l.waits, log: o.logger, self: l.id,
-			onStream: o.observer.ChangeStream}
+			onStream: o.observer.ChangeStream, now: clock.Now}
 	}
 	l.waits.self = l.id
 	l.waits.fifo = o.fifo
@@ -204,14 +204,17 @@ func (l *Locker) probe(ctx context.Context) {
 // start with it, when a reply was lost), the server time the attempt wrote
 // as the acquire's, and the other Lockers waiting for the lock.
 type taken struct {
-	id      string // the document taken: the name, or a semaphore's slot
-	fence   int64
-	sent    time.Time
-	first   time.Time
-	unc     time.Duration
-	now     time.Time
-	waiting waiters
-	drained bool // an RWMutex's writer: no reader was in
+	id    string // the document taken: the name, or a semaphore's slot
+	fence int64
+	sent  time.Time
+	first time.Time
+	unc   time.Duration
+	now   time.Time
+	// election is the electionId of the primary whose clock now was
+	// read on (leasePast).
+	election any
+	waiting  waiters
+	drained  bool // an RWMutex's writer: no reader was in
 }
 
 // take runs one acquire for c, repeated with the same holder token while
@@ -241,7 +244,7 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 	for {
 		now, unc, election := l.clock.ReadElection()
 		c.election = election
-		t = taken{sent: time.Now(), first: first, unc: unc, now: now}
+		t = taken{sent: time.Now(), first: first, unc: unc, now: now, election: election}
 		var doc *lockDoc
 		doc, ok, err = l.store.acquire(ctx, c, now, unc)
 		if err == nil {

@@ -388,15 +388,15 @@ func noReaders(past leasePast) bson.D {
 // it ran out or one of them is gone (cleared by a writer after the lease
 // ran out): another read hold of the session must not bring back one that
 // was lost.
-func renewReads(id string, tokens []string, now time.Time, election any, ttl time.Duration) mongo.WriteModel {
+func renewReads(id string, tokens []string, now leasePast, ttl time.Duration) mongo.WriteModel {
 	// An update of many, as the holders' statement: the driver sends
 	// statements of one kind in one command.
 	return mongo.NewUpdateManyModel().SetFilter(bson.D{
 		{Key: "_id", Value: id},
 		{Key: "readers.t", Value: bson.D{{Key: "$all", Value: tokens}}},
-		{Key: "readersUntil", Value: bson.D{{Key: "$gt", Value: now}}},
-	}).SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "readersUntil", Value: now.Add(ttl)}}},
-		{Key: "$set", Value: bson.D{{Key: "readersClock", Value: election}}}})
+		{Key: "$or", Value: now.live("readersUntil")},
+	}).SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "readersUntil", Value: now.surely.Add(ttl)}}},
+		{Key: "$set", Value: bson.D{{Key: "readersClock", Value: now.election}}}})
 }
 
 // liveReads returns which read holds the RWMutex documents reading still

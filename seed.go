@@ -130,13 +130,17 @@ func (l *Locker) ReleaseLock(ctx context.Context, name, owner string) error {
 	if unset := staleEntries(l.takeStale(name), "", ""); len(unset) > 0 {
 		update = append(update, bson.E{Key: "$unset", Value: unset})
 	}
-	// Repeated while its outcome is unknown (a lost reply, a stepdown),
-	// for as long as an Unlock would at most.
-	ctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
-	defer cancel()
-	ok, lostReply, err := writeIn(ctx, func(ctx context.Context) (bool, error) {
-		return l.store.updateOwned(ctx, name, owner, update)
-	})
+	release := func(ctx context.Context) (bool, error) { return l.store.updateOwned(ctx, name, owner, update) }
+	ok, err := release(ctx)
+	lostReply := false
+	if ambiguous(err) && ctx.Err() == nil {
+		// Repeated while its outcome is unknown (a lost reply, a
+		// stepdown), for as long as an Unlock would at most.
+		rctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
+		defer cancel()
+		ok, _, err = writeIn(rctx, release)
+		lostReply = true
+	}
 	if err != nil {
 		return fmt.Errorf("mongolock: releasing %q: %w", name, err)
 	}

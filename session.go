@@ -230,7 +230,7 @@ func (s *Session) acquireClaim(ctx context.Context, c claim, b holdOptions) (*ho
 		return nil, false, err
 	}
 	h := &hold{s: s, name: t.id, token: c.holder, fence: t.fence, waiting: t.waiting,
-		acquiredAt: t.now, since: time.Now(), kind: c.kind, bounds: b, done: make(chan struct{})}
+		acquiredAt: t.now, clock: t.election, since: time.Now(), kind: c.kind, bounds: b, done: make(chan struct{})}
 	defer s.l.observeAcquired(h, c.calledAt) // after the unlock below
 	defer s.mu.Unlock()
 	if c.slots != nil {

@@ -218,6 +218,20 @@ func (p leasePast) over(field string) bson.A {
 	}
 }
 
+// live returns the $or branches by which a lease end in field has not
+// run out at p.surely: on the same primary's clock, after it; on another
+// primary's, after it less skew. A renewal extends such a lease (no taker
+// took it: its holder would have changed), so that a holder that measured
+// a new primary's clock ahead of the old one's does not take its own live
+// lease for expired.
+func (p leasePast) live(field string) bson.A {
+	return bson.A{
+		bson.D{{Key: field, Value: bson.D{{Key: "$gt", Value: p.surely}}}},
+		bson.D{{Key: field, Value: bson.D{{Key: "$gt", Value: p.surely.Add(-p.skew)}}},
+			{Key: stampOf(field), Value: bson.D{{Key: "$ne", Value: p.election}}}},
+	}
+}
+
 // stampOf names the field that records whose clock a lease end field is
 // on: the holder's lease and an RWMutex's readers' lease are written by
 // different parties, each on its own estimate.
@@ -358,14 +372,15 @@ func (s *store) release(ctx context.Context, name, holder string, t turn) (bool,
 // The lease's end is set, not maxed: it may come before the lease's.
 //
 // The entries of the waiting Lockers taken for dead (stale) go in the same
-// write, as at a release.
-func (s *store) keep(ctx context.Context, name, holder string, until time.Time, stale []string) (bool, error) {
+// write, as at a release. until is stamped with election, the primary whose
+// clock it was read on (leasePast).
+func (s *store) keep(ctx context.Context, name, holder string, until time.Time, election any, stale []string) (bool, error) {
 	update := bson.D{{Key: "$set", Value: bson.D{
 		{Key: "holder", Value: keptPrefix + newToken()},
 		{Key: "session", Value: keptPrefix}, // no session's: out of its renewals' way, and not the seed API's (null)
 		{Key: "expiresAt", Value: until},
 		{Key: "heir", Value: nil},
-		{Key: "clock", Value: s.clock.Election()},
+		{Key: "clock", Value: election},
 	}}}
 	if unset := staleEntries(stale, "", ""); len(unset) > 0 {
 		update = append(update, bson.E{Key: "$unset", Value: unset})
@@ -505,11 +520,11 @@ func (s *store) renew(ctx context.Context, session string, holders []string, rea
 		models = append(models, mongo.NewUpdateManyModel().SetFilter(bson.D{
 			{Key: "session", Value: session},
 			{Key: "holder", Value: bson.D{{Key: "$in", Value: holders}}},
-			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: now}}},
+			{Key: "$or", Value: s.over(now, election).live("expiresAt")},
 		}).SetUpdate(extendUpdate(now.Add(ttl), election)))
 	}
 	for id, tokens := range reading {
-		models = append(models, renewReads(id, tokens, now, election, ttl))
+		models = append(models, renewReads(id, tokens, s.over(now, election), ttl))
 	}
 	if len(models) == 0 {
 		return 0, nil
@@ -536,11 +551,12 @@ func extendUpdate(until time.Time, election any) bson.D {
 
 // liveHolders returns which of session's holders still hold a live lease.
 func (s *store) liveHolders(ctx context.Context, session string, holders []string) (map[string]bool, error) {
+	now, _, election := s.clock.ReadElection()
 	cur, err := s.coll.Find(ctx,
 		bson.D{
 			{Key: "session", Value: session},
 			{Key: "holder", Value: bson.D{{Key: "$in", Value: holders}}},
-			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: s.clock.Now()}}},
+			{Key: "$or", Value: s.over(now, election).live("expiresAt")},
 		},
 		mopt.Find().SetProjection(bson.D{{Key: "holder", Value: 1}}))
 	if err != nil {

@@ -277,6 +277,11 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 	if fifo {
 		t = nextFIFOTurn(r.self, w, len(q.waiters) > 0, r.streamOn, pollTurn, now)
 	}
+	if t.heir != "" && t.heir != r.self && !slices.Contains(w.pollers, t.heir) {
+		// Told by an event: its turn lasts as much longer as events come
+		// late (eventlag.go). A poller's turn is longer by pollTurn already.
+		t.until = t.until.Add(turnLag(r.lag, r.maxPause))
+	}
 	t.stale = w.stale
 	q.behind = 0
 	if t.heir != r.self && t.heir != "" && !fifo {
@@ -429,6 +434,8 @@ func (r *waitRegistry) turn(name, heir string, until time.Time) {
 	q := r.names[name]
 	switch {
 	case q == nil:
+	case !r.streamOn:
+		signalAll(q.observers) // waiters poll (eventlag.go): they read their turns
 	case heir == r.self && slices.ContainsFunc(q.ownTurns, until.Equal):
 		// The event of one of this process's own releases (they may come
 		// late, after the next): its head was woken then.

@@ -33,8 +33,13 @@ type waitRegistry struct {
 
 	mu       sync.Mutex
 	names    map[string]*nameQueue
-	sweepAt  int  // len(names) at which queue sweeps
-	streamOn bool // releases are being watched: polls are only a safety net
+	sweepAt  int           // len(names) at which queue sweeps
+	streamUp bool          // the change stream runs
+	lag      time.Duration // how late its events come (eventlag.go)
+	slow     bool          // too late to wait on (slowEvents)
+	// streamOn: releases are being watched, and their events come in time
+	// (streamUp, and not slowEvents): polls are only a safety net.
+	streamOn bool
 }
 
 type nameQueue struct {
@@ -567,6 +572,14 @@ func (r *waitRegistry) unwant() {
 func (r *waitRegistry) notify(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.streamOn {
+		// Waiters poll (events come too late, eventlag.go): a wake by
+		// news that old would only break their pacing.
+		if q := r.names[name]; q != nil {
+			signalAll(q.observers)
+		}
+		return
+	}
 	if sem, ok := semaphoreOf(name); ok {
 		if q := r.names[sem]; q != nil {
 			r.wakeLocked(q) // a permit of it may be free
@@ -590,7 +603,9 @@ func (r *waitRegistry) notify(name string) {
 func (r *waitRegistry) taken(name string, until time.Time, firm bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if q := r.names[name]; q != nil {
+	if q := r.names[name]; q != nil && !r.streamOn {
+		signalAll(q.observers) // waiters poll: news this late would only hold them back
+	} else if q != nil {
 		if now, unc := r.clock.Read(); firm && q.local == 0 && !until.After(now.Add(-unc)) {
 			r.wakeLocked(q) // kept until a time now past: free
 			return
@@ -693,9 +708,16 @@ func (r *waitRegistry) notifyAll() {
 
 // streaming switches the poll pauses between the poll interval (no news
 // from the server) and the longer safety interval.
-func (r *waitRegistry) streaming(on bool) {
+func (r *waitRegistry) streaming(up bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.streamUp = up
+	r.streamingLocked(up && !r.slow)
+}
+
+// streamingLocked sets whether waiters wait on the change stream's events
+// (streamOn), with r.mu held.
+func (r *waitRegistry) streamingLocked(on bool) {
 	r.streamOn = on
 	for _, q := range r.names {
 		q.joined = false // joined the other way, or turns were missed: join again

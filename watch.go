@@ -44,8 +44,9 @@ type wakeSink interface {
 	// leader: a lock of that name was taken with this fencing token and
 	// value (an election's new leader), told before any folding.
 	leader(name string, lead leadership, value string)
-	notifyAll()        // any lock may have been freed: events may have been missed
-	streaming(on bool) // whether releases are being watched
+	notifyAll()               // any lock may have been freed: events may have been missed
+	streaming(on bool)        // whether releases are being watched
+	eventLag(d time.Duration) // how late the latest events came (eventlag.go)
 }
 
 type changeEvent struct {
@@ -56,7 +57,8 @@ type changeEvent struct {
 	UpdateDescription struct {
 		UpdatedFields bson.Raw `bson:"updatedFields"`
 	} `bson:"updateDescription"`
-	FullDocument bson.Raw `bson:"fullDocument"` // an insert's
+	FullDocument bson.Raw  `bson:"fullDocument"` // an insert's
+	WallTime     time.Time `bson:"wallTime"`     // the server's time of the write (6.0+)
 }
 
 // heir returns the Locker a release gave the next turn to ("" for
@@ -168,6 +170,7 @@ type watcher struct {
 	self string // this Locker's id: turns given to it are never folded away
 	// onStream is Observer.ChangeStream, called with no lock held.
 	onStream func(on bool)
+	now      func() time.Time // the server's time, estimated: events' lag
 
 	mu          sync.Mutex
 	demand      int                // waiters that want news
@@ -177,6 +180,7 @@ type watcher struct {
 	unsupported bool
 	nowhere     bool // unsupported for every client of the server, not just this user
 	on          bool // the last state told to the sink
+	toldOff     bool // the last state told to onStream was off
 	closed      bool
 	wg          sync.WaitGroup
 }
@@ -212,6 +216,9 @@ func (w *watcher) streaming(gen int, on bool) {
 	if gen == w.gen {
 		w.sink.streaming(on)
 		w.on = on
+	}
+	if changed {
+		w.toldOff = !on
 	}
 	w.mu.Unlock()
 	if changed && w.onStream != nil {
@@ -278,6 +285,8 @@ func (w *watcher) run(ctx context.Context, gen int) {
 				return
 			case notSupported(err):
 				w.mu.Lock()
+				tell := !w.toldOff // at most one "off" in a row
+				w.toldOff = true
 				w.unsupported = true
 				w.nowhere = serverWide(err)
 				if w.cancel != nil {
@@ -286,8 +295,8 @@ func (w *watcher) run(ctx context.Context, gen int) {
 				}
 				w.mu.Unlock()
 				w.log.Info("mongolock: the server has no change streams for this collection; waiters poll instead", "err", err)
-				if w.onStream != nil {
-					w.onStream(false) // once: it never came on, and will not
+				if w.onStream != nil && tell {
+					w.onStream(false) // it will not come on
 				}
 				return
 			case historyLost(err):
@@ -342,6 +351,10 @@ const streamCloseTimeout = 2 * time.Second
 func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bson.Raw {
 	state := map[string]*changeEvent{} // by name, last event wins
 	var order []string
+	// The lags of this stream's events; a resumed stream's first batch
+	// replays events written while it was down, whose lag says nothing.
+	var lags lags
+	replay := token != nil
 	flush := func() {
 		for _, name := range order {
 			ev := state[name]
@@ -356,6 +369,9 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 		}
 		clear(state)
 		order = order[:0]
+		if len(lags) > 0 {
+			w.sink.eventLag(lags.high())
+		}
 	}
 	defer flush()
 	for cs.Next(ctx) {
@@ -364,6 +380,9 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 			w.sink.notifyAll()
 		} else {
 			token = cs.ResumeToken()
+			if w.now != nil && !ev.WallTime.IsZero() && !replay {
+				lags = lags.add(w.now().Sub(ev.WallTime))
+			}
 			switch ev.OperationType {
 			case "invalidate", "drop", "dropDatabase", "rename":
 				w.sink.notifyAll() // and the deferred flush: wakes every waiter anyway
@@ -395,6 +414,7 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 		// The end of a batch: tell what it folded, whatever its last event.
 		if cs.RemainingBatchLength() == 0 {
 			flush()
+			replay = false
 		}
 	}
 	if t := cs.ResumeToken(); t != nil {
@@ -466,7 +486,7 @@ var holderPipeline = mongo.Pipeline{
 		},
 	}}}}},
 	{{Key: "$project", Value: bson.D{{Key: "operationType", Value: 1}, {Key: "documentKey", Value: 1},
-		{Key: "updateDescription", Value: 1}, {Key: "fullDocument", Value: 1}}}},
+		{Key: "updateDescription", Value: 1}, {Key: "fullDocument", Value: 1}, {Key: "wallTime", Value: 1}}}},
 }
 
 // openHolderChanges opens the Locker's change stream of holder changes.

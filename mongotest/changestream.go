@@ -45,6 +45,7 @@ const firstStreamID = 1 << 40
 type drop struct {
 	pos      position
 	db, coll string
+	wall     time.Time // its wallTime
 }
 
 func newStreams(backend func() string, dataDir string, serial *sync.Mutex, ringSize int64, done <-chan struct{}) *streams {

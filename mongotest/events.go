@@ -2,7 +2,6 @@ package mongotest
 
 import (
 	"strings"
-	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
@@ -45,7 +44,7 @@ func (st *stream) dropEvents(d drop) []bson.D {
 			{Key: "_id", Value: d.pos.token()},
 			{Key: "operationType", Value: "drop"},
 			{Key: "clusterTime", Value: d.pos.ts},
-			{Key: "wallTime", Value: time.Now()},
+			{Key: "wallTime", Value: d.wall},
 			{Key: "ns", Value: bson.D{{Key: "db", Value: d.db}, {Key: "coll", Value: d.coll}}},
 		})
 	}
@@ -54,7 +53,7 @@ func (st *stream) dropEvents(d drop) []bson.D {
 			{Key: "_id", Value: d.pos.token()},
 			{Key: "operationType", Value: "dropDatabase"},
 			{Key: "clusterTime", Value: d.pos.ts},
-			{Key: "wallTime", Value: time.Now()},
+			{Key: "wallTime", Value: d.wall},
 			{Key: "ns", Value: bson.D{{Key: "db", Value: d.db}}},
 		})
 	}
@@ -67,7 +66,7 @@ func (st *stream) dropEvents(d drop) []bson.D {
 		{Key: "_id", Value: inv.token()},
 		{Key: "operationType", Value: "invalidate"},
 		{Key: "clusterTime", Value: d.pos.ts},
-		{Key: "wallTime", Value: time.Now()},
+		{Key: "wallTime", Value: d.wall},
 	})
 }
 
@@ -79,7 +78,7 @@ func (st *stream) event(it item) bson.D {
 		{Key: "_id", Value: p.token()},
 		{Key: "operationType", Value: ""},
 		{Key: "clusterTime", Value: e.TS},
-		{Key: "wallTime", Value: e.Wall},
+		{Key: "wallTime", Value: it.wall},
 	}
 	ns := bson.E{Key: "ns", Value: bson.D{{Key: "db", Value: db}, {Key: "coll", Value: coll}}}
 	switch e.Op {

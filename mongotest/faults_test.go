@@ -289,3 +289,30 @@ func TestControlCommand(t *testing.T) {
 		t.Fatalf("localTime %v ahead, want 5s", d)
 	}
 }
+
+// TestFailoverShiftsWallTime: after a failover to a clock an hour ahead,
+// change events' wallTime is on the new primary's clock.
+func TestFailoverShiftsWallTime(t *testing.T) {
+	srv := start(t)
+	coll := connect(t, srv.URI()).Database("mongotest").Collection("walltime")
+	ctx := context.Background()
+	srv.Failover(time.Hour)
+	var cs *mongo.ChangeStream
+	var err error
+	for range 3 { // the pool's connection was dropped: the first command may fail
+		if cs, err = coll.Watch(ctx, mongo.Pipeline{}); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close(ctx)
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	ev := nextEvent(t, cs)
+	if d := ev["wallTime"].(bson.DateTime).Time().Sub(time.Now()); d < 59*time.Minute || d > 61*time.Minute {
+		t.Fatalf("wallTime %v off the host's clock, want an hour ahead", d)
+	}
+}

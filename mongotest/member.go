@@ -68,11 +68,11 @@ func (m *member) topologyVersionLocked() bson.D {
 	return bson.D{{Key: "processId", Value: m.processID}, {Key: "counter", Value: m.counter}}
 }
 
-// now is the member's clock.
-func (m *member) now() time.Time {
+// offset is the member's clock's offset from the host's.
+func (m *member) offset() time.Duration {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return time.Now().Add(m.clockOffset)
+	return m.clockOffset
 }
 
 // awaitable returns, for an awaitable hello (one with maxAwaitTimeMS and the

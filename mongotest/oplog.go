@@ -160,6 +160,10 @@ type tailer struct {
 
 	undeleted map[bson.ObjectID]bool // with stepMu: entries read whose deletion failed (read again, they are skipped)
 
+	// clockOffset is the primary's clock's offset from the host's: events'
+	// wallTime is on it (member.go). Nil: none.
+	clockOffset func() time.Duration
+
 	// afterRead, when a test sets it (with stepMu held), runs between a
 	// read of the oplog that found entries and their deletion.
 	afterRead func(*mongo.Client)
@@ -173,6 +177,7 @@ type item struct {
 	replace bool      // an update entry made by a replacement
 	desc    bson.D    // an update's updateDescription
 	at      time.Time // when it entered the ring (DelayEvents counts from it)
+	wall    time.Time // its wallTime: the write's, on the member's clock
 }
 
 func newTailer(backend func() string, dataDir string, serial *sync.Mutex, size int64) *tailer {
@@ -281,6 +286,15 @@ func (t *tailer) addDrop(ctx context.Context, d drop) {
 
 func (t *tailer) addLocked(it item) {
 	it.at = time.Now()
+	// On the clock of the member that was primary then (Failover).
+	var shift time.Duration
+	if t.clockOffset != nil {
+		shift = t.clockOffset()
+	}
+	if it.wall = it.e.Wall.Add(shift); it.drop != nil {
+		it.wall = it.at.Add(shift)
+		it.drop.wall = it.wall
+	}
 	t.ring = append(t.ring, it)
 	// Trimmed by a quarter at a time: a copy of the ring for every item
 	// would cost a write megabytes.

@@ -94,6 +94,7 @@ func Start(ctx context.Context, opts ...Option) (*Server, error) {
 	if o.changeStreams {
 		p.streams = newStreams(s.backendAddr, s.dataDir, &p.serial, o.oplogDocs, p.done)
 		p.streams.faults = &p.faults
+		p.streams.tail.clockOffset = p.member.offset
 	}
 	s.proxy = p
 	return s, nil

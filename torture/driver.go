@@ -31,6 +31,7 @@ type config struct {
 	streams    bool
 	faultEvery time.Duration
 	dir        string
+	memberSkew time.Duration // the workers' WithMemberClockSkew; failovers shift the clock within it
 }
 
 // drive runs the whole torture and returns the exit status of the check.
@@ -45,6 +46,7 @@ func drive(args []string, out io.Writer) (int, error) {
 	fs.DurationVar(&c.poll, "poll", 200*time.Millisecond, "poll interval of the workers")
 	fs.BoolVar(&c.streams, "change-streams", true, "the server serves change streams (false: the workers poll)")
 	fs.DurationVar(&c.faultEvery, "fault-every", 4*time.Second, "pause between two faults")
+	fs.DurationVar(&c.memberSkew, "member-skew", time.Second, "the bound of members' clock difference the workers assume (failovers shift the server's clock within it)")
 	fs.StringVar(&c.dir, "dir", "", "folder for the server's data and the histories (default: temporary)")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
@@ -141,7 +143,7 @@ func (d *driver) start(i int) error {
 	}
 	cmd := exec.Command(d.self, "worker", "-uri", d.srv.URI(), "-id", fmt.Sprint(i),
 		"-names", fmt.Sprint(d.c.names), "-goroutines", fmt.Sprint(d.c.goroutines),
-		"-ttl", d.c.ttl.String(), "-poll", d.c.poll.String(), "-skew", skew.String(),
+		"-ttl", d.c.ttl.String(), "-poll", d.c.poll.String(), "-skew", skew.String(), "-member-skew", d.c.memberSkew.String(),
 		"-history", d.history(i))
 	cmd.Stderr = io.Discard
 	if err := cmd.Start(); err != nil {
@@ -172,7 +174,7 @@ func (d *driver) histories() []string {
 
 // inject runs faults in turn until the deadline.
 func (d *driver) inject(ctx context.Context, deadline time.Time) {
-	kinds := []string{"kill", "pause", "restart", "cut", "delay", "step"}
+	kinds := []string{"kill", "pause", "restart", "cut", "delay", "step", "failover"}
 	for n := 0; ; n++ {
 		if !sleepUntil(time.Now().Add(d.c.faultEvery), deadline) {
 			return
@@ -204,6 +206,13 @@ func (d *driver) inject(ctx context.Context, deadline time.Time) {
 			d.srv.Delay(d.c.ttl / 4)
 			time.Sleep(2 * d.c.ttl)
 			d.srv.Delay(0)
+		case "failover": // a new primary, whose clock differs within the bound, after a stepdown's errors
+			// Within ±0.45 x the bound of the host's clock: any two
+			// primaries' clocks (a worker may still be on an older one's)
+			// differ by less than the bound.
+			f.Offset = time.Duration(rand.Int64N(int64(d.c.memberSkew*9/10))) - d.c.memberSkew*9/20
+			d.srv.FailWrites(2, 11602, "RetryableWriteError")
+			d.srv.Failover(f.Offset)
 		case "step": // the wall clock a worker gives the library jumps by +15s or -15s
 			f.Worker = w
 			sig := syscall.SIGUSR1

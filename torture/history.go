@@ -33,6 +33,8 @@ type fault struct {
 	Name   string `json:"name"`   // the lock the worker held, if known
 	At     int64  `json:"at"`
 	Until  int64  `json:"until"` // end of a pause, cut or delay
+	// Offset is a failover's: the new primary's clock against the host's.
+	Offset time.Duration `json:"offset,omitempty"`
 }
 
 // journal appends JSON lines to a file, one write per line, so that a

@@ -32,6 +32,7 @@ func worker(args []string) int {
 	ttl := fs.Duration("ttl", 2*time.Second, "session TTL")
 	skew := fs.Duration("skew", 0, "offset of the clock given to the library")
 	poll := fs.Duration("poll", 200*time.Millisecond, "poll interval")
+	memberSkew := fs.Duration("member-skew", time.Second, "WithMemberClockSkew")
 	hist := fs.String("history", "", "history file")
 	fs.Parse(args)
 
@@ -58,6 +59,7 @@ func worker(args []string) int {
 	locker, err := mongolock.New(db.Collection("locks"),
 		mongolock.WithPollInterval(*poll),
 		mongolock.WithClock(clock),
+		mongolock.WithMemberClockSkew(*memberSkew),
 		mongolock.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,0 +1,81 @@
+package mongolock
+
+import (
+	"slices"
+	"time"
+)
+
+// How late change events come. On a replica set an event reaches the
+// stream once a majority of members has its write: milliseconds in one
+// region, a hundred across regions; on a sharded cluster, once every shard
+// has spoken, which an idle one does every periodicNoopIntervalSecs (10s).
+// The watcher measures each event's lag (the server's time when it came,
+// estimated, less the event's wallTime) and the waiting layer goes by the
+// longest of the last lagWindow: a turn given to another process lasts
+// that much longer (up to a poll interval), so that the heir hears of it
+// within it; and when events come later than a tenth of the poll interval
+// (slowEvents), waiters poll instead, with turns for pollers, until they
+// come within a twentieth again. Under contention, polling heads that read
+// the lock near their turns hand it on within milliseconds
+// (pollturns.go), which events that late cannot match. The stream stays
+// open meanwhile, to measure them.
+
+// lagWindow is how many of the latest events the lag is the longest of.
+const lagWindow = 16
+
+// lags are the latest events' lags, oldest first.
+type lags []time.Duration
+
+// add records one event's lag; a negative one (the clock estimate's
+// error) counts as none.
+func (l lags) add(d time.Duration) lags {
+	return append(l[max(0, len(l)-lagWindow+1):], max(d, 0))
+}
+
+// high is the longest lag of the window, 0 when no event told its
+// wallTime (servers before 6.0).
+func (l lags) high() time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	return slices.Max(l)
+}
+
+// slowEvents reports whether events that come lag late are too slow to
+// wait on, for waiters that would otherwise poll every pollInterval; wasSlow
+// is the last answer: from slow, events must come within half as much
+// again, so that a lag near the bound does not switch at every batch.
+func slowEvents(lag, pollInterval time.Duration, wasSlow bool) bool {
+	if wasSlow {
+		return lag > pollInterval/20
+	}
+	return lag > pollInterval/10
+}
+
+// turnLag is how much longer than turnGrace a turn given to another
+// process lasts: the lag of the events that tell it, up to a poll
+// interval (an heir that polls finds its turn within one).
+func turnLag(lag, pollInterval time.Duration) time.Duration {
+	return min(lag, pollInterval)
+}
+
+// eventLag is the watcher's news of how late events come (lags.high).
+// When they become too slow, heads that slept on the stream's safety
+// pause are woken: they poll from now on.
+func (r *waitRegistry) eventLag(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lag = d
+	r.slow = slowEvents(d, r.maxPause, r.slow)
+	if on := r.streamUp && !r.slow; on != r.streamOn {
+		r.streamingLocked(on)
+		if !on {
+			now, _ := r.clock.Read()
+			for _, q := range r.names {
+				if q.local == 0 && !q.firm.After(now) {
+					r.wakeLocked(q)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package mongolock
+
+import (
+	"testing"
+	"time"
+)
+
+// TestLagsWindow: the lag is the longest of the last lagWindow events';
+// a slow event stops counting once that many came after it; a negative
+// lag (the clock estimate's error) counts as none.
+func TestLagsWindow(t *testing.T) {
+	var l lags
+	if l.high() != 0 {
+		t.Fatal("no event: want no lag")
+	}
+	l = l.add(-3 * time.Millisecond)
+	if l.high() != 0 {
+		t.Fatalf("a negative lag: high %v, want 0", l.high())
+	}
+	l = l.add(time.Second)
+	for i := range lagWindow - 1 {
+		l = l.add(time.Duration(i) * time.Millisecond)
+		if l.high() != time.Second {
+			t.Fatalf("after %d quick events: high %v, want the slow one's 1s", i+1, l.high())
+		}
+	}
+	l = l.add(2 * time.Millisecond)
+	if l.high() != 14*time.Millisecond {
+		t.Fatalf("once the slow event left the window: high %v, want 14ms", l.high())
+	}
+	if len(l) != lagWindow {
+		t.Fatalf("%d kept, want %d", len(l), lagWindow)
+	}
+}
+
+// TestSlowEventsDecide: with the default poll interval (500ms), events
+// up to 50ms late are waited on, later ones are not; once slow, events
+// must come within 25ms again. A turn lasts the lag longer, up to a poll
+// interval.
+func TestSlowEventsDecide(t *testing.T) {
+	const poll = DefaultPollInterval
+	rows := []struct {
+		lag           time.Duration
+		wasSlow, slow bool
+		turnLongerBy  time.Duration
+	}{
+		{0, false, false, 0},
+		{2 * time.Millisecond, false, false, 2 * time.Millisecond},
+		{50 * time.Millisecond, false, false, 50 * time.Millisecond},
+		{51 * time.Millisecond, false, true, 51 * time.Millisecond},
+		{40 * time.Millisecond, true, true, 40 * time.Millisecond},
+		{25 * time.Millisecond, true, false, 25 * time.Millisecond},
+		{100 * time.Millisecond, false, true, 100 * time.Millisecond},
+		{time.Second, false, true, poll},
+		{10 * time.Second, true, true, poll},
+	}
+	for _, r := range rows {
+		if got := slowEvents(r.lag, poll, r.wasSlow); got != r.slow {
+			t.Errorf("lag %v (slow before: %v): slow %v, want %v", r.lag, r.wasSlow, got, r.slow)
+		}
+		if got := turnLag(r.lag, poll); got != r.turnLongerBy {
+			t.Errorf("lag %v: turns longer by %v, want %v", r.lag, got, r.turnLongerBy)
+		}
+	}
+}
+
+// TestEventLagSwitchesWaiting: slow events make the registry's waiters
+// poll (streamOn false) while the stream stays up, and timely ones bring
+// them back; a stream that is down is never waited on.
+func TestEventLagSwitchesWaiting(t *testing.T) {
+	r := newWaitRegistry(options{pollInterval: DefaultPollInterval, safetyPoll: DefaultSafetyPollInterval, window: defaultWindow},
+		newServerClock(SystemClock(), nil, 0), make(chan struct{}))
+	r.streaming(true)
+	steps := []struct {
+		lag  time.Duration
+		want bool
+	}{{time.Millisecond, true}, {time.Second, false}, {40 * time.Millisecond, false}, {10 * time.Millisecond, true}}
+	for _, s := range steps {
+		r.eventLag(s.lag)
+		if r.streamOn != s.want {
+			t.Fatalf("lag %v: streamOn %v, want %v", s.lag, r.streamOn, s.want)
+		}
+	}
+	r.streaming(false)
+	r.eventLag(time.Millisecond)
+	if r.streamOn {
+		t.Fatal("stream down: streamOn")
+	}
+}
