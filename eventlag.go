@@ -14,11 +14,13 @@ import (
 // longest of the last lagWindow: a turn given to another process lasts
 // that much longer (up to a poll interval), so that the heir hears of it
 // within it; and when events come later than a tenth of the poll interval
-// (slowEvents), waiters poll instead, with turns for pollers, until they
-// come within a twentieth again. Under contention, polling heads that read
-// the lock near their turns hand it on within milliseconds
-// (pollturns.go), which events that late cannot match. The stream stays
-// open meanwhile, to measure them.
+// (slowEvents), waiters poll instead, with turns for pollers: under
+// contention, polling heads that read the lock near their turns hand it
+// on within milliseconds (pollturns.go), which events that late cannot
+// match. The stream then closes for reprobeAfter (it would only cost the
+// server), and opens again, if anything waits, to measure them: waiters
+// go back to waiting on it once its events come within a twentieth of the
+// poll interval.
 
 // lagWindow is how many of the latest events the lag is the longest of.
 const lagWindow = 16
@@ -64,9 +66,9 @@ func turnLag(lag, pollInterval time.Duration) time.Duration {
 // pause are woken: they poll from now on.
 func (r *waitRegistry) eventLag(d time.Duration) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.lag = d
 	r.slow = slowEvents(d, r.maxPause, r.slow)
+	pause := r.slow && r.streamUp
 	if on := r.streamUp && !r.slow; on != r.streamOn {
 		r.streamingLocked(on)
 		if !on {
@@ -78,4 +80,12 @@ func (r *waitRegistry) eventLag(d time.Duration) {
 			}
 		}
 	}
+	r.mu.Unlock()
+	if pause && r.watch != nil {
+		r.watch.pause(reprobeAfter) // without r.mu: the watcher calls the registry under its own lock
+	}
 }
+
+// reprobeAfter is how long a stream whose events came too late stays
+// closed before it is opened again to measure them.
+const reprobeAfter = time.Minute

@@ -403,3 +403,57 @@ func TestReportsReadMajority(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowEventsPoll: change events 300ms late (a sharded cluster's, or
+// across regions) are too late to wait on with the default poll interval:
+// the Locker's waiters poll (Streaming is false), its stream closes (no
+// getMore while it polls), and they still get the lock in turn.
+func TestSlowEventsPoll(t *testing.T) {
+	fault(t, "delayEvents", bson.E{Key: "ms", Value: 300})
+	e := newEnv(t)
+	la, _ := e.locker("")
+	lb, cb := e.locker("")
+	ctx := ctxT(t, time.Minute)
+	ma := session(t, la).NewMutex("job")
+	mb := session(t, lb).NewMutex("job")
+	stop := make(chan struct{})
+	var g errgroup.Group
+	for _, m := range []*mongolock.Mutex{ma, mb} {
+		g.Go(func() error {
+			for {
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
+				if err := m.Lock(ctx); err != nil {
+					return err
+				}
+				time.Sleep(50 * time.Millisecond)
+				m.Unlock()
+			}
+		})
+	}
+	defer func() {
+		close(stop)
+		if err := g.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for lb.Streaming() || countNamed(cb.Commands(), "getMore") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the waiters still wait on events 300ms late")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	cb.Reset()
+	time.Sleep(time.Second)
+	if n := countNamed(cb.Commands(), "getMore"); n != 0 {
+		t.Fatalf("%d getMores in a second of polling: the stream should be closed", n)
+	}
+	if n := countNamed(cb.Commands(), "findAndModify"); n == 0 {
+		t.Fatal("no acquire in a second: the waiters starve")
+	}
+}

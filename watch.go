@@ -181,6 +181,10 @@ type watcher struct {
 	nowhere     bool // unsupported for every client of the server, not just this user
 	on          bool // the last state told to the sink
 	toldOff     bool // the last state told to onStream was off
+	// pausedUntil: events came too late to wait on (eventlag.go): the
+	// stream stays closed until then, and waiters poll; resume reopens it.
+	pausedUntil time.Time
+	resume      *time.Timer
 	closed      bool
 	wg          sync.WaitGroup
 }
@@ -194,9 +198,14 @@ func (w *watcher) want() {
 		w.stopTimer.Stop()
 		w.stopTimer = nil
 	}
-	if w.cancel != nil || w.unsupported || w.closed {
+	if w.cancel != nil || w.unsupported || w.closed || time.Now().Before(w.pausedUntil) {
 		return
 	}
+	w.startLocked()
+}
+
+// startLocked starts a run of the stream, with w.mu held.
+func (w *watcher) startLocked() {
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
 	w.gen++
@@ -254,12 +263,39 @@ func (w *watcher) noStreamsAnywhere() bool {
 	return w.nowhere
 }
 
+// pause closes the stream for d: its events come too late to wait on,
+// and an open stream costs the server (on mongotest, every write it
+// watches). Then it opens again, if anything waits, to measure them again.
+func (w *watcher) pause(d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.cancel == nil {
+		return
+	}
+	w.cancel()
+	w.cancel = nil
+	w.pausedUntil = time.Now().Add(d)
+	if w.resume != nil {
+		w.resume.Stop()
+	}
+	w.resume = time.AfterFunc(d, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.demand > 0 && w.cancel == nil && !w.closed && !w.unsupported {
+			w.startLocked()
+		}
+	})
+}
+
 // close stops the stream and waits for its goroutine.
 func (w *watcher) close() {
 	w.mu.Lock()
 	w.closed = true
 	if w.stopTimer != nil {
 		w.stopTimer.Stop()
+	}
+	if w.resume != nil {
+		w.resume.Stop()
 	}
 	if w.cancel != nil {
 		w.cancel()

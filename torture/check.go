@@ -90,7 +90,7 @@ func check(c config, faultLog string, histories []string, ran, final time.Durati
 	}
 	r.print(out, c)
 	if r.overlapAccepted > 0 || r.outOfOrder > 0 || r.stuck > 0 || r.beliefUnexplained > 0 || r.readerWithWriter > 0 ||
-		final < 0 || final > c.ttl+c.poll+time.Second {
+		final < 0 || final > c.ttl+c.poll+time.Second+failoverAllowance(faults, now(), c) {
 		return 1, nil
 	}
 	return 0, nil

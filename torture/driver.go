@@ -289,7 +289,8 @@ func finalCheck(ctx context.Context, uri string, c config) time.Duration {
 		return -1
 	}
 	defer client.Disconnect(ctx)
-	l, err := mongolock.New(client.Database("torture").Collection("locks"), mongolock.WithPollInterval(c.poll))
+	l, err := mongolock.New(client.Database("torture").Collection("locks"), mongolock.WithPollInterval(c.poll),
+		mongolock.WithMemberClockSkew(c.memberSkew))
 	if err != nil {
 		return -1
 	}
