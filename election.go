@@ -177,8 +177,10 @@ func (e *Election) Leadership(ctx context.Context) (value string, transitions in
 // document is still reported (unless its value was the same as the one
 // before, which the event does not repeat). Where there is no change
 // stream it polls at the Locker's poll interval (and when a leader's lease
-// runs out), and a leadership shorter than that may go unseen. A slow
-// reader does not lose the latest leader; of the leaderships it was too
+// runs out), and a leadership shorter than that may go unseen; so it does
+// while change events come too late to wait on (a sharded cluster with an
+// idle shard: the stream then closes for a minute at a time, see
+// docs/replica-sets.md). A slow reader does not lose the latest leader; of the leaderships it was too
 // slow for, the last 64 are kept. A leadership whose event comes after a
 // later leader was read from the document is skipped.
 func (e *Election) Observe(ctx context.Context) <-chan string {

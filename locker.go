@@ -74,7 +74,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 	}
 	if o.watch {
 		l.waits.watch = &watcher{open: l.openHolderChanges, sink: l.waits, log: o.logger, self: l.id,
-			onStream: o.observer.ChangeStream, now: clock.Now}
+			onStream: o.observer.ChangeStream, now: clock.SurelyPast}
 	}
 	l.waits.self = l.id
 	l.waits.fifo = o.fifo

@@ -457,3 +457,58 @@ func TestSlowEventsPoll(t *testing.T) {
 		t.Fatal("no acquire in a second: the waiters starve")
 	}
 }
+
+// TestReadersLeaseOnMixedClocks: an RWMutex's readers all write one lease
+// end with $max, each on its own clock estimate; the lease is judged on
+// one primary's clock only while every write since the readers were
+// cleared was on it (readersClocks): a reader's renewal held back across
+// a failover, landing after another's on the new clock, makes the
+// writer allow the member clock skew.
+func TestReadersLeaseOnMixedClocks(t *testing.T) {
+	e := newEnv(t)
+	l, _ := e.locker("", mongolock.WithMemberClockSkew(5*time.Second))
+	ctx := ctxT(t, time.Minute)
+	c, _ := connect(t, "")
+	coll := c.Database(testDB).Collection(e.coll)
+	var hello struct {
+		LocalTime  time.Time     `bson:"localTime"`
+		ElectionID bson.ObjectID `bson:"electionId"`
+	}
+	if err := c.Database("admin").RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&hello); err != nil {
+		t.Fatal(err)
+	}
+	if hello.ElectionID.IsZero() {
+		t.Skip("needs a server that reports an electionId")
+	}
+	for _, row := range []struct {
+		name    string
+		clocks  bson.A
+		wantErr error
+	}{
+		{"one clock: the lease is over", bson.A{hello.ElectionID}, nil},
+		{"mixed clocks: the skew is allowed for", bson.A{hello.ElectionID, bson.NewObjectID()}, mongolock.ErrLocked},
+	} {
+		t.Run(row.name, func(t *testing.T) {
+			name := fmt.Sprint("rw-", len(row.clocks))
+			reader := session(t, l).NewRWMutex(name)
+			if err := reader.RLock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// The readers' lease ended 2s ago (server time), within the
+			// 5s skew; the reader is still listed.
+			res, err := coll.UpdateMany(ctx, bson.D{{Key: "readers.0", Value: bson.D{{Key: "$exists", Value: true}}}},
+				bson.D{{Key: "$set", Value: bson.D{{Key: "readersUntil", Value: hello.LocalTime.Add(-2 * time.Second)},
+					{Key: "readersClocks", Value: row.clocks}}}})
+			if err != nil || res.ModifiedCount != 1 {
+				t.Fatalf("setting the readers' lease: %v %+v", err, res)
+			}
+			writer := session(t, l).NewRWMutex(name)
+			if err := writer.TryLock(ctx); !errors.Is(err, row.wantErr) && (row.wantErr != nil || err != nil) {
+				t.Fatalf("the writer's TryLock: %v, want %v", err, row.wantErr)
+			}
+			if row.wantErr == nil {
+				writer.Unlock()
+			}
+		})
+	}
+}

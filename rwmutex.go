@@ -320,9 +320,9 @@ func (s *store) acquireRead(ctx context.Context, c claim, now time.Time, unc tim
 	// good as none to every taker, and a repeated attempt must not clear a
 	// live writer that came after the first.
 	update := bson.D{
-		{Key: "$addToSet", Value: bson.D{{Key: "readers", Value: reader{Token: c.holder, Session: c.session}}}},
+		{Key: "$addToSet", Value: bson.D{{Key: "readers", Value: reader{Token: c.holder, Session: c.session}},
+			{Key: "readersClocks", Value: c.election}}},
 		{Key: "$max", Value: bson.D{{Key: "readersUntil", Value: now.Add(c.ttl)}}},
-		{Key: "$set", Value: bson.D{{Key: "readersClock", Value: c.election}}},
 	}
 	var doc lockDoc
 	err := s.coll.FindOneAndUpdate(ctx, filter, update, acquireOpts).Decode(&doc)
@@ -361,7 +361,7 @@ func (s *store) releaseRead(ctx context.Context, id string, r reader) (bool, err
 func (s *store) drainReaders(ctx context.Context, id, writer string) (time.Time, bool, error) {
 	now, unc, election := s.clock.ReadElection()
 	filter := append(bson.D{{Key: "_id", Value: id}, {Key: "holder", Value: writer}}, noReaders(s.over(now.Add(-unc), election))...)
-	res, err := s.coll.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: bson.D{{Key: "readers", Value: bson.A{}}}}})
+	res, err := s.coll.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: bson.D{{Key: "readers", Value: bson.A{}}, {Key: "readersClocks", Value: bson.A{}}}}})
 	if err != nil || res.MatchedCount == 1 {
 		return time.Time{}, err == nil, err
 	}
@@ -396,7 +396,7 @@ func renewReads(id string, tokens []string, now leasePast, ttl time.Duration) mo
 		{Key: "readers.t", Value: bson.D{{Key: "$all", Value: tokens}}},
 		{Key: "$or", Value: now.live("readersUntil")},
 	}).SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "readersUntil", Value: now.surely.Add(ttl)}}},
-		{Key: "$set", Value: bson.D{{Key: "readersClock", Value: now.election}}}})
+		{Key: "$addToSet", Value: bson.D{{Key: "readersClocks", Value: now.election}}}})
 }
 
 // liveReads returns which read holds the RWMutex documents reading still

@@ -50,8 +50,8 @@ type lockDoc struct {
 	// Clock is the electionId of the primary whose clock ExpiresAt was
 	// last written on, ReadersClock ReadersUntil's (leasePast); none on
 	// a standalone.
-	Clock        any `bson:"clock,omitempty"`
-	ReadersClock any `bson:"readersClock,omitempty"`
+	Clock         any   `bson:"clock,omitempty"`
+	ReadersClocks []any `bson:"readersClocks,omitempty"`
 }
 
 // claim is one attempt to take a lock.
@@ -133,7 +133,8 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 		{Key: "clock", Value: c.election},
 	}
 	if c.alone {
-		set = append(set, bson.E{Key: "readers", Value: bson.A{}}) // those left have no lease
+		set = append(set, bson.E{Key: "readers", Value: bson.A{}}, // those left have no lease
+			bson.E{Key: "readersClocks", Value: bson.A{}})
 	}
 	if c.fifo {
 		set = append(set, bson.E{Key: fifoMark, Value: now})
@@ -212,8 +213,9 @@ type leasePast struct {
 // primary yet), skew later, whatever that clock's difference within the
 // bound. Times and stamp are written together (clock): see WithMemberClockSkew.
 func (p leasePast) over(field string) bson.A {
+	key, same := stampOf(field, p.election)
 	return bson.A{
-		bson.D{{Key: field, Value: bson.D{{Key: "$lte", Value: p.surely}}}, {Key: stampOf(field), Value: p.election}},
+		bson.D{{Key: field, Value: bson.D{{Key: "$lte", Value: p.surely}}}, {Key: key, Value: same}},
 		bson.D{{Key: field, Value: bson.D{{Key: "$lte", Value: p.surely.Add(-p.skew)}}}},
 	}
 }
@@ -225,21 +227,27 @@ func (p leasePast) over(field string) bson.A {
 // a new primary's clock ahead of the old one's does not take its own live
 // lease for expired.
 func (p leasePast) live(field string) bson.A {
+	key, same := stampOf(field, p.election)
 	return bson.A{
 		bson.D{{Key: field, Value: bson.D{{Key: "$gt", Value: p.surely}}}},
 		bson.D{{Key: field, Value: bson.D{{Key: "$gt", Value: p.surely.Add(-p.skew)}}},
-			{Key: stampOf(field), Value: bson.D{{Key: "$ne", Value: p.election}}}},
+			{Key: key, Value: bson.D{{Key: "$ne", Value: same}}}},
 	}
 }
 
-// stampOf names the field that records whose clock a lease end field is
-// on: the holder's lease and an RWMutex's readers' lease are written by
-// different parties, each on its own estimate.
-func stampOf(field string) string {
+// stampOf returns the field that records whose clock a lease end field is
+// on, and the value it holds when that is election's alone. The holder's
+// lease has one writer at a time: its stamp (clock) is the election of the
+// last write. An RWMutex's readers' lease is written by every reader, each
+// on its own estimate, with $max: the stamp of the last write need not be
+// that of the end that won, so readersClocks collects the elections of
+// every write since the readers were last cleared, and the lease is on
+// election's clock only when that is all it holds.
+func stampOf(field string, election any) (key string, same any) {
 	if field == "readersUntil" {
-		return "readersClock"
+		return "readersClocks", bson.A{election}
 	}
-	return "clock"
+	return "clock", election
 }
 
 // over returns what a taker that read surelyPast on the clock of election
@@ -599,13 +607,14 @@ func readFrom(ctx context.Context, coll *mongo.Collection, name string) (*lockDo
 // updateOwned applies update to the seed API's lock name if owner holds a
 // live lease on it, and reports whether it did. It never upserts.
 func (s *store) updateOwned(ctx context.Context, name, owner string, update bson.D) (bool, error) {
+	now, _, election := s.clock.ReadElection()
 	res, err := s.coll.UpdateOne(ctx,
 		bson.D{
 			{Key: "_id", Value: name},
 			{Key: "owner", Value: owner},
 			{Key: "session", Value: nil},
 			{Key: "holder", Value: bson.D{{Key: "$ne", Value: nil}}},
-			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: s.clock.Now()}}},
+			{Key: "$or", Value: s.over(now, election).live("expiresAt")},
 		}, update)
 	if err != nil {
 		return false, err

@@ -170,7 +170,10 @@ type watcher struct {
 	self string // this Locker's id: turns given to it are never folded away
 	// onStream is Observer.ChangeStream, called with no lock held.
 	onStream func(on bool)
-	now      func() time.Time // the server's time, estimated: events' lag
+	// now is the latest server time surely past: an event's lag, measured
+	// from its wallTime, is never more than it was, whatever the error of
+	// the estimate.
+	now func() time.Time
 
 	mu          sync.Mutex
 	demand      int                // waiters that want news
@@ -281,7 +284,7 @@ func (w *watcher) pause(d time.Duration) {
 	w.resume = time.AfterFunc(d, func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if w.demand > 0 && w.cancel == nil && !w.closed && !w.unsupported {
+		if w.demand > 0 && w.cancel == nil && !w.closed && !w.unsupported && !time.Now().Before(w.pausedUntil) {
 			w.startLocked()
 		}
 	})
