@@ -11,10 +11,10 @@ import (
 // has spoken, which an idle one does every periodicNoopIntervalSecs (10s).
 // The watcher measures each event's lag (the server's time when it came,
 // estimated, less the event's wallTime) and the waiting layer goes by the
-// longest of the last lagWindow: a turn given to another process lasts
+// median of the last lagWindow: a turn given to another process lasts
 // that much longer (up to a poll interval), so that the heir hears of it
 // within it; and when events come later than a tenth of the poll interval
-// (slowEvents), waiters poll instead, with turns for pollers: under
+// and than half a turn (slowEvents), waiters poll instead, with turns for pollers: under
 // contention, polling heads that read the lock near their turns hand it
 // on within milliseconds (pollturns.go), which events that late cannot
 // match. The stream then closes for reprobeAfter (it would only cost the
@@ -22,7 +22,7 @@ import (
 // go back to waiting on it once its events come within a twentieth of the
 // poll interval.
 
-// lagWindow is how many of the latest events the lag is the longest of.
+// lagWindow is how many of the latest events the lag is the median of.
 const lagWindow = 16
 
 // lags are the latest events' lags, oldest first.
@@ -34,24 +34,29 @@ func (l lags) add(d time.Duration) lags {
 	return append(l[max(0, len(l)-lagWindow+1):], max(d, 0))
 }
 
-// high is the longest lag of the window, 0 when no event told its
-// wallTime (servers before 6.0).
-func (l lags) high() time.Duration {
+// typical is the median lag of the window, 0 when no event told its
+// wallTime (servers before 6.0): events as they mostly come, not the one a
+// stall held back (a GC pause, a loaded server's hiccup).
+func (l lags) typical() time.Duration {
 	if len(l) == 0 {
 		return 0
 	}
-	return slices.Max(l)
+	s := slices.Sorted(slices.Values(l))
+	return s[len(s)/2]
 }
 
 // slowEvents reports whether events that come lag late are too slow to
-// wait on, for waiters that would otherwise poll every pollInterval; wasSlow
-// is the last answer: from slow, events must come within half as much
-// again, so that a lag near the bound does not switch at every batch.
+// wait on, for waiters that would otherwise poll every pollInterval: later
+// than a tenth of it, and than half a turn (turnGrace), which a loaded
+// server's events may take; wasSlow is the last answer: from slow, events
+// must come within half as much again, so that a lag near the bound does
+// not switch at every batch.
 func slowEvents(lag, pollInterval time.Duration, wasSlow bool) bool {
+	bound := max(pollInterval/10, turnGrace/2)
 	if wasSlow {
-		return lag > pollInterval/20
+		bound /= 2
 	}
-	return lag > pollInterval/10
+	return lag > bound
 }
 
 // turnLag is how much longer than turnGrace a turn given to another
@@ -61,7 +66,7 @@ func turnLag(lag, pollInterval time.Duration) time.Duration {
 	return min(lag, pollInterval)
 }
 
-// eventLag is the watcher's news of how late events come (lags.high).
+// eventLag is the watcher's news of how late events come (lags.typical).
 // When they become too slow, heads that slept on the stream's safety
 // pause are woken: they poll from now on.
 func (r *waitRegistry) eventLag(d time.Duration) {

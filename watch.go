@@ -409,7 +409,7 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 		clear(state)
 		order = order[:0]
 		if len(lags) > 0 {
-			w.sink.eventLag(lags.high())
+			w.sink.eventLag(lags.typical())
 		}
 	}
 	defer flush()
