@@ -13,14 +13,17 @@ test: test-mongotest test-lib test-polling test-gocron test-otel test-torture
 test-mongotest:
 	cd mongotest && $(GO) test -race -count=1 ./...
 
+# -p 1: the packages share one server, and some tests switch its faults
+# (replica-set behaviours) for every client of it.
 test-lib: $(MONGOTEST)
-	$(MONGOTEST) -- $(GO) test -race -count=1 ./...
+	$(MONGOTEST) -- $(GO) test -race -count=1 -p 1 ./...
 
 # test-lib runs on mongotest's change streams (its default); this runs the
-# waits again on a server without them, as on a standalone mongod, so that
-# the polling fallback stays tested.
+# waits again on a server without them and without an electionId, as on a
+# standalone mongod, so that the polling fallback and unstamped leases stay
+# tested.
 test-polling: $(MONGOTEST)
-	$(MONGOTEST) -change-streams=false -- $(GO) test -race -count=1 -run 'TestTakeover|TestFallbackToPolling|TestContentionCost|TestMutualExclusion|TestSameSessionExclusion|TestElection|TestSeedSemantics|TestWaitersCostOne|TestHoldLifecycle|TestHoldAt|TestSemaphore|TestRWMutex|TestFIFO|TestFairShares' .
+	$(MONGOTEST) -change-streams=false -election-id=false -- $(GO) test -race -count=1 -run 'TestTakeover|TestFallbackToPolling|TestContentionCost|TestMutualExclusion|TestSameSessionExclusion|TestElection|TestSeedSemantics|TestWaitersCostOne|TestHoldLifecycle|TestHoldAt|TestSemaphore|TestRWMutex|TestFIFO|TestFairShares' .
 
 # The gocron adapter (a module of its own, so that gocron stays out of the
 # library's go.mod), with two schedulers as two hosts.

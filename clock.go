@@ -60,7 +60,7 @@ type serverClock struct {
 	measured   bool
 	// election is the electionId of the primary whose clock was measured
 	// (nil on a standalone, or a mongos): whose clock the times written
-	// with this estimate are in (leaseOver).
+	// with this estimate are in (leasePast).
 	election any
 }
 
@@ -137,7 +137,7 @@ func (c *serverClock) readLocked(mono time.Duration) (now time.Time, unc time.Du
 
 // ReadElection is Read with the electionId of the primary whose clock the
 // estimate is of, all of one measurement: a lease written at now is
-// stamped with it (leaseOver).
+// stamped with it (leasePast).
 func (c *serverClock) ReadElection() (now time.Time, unc time.Duration, election any) {
 	mono := c.local.Monotonic()
 	c.mu.Lock()

@@ -9,8 +9,8 @@ import (
 // stream once a majority of members has its write: milliseconds in one
 // region, a hundred across regions; on a sharded cluster, once every shard
 // has spoken, which an idle one does every periodicNoopIntervalSecs (10s).
-// The watcher measures each event's lag (the server's time when it came,
-// estimated, less the event's wallTime) and the waiting layer goes by the
+// The watcher measures each event's lag (the latest server time surely
+// past when it came, by the estimate, less the event's wallTime) and the waiting layer goes by the
 // median of the last lagWindow: a turn given to another process lasts
 // that much longer (up to a poll interval), so that the heir hears of it
 // within it; and when events come later than a tenth of the poll interval

@@ -125,7 +125,9 @@ func (l *Locker) Close() error {
 // a change stream right now. It is false while nothing waits (the stream
 // opens with the first waiter and closes a second after the last), when
 // the server has no change streams (a standalone server: waiters poll
-// instead), and with WithChangeStreams(false). It never blocks.
+// instead), while its change events come too late to wait on (then the
+// stream closes for a minute at a time, see docs/replica-sets.md), and
+// with WithChangeStreams(false). It never blocks.
 func (l *Locker) Streaming() bool {
 	l.waits.mu.Lock()
 	defer l.waits.mu.Unlock()

@@ -38,7 +38,10 @@ type Observer struct {
 	// ChangeStream reports that the change stream that wakes waiters came
 	// on (true) or went off; false once, too, when the server refuses
 	// change streams for good (a standalone server, Atlas's shared tiers,
-	// a user without the privilege): waiters poll from then on.
+	// a user without the privilege): waiters poll from then on. A stream
+	// closed because its events came too late goes off, and comes on
+	// again a minute later to measure them, while its waiters still poll
+	// (Locker.Streaming tells which).
 	ChangeStream func(on bool)
 }
 

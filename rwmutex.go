@@ -395,7 +395,7 @@ func renewReads(id string, tokens []string, now leasePast, ttl time.Duration) mo
 		{Key: "_id", Value: id},
 		{Key: "readers.t", Value: bson.D{{Key: "$all", Value: tokens}}},
 		{Key: "$or", Value: now.live("readersUntil")},
-	}).SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "readersUntil", Value: now.surely.Add(ttl)}}},
+	}).SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "readersUntil", Value: now.at.Add(ttl)}}},
 		{Key: "$addToSet", Value: bson.D{{Key: "readersClocks", Value: now.election}}}})
 }
 

@@ -48,10 +48,9 @@ type lockDoc struct {
 	Readers      []reader  `bson:"readers,omitempty"`
 	ReadersUntil time.Time `bson:"readersUntil,omitempty"`
 	// Clock is the electionId of the primary whose clock ExpiresAt was
-	// last written on, ReadersClock ReadersUntil's (leasePast); none on
-	// a standalone.
-	Clock         any   `bson:"clock,omitempty"`
-	ReadersClocks []any `bson:"readersClocks,omitempty"`
+	// last written on (leasePast); none on a standalone. (An RWMutex's
+	// readers' lease has readersClocks, which only filters read.)
+	Clock any `bson:"clock,omitempty"`
 }
 
 // claim is one attempt to take a lock.
@@ -77,7 +76,7 @@ type claim struct {
 	retry    bool // the attempt repeats one whose outcome is unknown
 	alone    bool // a write hold of an RWMutex's document, only with no reader in
 	// The electionId of the primary whose clock now was read on: the
-	// lease is stamped with it, and leases judged by it (leaseOver).
+	// lease is stamped with it, and leases judged by it (leasePast).
 	election any
 }
 
@@ -197,31 +196,32 @@ func acquireFilter(c claim, past leasePast) bson.D {
 	return bson.D{{Key: "_id", Value: c.name}, {Key: "limit", Value: nil}, {Key: "$or", Value: free}}
 }
 
-// leasePast is what a taker knows has surely passed: the latest server
-// time surely past whatever its clock's error, on the clock of the
-// primary election (nil: a standalone's), and the most another member's
-// clock may differ by (skew).
+// leasePast is a server time that lease ends are judged at (a taker's:
+// the latest surely past whatever its clock's error; a renewal's: its
+// estimate of now), on the clock of the primary election (nil: a
+// standalone's), with the most another member's clock may differ by
+// (skew).
 type leasePast struct {
-	surely   time.Time
+	at       time.Time
 	election any
 	skew     time.Duration
 }
 
 // over returns the $or branches by which a lease end in field is over: on
-// the clock of the same primary, at surely; written on another primary's
+// the clock of the same primary, at p.at; written on another primary's
 // clock (before a failover, or by a client that has not measured the new
 // primary yet), skew later, whatever that clock's difference within the
 // bound. Times and stamp are written together (clock): see WithMemberClockSkew.
 func (p leasePast) over(field string) bson.A {
 	key, same := stampOf(field, p.election)
 	return bson.A{
-		bson.D{{Key: field, Value: bson.D{{Key: "$lte", Value: p.surely}}}, {Key: key, Value: same}},
-		bson.D{{Key: field, Value: bson.D{{Key: "$lte", Value: p.surely.Add(-p.skew)}}}},
+		bson.D{{Key: field, Value: bson.D{{Key: "$lte", Value: p.at}}}, {Key: key, Value: same}},
+		bson.D{{Key: field, Value: bson.D{{Key: "$lte", Value: p.at.Add(-p.skew)}}}},
 	}
 }
 
 // live returns the $or branches by which a lease end in field has not
-// run out at p.surely: on the same primary's clock, after it; on another
+// run out at p.at: on the same primary's clock, after it; on another
 // primary's, after it less skew. A renewal extends such a lease (no taker
 // took it: its holder would have changed), so that a holder that measured
 // a new primary's clock ahead of the old one's does not take its own live
@@ -229,8 +229,8 @@ func (p leasePast) over(field string) bson.A {
 func (p leasePast) live(field string) bson.A {
 	key, same := stampOf(field, p.election)
 	return bson.A{
-		bson.D{{Key: field, Value: bson.D{{Key: "$gt", Value: p.surely}}}},
-		bson.D{{Key: field, Value: bson.D{{Key: "$gt", Value: p.surely.Add(-p.skew)}}},
+		bson.D{{Key: field, Value: bson.D{{Key: "$gt", Value: p.at}}}},
+		bson.D{{Key: field, Value: bson.D{{Key: "$gt", Value: p.at.Add(-p.skew)}}},
 			{Key: key, Value: bson.D{{Key: "$ne", Value: same}}}},
 	}
 }
@@ -253,7 +253,7 @@ func stampOf(field string, election any) (key string, same any) {
 // over returns what a taker that read surelyPast on the clock of election
 // knows has passed.
 func (s *store) over(surelyPast time.Time, election any) leasePast {
-	return leasePast{surely: surelyPast, election: election, skew: s.skew}
+	return leasePast{at: surelyPast, election: election, skew: s.skew}
 }
 
 // leaseEnd returns when doc's lease is over for a taker on the current

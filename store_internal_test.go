@@ -18,7 +18,7 @@ import (
 // the held lock the filter did not match. Every upserting filter must
 // hold another condition than _id's equality.
 func TestAcquireFilterShape(t *testing.T) {
-	now := leasePast{surely: time.Now(), skew: time.Second}
+	now := leasePast{at: time.Now(), skew: time.Second}
 	claims := map[string]claim{
 		"mutex":    {name: "n", holder: "h", locker: "l"},
 		"election": {name: "n", holder: "h", locker: "l", kind: "election", value: "v"},

@@ -7,5 +7,8 @@
 // by a write; two clients racing a conditional update can both succeed. The
 // proxy serialises every command across all connections, which restores the
 // single-document atomicity a lock needs. The proxy also has fault switches
-// (cut connections, delay replies, restart the server) for failure tests.
+// for failure tests: cut connections, delay replies, restart the server,
+// and behave like a replica set under stress (FailWrites,
+// FailWriteConcern, Failover, DelayEvents, RefuseChangeStreams; also over
+// the wire, as the command {mongotest: "<switch>", ...}). See README.md.
 package mongotest

@@ -43,6 +43,9 @@ func (f *faults) writeFailure(name string, answer []byte, m *member) (bson.D, bo
 	tv := m.stepped()
 	if !concern {
 		d := commandError(code, codeName(code), fmt.Sprintf("mongotest: FailWrites (%s)", codeName(code)), labels...)
+		if tv == nil {
+			return d, true
+		}
 		return append(d, bson.E{Key: "topologyVersion", Value: tv}), true
 	}
 	// The write's own reply, with the write concern it did not meet: the
@@ -55,11 +58,14 @@ func (f *faults) writeFailure(name string, answer []byte, m *member) (bson.D, bo
 			d = append(d, bson.E{Key: k, Value: e.Value()})
 		}
 	}
-	d = append(d, bson.E{Key: "writeConcernError", Value: bson.D{
+	wce := bson.D{
 		{Key: "code", Value: code}, {Key: "codeName", Value: codeName(code)},
 		{Key: "errmsg", Value: fmt.Sprintf("mongotest: FailWriteConcern (%s)", codeName(code))},
-		{Key: "topologyVersion", Value: tv},
-	}})
+	}
+	if tv != nil {
+		wce = append(wce, bson.E{Key: "topologyVersion", Value: tv})
+	}
+	d = append(d, bson.E{Key: "writeConcernError", Value: wce})
 	if len(labels) > 0 {
 		d = append(d, bson.E{Key: "errorLabels", Value: labels})
 	}

@@ -14,6 +14,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/mongolock/mongolock/mongotest"
 )
 
 // TestFailWrites: the write is applied and answered with the stepdown's
@@ -314,5 +316,27 @@ func TestFailoverShiftsWallTime(t *testing.T) {
 	ev := nextEvent(t, cs)
 	if d := ev["wallTime"].(bson.DateTime).Time().Sub(time.Now()); d < 59*time.Minute || d > 61*time.Minute {
 		t.Fatalf("wallTime %v off the host's clock, want an hour ahead", d)
+	}
+}
+
+// TestWithoutElectionID: as a standalone, hello reports no electionId and
+// no topologyVersion, and a stepdown's error carries none; writes go on.
+func TestWithoutElectionID(t *testing.T) {
+	srv := start(t, mongotest.WithElectionID(false))
+	db := connect(t, srv.URI()).Database("mongotest")
+	r := hello(t, db)
+	if !r.ElectionID.IsZero() || !r.TopologyVersion.ProcessID.IsZero() {
+		t.Fatalf("hello %+v: want no electionId nor topologyVersion", r)
+	}
+	srv.FailWrites(1, 189, "RetryableWriteError")
+	_, err := db.Collection("standalone").InsertOne(context.Background(), bson.D{})
+	var ce mongo.CommandError
+	if !errors.As(err, &ce) || ce.Code != 189 {
+		t.Fatalf("insert: %v, want PrimarySteppedDown", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := db.Collection("standalone").InsertOne(ctx, bson.D{}); err != nil {
+		t.Fatalf("the write after: %v", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 // retry writes nor send transactions' fields, which FerretDB does not
 // serve.
 type member struct {
+	standalone  bool // WithElectionID(false): no electionId nor topologyVersion, as a standalone
 	mu          sync.Mutex
 	processID   bson.ObjectID // topologyVersion.processId: new at every Start and Restart
 	counter     int64         // topologyVersion.counter
@@ -55,6 +56,9 @@ func (m *member) stepped() bson.D {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.bumpLocked()
+	if m.standalone {
+		return nil
+	}
 	return m.topologyVersionLocked()
 }
 
@@ -122,7 +126,7 @@ func (m *member) hello(req, answer []byte) []byte {
 		}
 		doc = append(doc, bson.E{Key: e.Key(), Value: e.Value()})
 	}
-	if ok, _ := res.Lookup("ok").AsFloat64OK(); ok == 1 {
+	if ok, _ := res.Lookup("ok").AsFloat64OK(); ok == 1 && !m.standalone {
 		doc = append(doc, bson.E{Key: "electionId", Value: m.electionID},
 			bson.E{Key: "topologyVersion", Value: m.topologyVersionLocked()})
 	}

@@ -38,6 +38,7 @@ type options struct {
 	logger        *slog.Logger
 	changeStreams bool
 	oplogDocs     int64
+	standalone    bool
 }
 
 // WithChangeStreams turns the change streams mongotest serves on FerretDB's
@@ -45,6 +46,12 @@ type options struct {
 // as FerretDB makes it fail (NotImplemented), as on a standalone server:
 // that keeps clients' fallback without change streams tested.
 func WithChangeStreams(on bool) Option { return func(o *options) { o.changeStreams = on } }
+
+// WithElectionID makes hello report an electionId and a topologyVersion,
+// as a replica set's primary does (on, the default), or neither, as a
+// standalone server: clients then have no election to stamp leases with,
+// and drivers monitor the server by polling it.
+func WithElectionID(on bool) Option { return func(o *options) { o.standalone = !on } }
 
 // WithOplogSize sets how many oplog entries mongotest keeps for change
 // streams (default 20,000); a stream that falls further behind, or resumes
@@ -96,6 +103,7 @@ func Start(ctx context.Context, opts ...Option) (*Server, error) {
 		p.streams.faults = &p.faults
 		p.streams.tail.clockOffset = p.member.offset
 	}
+	p.member.standalone = o.standalone
 	s.proxy = p
 	return s, nil
 }

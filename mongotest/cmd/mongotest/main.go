@@ -28,7 +28,7 @@ func main() {
 
 func run() int {
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: mongotest [-addr HOST:PORT] [-data DIR] [-change-streams=false] -- CMD ARGS...\n\n"+
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: mongotest [-addr HOST:PORT] [-data DIR] [-change-streams=false] [-election-id=false] -- CMD ARGS...\n\n"+
 			"Starts the embedded server, runs CMD with MONGODB_URI set, and exits with CMD's status.\n"+
 			"If MONGODB_URI is already set, CMD runs against it and no server is started.\n\n")
 		flag.PrintDefaults()
@@ -36,6 +36,7 @@ func run() int {
 	addr := flag.String("addr", "127.0.0.1:0", "address to listen on")
 	data := flag.String("data", "", "data folder kept after exit (default: a temporary folder)")
 	streams := flag.Bool("change-streams", true, "serve change streams on FerretDB's oplog (false: as a standalone server, without)")
+	election := flag.Bool("election-id", true, "hello reports an electionId and topologyVersion, as a replica set's primary (false: as a standalone)")
 	flag.Parse()
 	args := flag.Args()
 	if len(args) == 0 {
@@ -44,7 +45,7 @@ func run() int {
 	}
 	if os.Getenv("MONGODB_URI") == "" {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		opts := []mongotest.Option{mongotest.WithAddr(*addr), mongotest.WithChangeStreams(*streams)}
+		opts := []mongotest.Option{mongotest.WithAddr(*addr), mongotest.WithChangeStreams(*streams), mongotest.WithElectionID(*election)}
 		if *data != "" {
 			opts = append(opts, mongotest.WithDataDir(*data))
 		}

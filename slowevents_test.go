@@ -1,0 +1,127 @@
+package mongolock_test
+
+// Change streams that a server refuses, or whose events come late
+// (docs/replica-sets.md).
+
+import (
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mongolock/mongolock"
+)
+
+// TestRefusedChangeStreams: a server that refuses change streams (Atlas's
+// shared tiers: 8000; a user without the privilege: 13) has waiters poll,
+// after one log line and one ChangeStream(false) event, and no attempt to
+// open the stream again every few seconds.
+func TestRefusedChangeStreams(t *testing.T) {
+	for _, code := range []int{8000, 13} {
+		t.Run(codeName(code), func(t *testing.T) {
+			fault(t, "refuseChangeStreams", bson.E{Key: "code", Value: code}, bson.E{Key: "msg", Value: "refused by the test"})
+			e := newEnv(t)
+			var logs syncBuffer
+			var mu sync.Mutex
+			var events []bool
+			l, cnt := e.locker("", mongolock.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))),
+				mongolock.WithPollInterval(50*time.Millisecond),
+				mongolock.WithObserver(mongolock.Observer{ChangeStream: func(on bool) {
+					mu.Lock()
+					events = append(events, on)
+					mu.Unlock()
+				}}))
+			other, _ := e.locker("")
+			ctx := ctxT(t, time.Minute)
+			hold := session(t, other).NewMutex("job")
+			if err := hold.Lock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			m := session(t, l).NewMutex("job")
+			go func() {
+				time.Sleep(time.Second)
+				hold.Unlock()
+			}()
+			if err := m.Lock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			m.Unlock()
+			if n := strings.Count(logs.String(), "no change streams"); n != 1 {
+				t.Fatalf("logged %d times, want once:\n%s", n, logs.String())
+			}
+			if n := countNamed(cnt.Commands(), "aggregate"); n != 1 {
+				t.Fatalf("%d aggregates, want one attempt to open the stream", n)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(events) != 1 || events[0] {
+				t.Fatalf("ChangeStream events %v, want one false", events)
+			}
+			if l.Streaming() {
+				t.Fatal("Streaming() after the refusal")
+			}
+		})
+	}
+}
+
+func codeName(code int) string {
+	return map[int]string{8000: "AtlasError", 13: "Unauthorized"}[code]
+}
+
+// TestSlowEventsPoll: change events 300ms late (a sharded cluster's, or
+// across regions) are too late to wait on with the default poll interval:
+// the Locker's waiters poll (Streaming is false), its stream closes (no
+// getMore while it polls), and they still get the lock in turn.
+func TestSlowEventsPoll(t *testing.T) {
+	fault(t, "delayEvents", bson.E{Key: "ms", Value: 300})
+	e := newEnv(t)
+	la, _ := e.locker("")
+	lb, cb := e.locker("")
+	ctx := ctxT(t, time.Minute)
+	ma := session(t, la).NewMutex("job")
+	mb := session(t, lb).NewMutex("job")
+	stop := make(chan struct{})
+	var g errgroup.Group
+	for _, m := range []*mongolock.Mutex{ma, mb} {
+		g.Go(func() error {
+			for {
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
+				if err := m.Lock(ctx); err != nil {
+					return err
+				}
+				time.Sleep(50 * time.Millisecond)
+				m.Unlock()
+			}
+		})
+	}
+	defer func() {
+		close(stop)
+		if err := g.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for lb.Streaming() || countNamed(cb.Commands(), "getMore") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the waiters still wait on events 300ms late")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	cb.Reset()
+	time.Sleep(time.Second)
+	if n := countNamed(cb.Commands(), "getMore"); n != 0 {
+		t.Fatalf("%d getMores in a second of polling: the stream should be closed", n)
+	}
+	if n := countNamed(cb.Commands(), "findAndModify"); n == 0 {
+		t.Fatal("no acquire in a second: the waiters starve")
+	}
+}
