@@ -3,7 +3,6 @@ package mongolock_test
 // Failovers to a member whose clock differs (docs/replica-sets.md).
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -66,13 +65,7 @@ func TestFailoverToClockAhead(t *testing.T) {
 func needsElection(t *testing.T) {
 	t.Helper()
 	c, _ := connect(t, "")
-	var hello struct {
-		ElectionID bson.ObjectID `bson:"electionId"`
-	}
-	if err := c.Database("admin").RunCommand(context.Background(), bson.D{{Key: "hello", Value: 1}}).Decode(&hello); err != nil {
-		t.Fatal(err)
-	}
-	if hello.ElectionID.IsZero() {
+	if hello(t, c).ElectionID.IsZero() {
 		t.Skip("needs a server that reports an electionId (a replica set)")
 	}
 }
@@ -89,21 +82,15 @@ func TestReadersLeaseOnMixedClocks(t *testing.T) {
 	ctx := ctxT(t, time.Minute)
 	c, _ := connect(t, "")
 	coll := c.Database(testDB).Collection(e.coll)
-	var hello struct {
-		LocalTime  time.Time     `bson:"localTime"`
-		ElectionID bson.ObjectID `bson:"electionId"`
-	}
-	if err := c.Database("admin").RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&hello); err != nil {
-		t.Fatal(err)
-	}
 	needsElection(t)
+	h := hello(t, c)
 	for _, row := range []struct {
 		name    string
 		clocks  bson.A
 		wantErr error
 	}{
-		{"one clock: the lease is over", bson.A{hello.ElectionID}, nil},
-		{"mixed clocks: the skew is allowed for", bson.A{hello.ElectionID, bson.NewObjectID()}, mongolock.ErrLocked},
+		{"one clock: the lease is over", bson.A{h.ElectionID}, nil},
+		{"mixed clocks: the skew is allowed for", bson.A{h.ElectionID, bson.NewObjectID()}, mongolock.ErrLocked},
 	} {
 		t.Run(row.name, func(t *testing.T) {
 			name := fmt.Sprint("rw-", len(row.clocks))
@@ -114,7 +101,7 @@ func TestReadersLeaseOnMixedClocks(t *testing.T) {
 			// The readers' lease ended 2s ago (server time), within the
 			// 5s skew; the reader is still listed.
 			res, err := coll.UpdateMany(ctx, bson.D{{Key: "readers.0", Value: bson.D{{Key: "$exists", Value: true}}}},
-				bson.D{{Key: "$set", Value: bson.D{{Key: "readersUntil", Value: hello.LocalTime.Add(-2 * time.Second)},
+				bson.D{{Key: "$set", Value: bson.D{{Key: "readersUntil", Value: h.LocalTime.Add(-2 * time.Second)},
 					{Key: "readersClocks", Value: row.clocks}}}})
 			if err != nil || res.ModifiedCount != 1 {
 				t.Fatalf("setting the readers' lease: %v %+v", err, res)

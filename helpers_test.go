@@ -214,11 +214,21 @@ func (c *steppedClock) Monotonic() time.Duration { return time.Since(c.origin) }
 // serverNow returns the server's clock, read with hello through client.
 func serverNow(t testing.TB, client *mongo.Client) time.Time {
 	t.Helper()
-	var reply struct {
-		LocalTime time.Time `bson:"localTime"`
-	}
+	return hello(t, client).LocalTime
+}
+
+// helloReply is what the tests read of a hello reply.
+type helloReply struct {
+	LocalTime  time.Time     `bson:"localTime"`
+	ElectionID bson.ObjectID `bson:"electionId"` // zero on a standalone
+}
+
+// hello runs hello through client.
+func hello(t testing.TB, client *mongo.Client) helloReply {
+	t.Helper()
+	var reply helloReply
 	if err := client.Database("admin").RunCommand(context.Background(), bson.D{{Key: "hello", Value: 1}}).Decode(&reply); err != nil {
 		t.Fatal(err)
 	}
-	return reply.LocalTime
+	return reply
 }
