@@ -95,3 +95,32 @@ func TestEventLagSwitchesWaiting(t *testing.T) {
 		t.Fatal("stream down: streamOn")
 	}
 }
+
+// TestSlowEventsForgetJoiners: the joins the stream told of are dropped
+// when events become too slow to wait on, and none is recorded while
+// waiters poll: no acquire's event comes to clear them any more, and a
+// release would name a Locker that polls now as a streaming heir, whose
+// turn the others would wait out (with them, contention ran at 75% of
+// polling's rate).
+func TestSlowEventsForgetJoiners(t *testing.T) {
+	r := newWaitRegistry(options{pollInterval: DefaultPollInterval, safetyPoll: DefaultSafetyPollInterval, window: defaultWindow},
+		newServerClock(SystemClock(), nil, 0), make(chan struct{}))
+	r.streaming(true)
+	r.eventLag(time.Millisecond)
+	r.mu.Lock()
+	q := r.queue("job")
+	q.local = 1 // a hold of this process: joins are recorded for its release
+	r.mu.Unlock()
+	r.joined("job", "other")
+	if len(q.joiners) != 1 {
+		t.Fatalf("joiners %v while streaming, want the one told", q.joiners)
+	}
+	r.eventLag(time.Second)
+	if len(q.joiners) != 0 {
+		t.Fatalf("joiners %v once events are slow, want none", q.joiners)
+	}
+	r.joined("job", "another")
+	if len(q.joiners) != 0 {
+		t.Fatalf("joiners %v recorded while polling, want none", q.joiners)
+	}
+}

@@ -463,7 +463,7 @@ func (r *waitRegistry) turn(name, heir string, until time.Time) {
 func (r *waitRegistry) joined(name, locker string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if q := r.names[name]; q != nil && q.local > 0 && !slices.Contains(q.joiners, locker) {
+	if q := r.names[name]; q != nil && r.streamOn && q.local > 0 && !slices.Contains(q.joiners, locker) {
 		q.joiners = append(q.joiners, locker)
 	}
 }

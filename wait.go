@@ -724,6 +724,10 @@ func (r *waitRegistry) streamingLocked(on bool) {
 		q.busy = false   // news may have been missed
 		if !on {
 			q.firm = time.Time{} // a ForceRelease may go unseen from now on
+			// Joins the stream told of: without it they grow stale (an
+			// acquire's event, which clears them, no longer comes), and a
+			// release would name a poller as a streaming heir.
+			q.joiners = q.joiners[:0]
 		}
 	}
 	if !on {
