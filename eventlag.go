@@ -77,12 +77,7 @@ func (r *waitRegistry) eventLag(d time.Duration) {
 	if on := r.streamUp && !r.slow; on != r.streamOn {
 		r.streamingLocked(on)
 		if !on {
-			now, _ := r.clock.Read()
-			for _, q := range r.names {
-				if q.local == 0 && !q.firm.After(now) {
-					r.wakeLocked(q)
-				}
-			}
+			r.wakeAllLocked()
 		}
 	}
 	r.mu.Unlock()

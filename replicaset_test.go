@@ -157,7 +157,7 @@ func TestRenewalRetriedAfterStepdown(t *testing.T) {
 		t.Fatalf("a renewal failed on one stepdown error: want it retried")
 	}
 	mu.Unlock()
-	if n := countNamed(cnt.Commands(), "update"); n != 2 {
+	if n := countOf(cnt.Commands(), "update"); n != 2 {
 		t.Fatalf("%d update commands in the tick, want 2 (the renewal and its retry)", n)
 	}
 	failWrites(t, 2, 11602, "RetryableWriteError")
@@ -174,16 +174,6 @@ func TestRenewalRetriedAfterStepdown(t *testing.T) {
 	if err := m.Unlock(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func countNamed(names []string, name string) int {
-	n := 0
-	for _, c := range names {
-		if c == name {
-			n++
-		}
-	}
-	return n
 }
 
 // TestSeedUnknownOutcomeAfterStepdown: GetLock and ReleaseLock answered

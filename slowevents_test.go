@@ -53,7 +53,7 @@ func TestRefusedChangeStreams(t *testing.T) {
 			if n := strings.Count(logs.String(), "no change streams"); n != 1 {
 				t.Fatalf("logged %d times, want once:\n%s", n, logs.String())
 			}
-			if n := countNamed(cnt.Commands(), "aggregate"); n != 1 {
+			if n := countOf(cnt.Commands(), "aggregate"); n != 1 {
 				t.Fatalf("%d aggregates, want one attempt to open the stream", n)
 			}
 			mu.Lock()
@@ -109,7 +109,7 @@ func TestSlowEventsPoll(t *testing.T) {
 		}
 	}()
 	deadline := time.Now().Add(20 * time.Second)
-	for lb.Streaming() || countNamed(cb.Commands(), "getMore") == 0 {
+	for lb.Streaming() || countOf(cb.Commands(), "getMore") == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the waiters still wait on events 300ms late")
 		}
@@ -118,10 +118,10 @@ func TestSlowEventsPoll(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	cb.Reset()
 	time.Sleep(time.Second)
-	if n := countNamed(cb.Commands(), "getMore"); n != 0 {
+	if n := countOf(cb.Commands(), "getMore"); n != 0 {
 		t.Fatalf("%d getMores in a second of polling: the stream should be closed", n)
 	}
-	if n := countNamed(cb.Commands(), "findAndModify"); n == 0 {
+	if n := countOf(cb.Commands(), "findAndModify"); n == 0 {
 		t.Fatal("no acquire in a second: the waiters starve")
 	}
 }

@@ -698,6 +698,12 @@ func (r *waitRegistry) readersChanged(name string) {
 func (r *waitRegistry) notifyAll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.wakeAllLocked()
+}
+
+// wakeAllLocked wakes the head of every name no hold of this process has
+// and no one keeps; r.mu must be held.
+func (r *waitRegistry) wakeAllLocked() {
 	now, _ := r.clock.Read()
 	for _, q := range r.names {
 		if q.local == 0 && !q.firm.After(now) {
