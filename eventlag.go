@@ -19,8 +19,8 @@ import (
 // on within milliseconds (pollturns.go), which events that late cannot
 // match. The stream then closes for reprobeAfter (it would only cost the
 // server), and opens again, if anything waits, to measure them: waiters
-// go back to waiting on it once its events come within a twentieth of the
-// poll interval.
+// go back to waiting on it once its events come within half the bound
+// (a twentieth of the poll interval, or 25ms, whichever is longer).
 
 // lagWindow is how many of the latest events the lag is the median of.
 const lagWindow = 16

@@ -1,6 +1,7 @@
 package mongolock
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -100,7 +101,7 @@ func TestEventLagSwitchesWaiting(t *testing.T) {
 // when events become too slow to wait on, and none is recorded while
 // waiters poll: no acquire's event comes to clear them any more, and a
 // release would name a Locker that polls now as a streaming heir, whose
-// turn the others would wait out (with them, contention ran at 75% of
+// turn the others would wait out (with them, contention ran at about 80% of
 // polling's rate).
 func TestSlowEventsForgetJoiners(t *testing.T) {
 	r := newWaitRegistry(options{pollInterval: DefaultPollInterval, safetyPoll: DefaultSafetyPollInterval, window: defaultWindow},
@@ -122,5 +123,25 @@ func TestSlowEventsForgetJoiners(t *testing.T) {
 	r.joined("job", "another")
 	if len(q.joiners) != 0 {
 		t.Fatalf("joiners %v recorded while polling, want none", q.joiners)
+	}
+}
+
+// TestStreamDropKeepsJoiners: a stream that only goes down (a failover, a
+// cut) keeps the joins it told of during this process's hold: it resumes
+// and tells what it missed, and a Locker that rejoined after its entry
+// grew stale must not be removed as stale by the release meanwhile.
+func TestStreamDropKeepsJoiners(t *testing.T) {
+	r := newWaitRegistry(options{pollInterval: DefaultPollInterval, safetyPoll: DefaultSafetyPollInterval, window: defaultWindow},
+		newServerClock(SystemClock(), nil, 0), make(chan struct{}))
+	r.streaming(true)
+	r.eventLag(time.Millisecond)
+	r.mu.Lock()
+	q := r.queue("job")
+	q.local = 1
+	r.mu.Unlock()
+	r.joined("job", "rejoined")
+	r.streaming(false)
+	if got := r.staleOf("job", waiters{stale: []string{"rejoined", "dead"}}); !slices.Equal(got, []string{"dead"}) {
+		t.Fatalf("stale after a drop of the stream: %v, want only [dead]", got)
 	}
 }

@@ -302,7 +302,9 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 
 // staleOf returns the Lockers that w, a view of name's document, saw
 // stale, but for those seen joining since (by the change stream, during
-// this process's hold): the entries a release or keep removes.
+// this process's hold): the entries a release or keep removes. While
+// waiters poll because events come too late, no join is seen: a Locker
+// that rejoined may then be removed, and joins again within rejoinAfter.
 func (r *waitRegistry) staleOf(name string, w waiters) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -459,7 +461,8 @@ func (r *waitRegistry) turn(name, heir string, until time.Time) {
 
 // joined is the watcher's news that locker joined name's waiting Lockers:
 // a hold of this process names it heir in its turn even though its
-// acquire did not see it.
+// acquire did not see it. Ignored while waiters poll (events too late, or
+// the stream down), as news that late would name pollers streaming heirs.
 func (r *waitRegistry) joined(name, locker string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

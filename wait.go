@@ -53,7 +53,7 @@ type nameQueue struct {
 	freedNews bool                           // news of a release came during this process's hold
 	turnUntil time.Time                      // server time another Locker's turn ends (turns.go)
 	busy      bool                           // the stream's last news: taken, or another's turn
-	joiners   []string                       // Lockers seen joining the waiting ones during this process's hold
+	joiners   []string                       // Lockers the stream told joined the waiting ones during this process's hold (none while waiters poll)
 	joined    bool                           // this Locker is among the lock's waiting Lockers
 	// it joined during this wait, whatever joined says since (a stream's
 	// blip clears that): a wait that ends without the lock leaves
@@ -702,7 +702,9 @@ func (r *waitRegistry) notifyAll() {
 }
 
 // wakeAllLocked wakes the head of every name no hold of this process has
-// and no one keeps; r.mu must be held.
+// and no one keeps, as far as it knows (a switch to polling forgets the
+// kept ends first: their heads try once, and read the end); r.mu must be
+// held.
 func (r *waitRegistry) wakeAllLocked() {
 	now, _ := r.clock.Read()
 	for _, q := range r.names {
@@ -730,9 +732,15 @@ func (r *waitRegistry) streamingLocked(on bool) {
 		q.busy = false   // news may have been missed
 		if !on {
 			q.firm = time.Time{} // a ForceRelease may go unseen from now on
-			// Joins the stream told of: without it they grow stale (an
-			// acquire's event, which clears them, no longer comes), and a
-			// release would name a poller as a streaming heir.
+		}
+		if !on && r.slow {
+			// Events too late to wait on: the joins they told of grow
+			// stale (the acquire's event that clears them is ignored
+			// from now on), and a release would name Lockers that poll
+			// now as streaming heirs. A stream that only went down keeps
+			// them: it resumes and tells what it missed, and until then
+			// they keep the rejoined Lockers' entries from being removed
+			// as stale (staleOf).
 			q.joiners = q.joiners[:0]
 		}
 	}
