@@ -77,9 +77,7 @@ func TestSlowEventsDecide(t *testing.T) {
 // poll (streamOn false) while the stream stays up, and timely ones bring
 // them back; a stream that is down is never waited on.
 func TestEventLagSwitchesWaiting(t *testing.T) {
-	r := newWaitRegistry(options{pollInterval: DefaultPollInterval, safetyPoll: DefaultSafetyPollInterval, window: defaultWindow},
-		newServerClock(SystemClock(), nil, 0), make(chan struct{}))
-	r.streaming(true)
+	r := eventsRegistry()
 	steps := []struct {
 		lag  time.Duration
 		want bool
@@ -104,14 +102,7 @@ func TestEventLagSwitchesWaiting(t *testing.T) {
 // turn the others would wait out (with them, contention ran at about 80% of
 // polling's rate).
 func TestSlowEventsForgetJoiners(t *testing.T) {
-	r := newWaitRegistry(options{pollInterval: DefaultPollInterval, safetyPoll: DefaultSafetyPollInterval, window: defaultWindow},
-		newServerClock(SystemClock(), nil, 0), make(chan struct{}))
-	r.streaming(true)
-	r.eventLag(time.Millisecond)
-	r.mu.Lock()
-	q := r.queue("job")
-	q.local = 1 // a hold of this process: joins are recorded for its release
-	r.mu.Unlock()
+	r, q := holdingOnTimelyEvents("job")
 	r.joined("job", "other")
 	if len(q.joiners) != 1 {
 		t.Fatalf("joiners %v while streaming, want the one told", q.joiners)
@@ -131,17 +122,32 @@ func TestSlowEventsForgetJoiners(t *testing.T) {
 // and tells what it missed, and a Locker that rejoined after its entry
 // grew stale must not be removed as stale by the release meanwhile.
 func TestStreamDropKeepsJoiners(t *testing.T) {
-	r := newWaitRegistry(options{pollInterval: DefaultPollInterval, safetyPoll: DefaultSafetyPollInterval, window: defaultWindow},
-		newServerClock(SystemClock(), nil, 0), make(chan struct{}))
-	r.streaming(true)
-	r.eventLag(time.Millisecond)
-	r.mu.Lock()
-	q := r.queue("job")
-	q.local = 1
-	r.mu.Unlock()
+	r, _ := holdingOnTimelyEvents("job")
 	r.joined("job", "rejoined")
 	r.streaming(false)
 	if got := r.staleOf("job", waiters{stale: []string{"rejoined", "dead"}}); !slices.Equal(got, []string{"dead"}) {
 		t.Fatalf("stale after a drop of the stream: %v, want only [dead]", got)
 	}
+}
+
+// eventsRegistry is a registry with the default intervals whose change
+// stream is up, on the system clock.
+func eventsRegistry() *waitRegistry {
+	r := newWaitRegistry(options{pollInterval: DefaultPollInterval, safetyPoll: DefaultSafetyPollInterval, window: defaultWindow},
+		newServerClock(SystemClock(), nil, 0), make(chan struct{}))
+	r.streaming(true)
+	return r
+}
+
+// holdingOnTimelyEvents is an eventsRegistry whose events come in time,
+// with a hold of this process on name (joins are recorded for its
+// release), and name's queue.
+func holdingOnTimelyEvents(name string) (*waitRegistry, *nameQueue) {
+	r := eventsRegistry()
+	r.eventLag(time.Millisecond)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue(name)
+	q.local = 1
+	return r, q
 }
