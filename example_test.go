@@ -50,7 +50,7 @@ func exampleSession(coll string) (*mongolock.Session, func()) {
 }
 
 func ExampleMutex_Lock() {
-	locker, cleanup := exampleLocker("example_mutex")
+	locker, cleanup := exampleLocker("example_mutex") // a Locker, made as in Example_cron
 	defer cleanup()
 	ctx := context.Background()
 
@@ -81,8 +81,68 @@ func ExampleMutex_Lock() {
 	// still held
 }
 
+// The cron recipe, as the README shows it: cron starts the job on every
+// host each tick, and it runs on one of them. TryLock takes the lock or
+// says another host has it; WithHoldAtLeast keeps the lock taken for most
+// of the period however soon the job ends, so that a host whose cron
+// fired late skips the tick too; WithHoldAtMost caps a job that hangs.
+func Example_cron() {
+	ctx := context.Background()
+	client, err := mongo.Connect(options.Client().ApplyURI(os.Getenv("MONGODB_URI")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Disconnect(ctx)
+	locks := client.Database("mongolock_test").Collection("example_cron")
+	locks.Drop(ctx) // (the example starts afresh)
+	defer locks.Drop(ctx)
+
+	locker, err := mongolock.New(locks)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer locker.Close()
+
+	// Two hosts at one tick: here, two sessions of one process.
+	for _, host := range []string{"host-a", "host-b"} {
+		if err := reportOncePerTick(ctx, locker, host); err != nil {
+			log.Fatal(err)
+		}
+	}
+	// Output:
+	// host-a: writing the report with token 1
+	// host-b: another host runs this tick, skipping
+}
+
+// reportOncePerTick runs the report, every 5 minutes on every host, unless
+// another host runs it this tick.
+func reportOncePerTick(ctx context.Context, locker *mongolock.Locker, host string) error {
+	session, err := locker.NewSession(ctx, mongolock.WithOwner(host))
+	if err != nil {
+		return err
+	}
+	defer session.Close()
+
+	job := session.NewMutex("report",
+		mongolock.WithHoldAtLeast(4*time.Minute), // a little under the period
+		mongolock.WithHoldAtMost(20*time.Minute)) // a job still running then is told to stop
+	switch err := job.TryLock(ctx); {
+	case errors.Is(err, mongolock.ErrLocked):
+		fmt.Println(host + ": another host runs this tick, skipping")
+		return nil
+	case err != nil:
+		return err
+	}
+	defer job.Unlock() // the lock stays taken until 4 minutes after the acquire
+
+	// Stop when job.Done() closes (the cap, or the lock lost), and hand
+	// the fencing token to what the report writes to.
+	fmt.Println(host+": writing the report with token", job.Token())
+	return nil
+}
+
 func ExampleMutex_TryLock() {
-	session, cleanup := exampleSession("example_trylock")
+	session, cleanup := exampleSession("example_trylock") // a Session, made as in Example_cron
 	defer cleanup()
 	ctx := context.Background()
 
@@ -101,7 +161,7 @@ func ExampleMutex_TryLock() {
 }
 
 func ExampleLocker_GetLock() {
-	locker, cleanup := exampleLocker("example_getlock")
+	locker, cleanup := exampleLocker("example_getlock") // a Locker, made as in Example_cron
 	defer cleanup()
 	ctx := context.Background()
 
@@ -126,7 +186,7 @@ func ExampleLocker_GetLock() {
 }
 
 func ExampleSession() {
-	locker, cleanup := exampleLocker("example_session")
+	locker, cleanup := exampleLocker("example_session") // a Locker, made as in Example_cron
 	defer cleanup()
 
 	// The session lives as long as ctx; Done tells when it ended.
@@ -156,7 +216,7 @@ func ExampleSession() {
 }
 
 func ExampleElection_Campaign() {
-	locker, cleanup := exampleLocker("example_election")
+	locker, cleanup := exampleLocker("example_election") // a Locker, made as in Example_cron
 	defer cleanup()
 	ctx := context.Background()
 	session, err := locker.NewSession(ctx)
@@ -214,7 +274,7 @@ func lead(ctx context.Context) {
 // ends, so a host that fires late finds it taken and skips the tick. A job
 // that hangs is ended after 5 minutes.
 func ExampleWithHoldAtLeast() {
-	session, cleanup := exampleSession("example_hold")
+	session, cleanup := exampleSession("example_hold") // a Session, made as in Example_cron
 	defer cleanup()
 	ctx := context.Background()
 
@@ -239,7 +299,7 @@ func ExampleWithHoldAtLeast() {
 // At most two imports run at once, across every process: each takes a
 // permit and gives it back when done.
 func ExampleSemaphore_Acquire() {
-	session, cleanup := exampleSession("example_semaphore")
+	session, cleanup := exampleSession("example_semaphore") // a Session, made as in Example_cron
 	defer cleanup()
 	ctx := context.Background()
 
@@ -265,7 +325,7 @@ func ExampleSemaphore_Acquire() {
 // Many readers of a shared table, or one writer: a writer waiting keeps
 // new readers out, so it is not starved.
 func ExampleRWMutex() {
-	session, cleanup := exampleSession("example_rwmutex")
+	session, cleanup := exampleSession("example_rwmutex") // a Session, made as in Example_cron
 	defer cleanup()
 	ctx := context.Background()
 
@@ -285,31 +345,65 @@ func ExampleRWMutex() {
 	// writing with token 1
 }
 
-// The leader loop: lead runs while this process leads, and its context
-// is cancelled the moment leadership ends.
+// The leader loop, as the README shows it: Run campaigns, runs lead while
+// this process leads, with a context cancelled the moment leadership
+// ends, and campaigns again; lead writes with the leadership's fencing
+// token, so that a leader that lost its lease while paused cannot
+// overwrite a newer leader's work.
 func ExampleElection_Run() {
-	session, cleanup := exampleSession("example_run")
-	defer cleanup()
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	client, err := mongo.Connect(options.Client().ApplyURI(os.Getenv("MONGODB_URI")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Disconnect(context.Background())
+	db := client.Database("mongolock_test")
+	db.Collection("example_leader_locks").Drop(ctx) // (the example starts afresh)
+	defer db.Collection("example_leader_locks").Drop(context.Background())
+	defer db.Collection("example_leader_state").Drop(context.Background())
 
-	err := session.NewElection("scheduler").Run(ctx, "host-a", func(leaderCtx context.Context) {
-		fmt.Println("leading")
+	locker, err := mongolock.New(db.Collection("example_leader_locks"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer locker.Close()
+	session, err := locker.NewSession(ctx, mongolock.WithTTL(30*time.Second)) // 30s on a replica set
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer session.Close()
+
+	election := session.NewElection("scheduler")
+	err = election.Run(ctx, "host-a:8080", func(leaderCtx context.Context) {
+		err := schedule(leaderCtx, db.Collection("example_leader_state"), election.Token())
+		fmt.Println("led with token", election.Token(), "error:", err)
 		stop() // here: end the example; a real leader works until leaderCtx ends
 		<-leaderCtx.Done()
 	}, mongolock.OnStoppedLeading(func() { fmt.Println("stopped leading") }))
 	fmt.Println(err)
 	// Output:
-	// leading
+	// led with token 1 error: <nil>
 	// stopped leading
 	// context canceled
+}
+
+// schedule stands for a leader's work: every write to the state it leads
+// carries its fencing token, and is refused (ErrStaleToken) once a newer
+// leader has written.
+func schedule(ctx context.Context, state *mongo.Collection, token int64) error {
+	_, err := mongolock.FencedUpdateOne(ctx, state, token,
+		bson.D{{Key: "_id", Value: "next-run"}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "at", Value: "03:00"}}}},
+		options.UpdateOne().SetUpsert(true))
+	return err
 }
 
 // FencedUpdateOne writes to a collection of your own only while no newer
 // holder of the lock has written: a holder paused past its lease cannot
 // overwrite its successor's work.
 func ExampleFencedUpdateOne() {
-	session, cleanup := exampleSession("example_fence")
+	session, cleanup := exampleSession("example_fence") // a Session, made as in Example_cron
 	defer cleanup()
 	ctx := context.Background()
 	client, err := mongo.Connect(options.Client().ApplyURI(os.Getenv("MONGODB_URI")))
