@@ -276,18 +276,10 @@ func handoff(b *testing.B, x, y *mongolock.Mutex, n int) samples {
 // change streams' own not counted), acquires that failed, and the spread
 // between the sessions that got the fewest and the most, after a warm-up.
 func BenchmarkContention(b *testing.B) {
-	for _, mode := range []string{"change streams", "change streams, no turns", "polling", "polling, pollers apart", "FIFO, change streams", "FIFO, polling"} {
+	for _, mode := range []string{"change streams", "polling", "FIFO, change streams", "FIFO, polling"} {
 		b.Run(mode, func(b *testing.B) {
-			opts := []mongolock.Option{mongolock.WithChangeStreams(!strings.Contains(mode, "polling")),
-				mongolock.WithFIFO(strings.HasPrefix(mode, "FIFO"))}
-			if strings.HasSuffix(mode, "no turns") {
-				opts = append(opts, mongolock.WithoutTurns())
-			}
-			if strings.HasSuffix(mode, "pollers apart") {
-				// As before turns for pollers: the comparison for them.
-				opts = append(opts, mongolock.WithoutPollersInTurn())
-			}
-			contention(b, mode, opts...)
+			contention(b, mode, mongolock.WithChangeStreams(!strings.Contains(mode, "polling")),
+				mongolock.WithFIFO(strings.HasPrefix(mode, "FIFO")))
 		})
 	}
 }

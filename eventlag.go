@@ -71,11 +71,12 @@ func turnLag(lag, pollInterval time.Duration) time.Duration {
 // pause are woken: they poll from now on.
 func (r *waitRegistry) eventLag(d time.Duration) {
 	r.mu.Lock()
+	was := r.streamOn()
 	r.lag = d
-	r.slow = slowEvents(d, r.maxPause, r.slow)
+	r.slow = slowEvents(d, r.cfg.maxPause, r.slow)
 	pause := r.slow && r.streamUp
-	if on := r.streamUp && !r.slow; on != r.streamOn {
-		r.streamingLocked(on)
+	if on := r.streamOn(); on != was {
+		r.streamingLocked()
 		if !on {
 			r.wakeAllLocked()
 		}

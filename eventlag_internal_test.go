@@ -84,13 +84,13 @@ func TestEventLagSwitchesWaiting(t *testing.T) {
 	}{{time.Millisecond, true}, {time.Second, false}, {40 * time.Millisecond, false}, {10 * time.Millisecond, true}}
 	for _, s := range steps {
 		r.eventLag(s.lag)
-		if r.streamOn != s.want {
-			t.Fatalf("lag %v: streamOn %v, want %v", s.lag, r.streamOn, s.want)
+		if r.streamOn() != s.want {
+			t.Fatalf("lag %v: streamOn %v, want %v", s.lag, r.streamOn(), s.want)
 		}
 	}
 	r.streaming(false)
 	r.eventLag(time.Millisecond)
-	if r.streamOn {
+	if r.streamOn() {
 		t.Fatal("stream down: streamOn")
 	}
 }
@@ -104,16 +104,16 @@ func TestEventLagSwitchesWaiting(t *testing.T) {
 func TestSlowEventsForgetJoiners(t *testing.T) {
 	r, q := holdingOnTimelyEvents("job")
 	r.joined("job", "other")
-	if len(q.joiners) != 1 {
-		t.Fatalf("joiners %v while streaming, want the one told", q.joiners)
+	if len(q.member.joiners) != 1 {
+		t.Fatalf("joiners %v while streaming, want the one told", q.member.joiners)
 	}
 	r.eventLag(time.Second)
-	if len(q.joiners) != 0 {
-		t.Fatalf("joiners %v once events are slow, want none", q.joiners)
+	if len(q.member.joiners) != 0 {
+		t.Fatalf("joiners %v once events are slow, want none", q.member.joiners)
 	}
 	r.joined("job", "another")
-	if len(q.joiners) != 0 {
-		t.Fatalf("joiners %v recorded while polling, want none", q.joiners)
+	if len(q.member.joiners) != 0 {
+		t.Fatalf("joiners %v recorded while polling, want none", q.member.joiners)
 	}
 }
 

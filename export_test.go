@@ -6,20 +6,9 @@ import "time"
 // answered.
 func RenewNow(s *Session) bool { return s.renew() }
 
-// WithoutTurns makes a Locker that never joins a lock's waiting Lockers,
-// so that no release names an heir: waiters behave as before turns, for
-// the benchmark's comparison.
-func WithoutTurns() Option { return func(o *options) { o.noTurns = true } }
-
 // WithClockRefresh sets how old the estimate of the server's clock may
 // grow before it is measured again (default a minute).
 func WithClockRefresh(d time.Duration) Option { return func(o *options) { o.clockRefresh = d } }
-
-// WithoutPollersInTurn makes a Locker whose releases name no heir while a
-// poller waits, and whose polling waiters attempt instead of reading the
-// lock: turns only among processes with a change stream, as before turns
-// for pollers (pollturns.go), for the benchmark's comparison.
-func WithoutPollersInTurn() Option { return func(o *options) { o.pollersApart = true } }
 
 // WithWindow sets how often the Locker's waiters refresh their entries
 // among a lock's waiting Lockers (rejoinAfter, 10s) and after how long it

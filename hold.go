@@ -288,12 +288,6 @@ func (h *hold) keep(until time.Time, election any) error {
 func (h *hold) capped() {
 	s := h.s
 	l := s.l
-	l.bgMu.Lock()
-	if l.isClosed() == nil {
-		l.bg.Add(1)
-		defer l.bg.Done()
-	}
-	l.bgMu.Unlock()
 	s.mu.Lock()
 	if !h.endLocal(fmt.Errorf("%w: %q after %v", ErrHoldCapped, h.name, h.bounds.atMost)) {
 		s.mu.Unlock()

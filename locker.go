@@ -36,8 +36,8 @@ type Locker struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 
-	bgMu    sync.Mutex         // orders bg.Add before Close's bg.Wait; guards working
-	bg      sync.WaitGroup     // background clean-ups
+	bg      *background        // clean-ups after callers, which Close waits for
+	workMu  sync.Mutex         // guards working, and orders its additions before Close
 	working map[*hold]struct{} // holds that code runs under (work.go)
 
 	staleMu sync.Mutex
@@ -61,6 +61,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 		SetReadPreference(readpref.Primary()))
 	clock := newServerClock(o.clock, helloTime(coll.Database()), o.clockRefresh)
 	closed := make(chan struct{})
+	bg := &background{}
 	l := &Locker{
 		id:   newToken(),
 		opts: o,
@@ -69,6 +70,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 		clock:   clock,
 		waits:   newWaitRegistry(o, clock, closed),
 		closed:  closed,
+		bg:      bg,
 		working: map[*hold]struct{}{},
 		stale:   map[string]staleSeen{},
 	}
@@ -77,11 +79,8 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 			onStream: o.observer.ChangeStream, now: clock.SurelyPast}
 	}
 	l.waits.self = l.id
-	l.waits.fifo = o.fifo
-	if !o.noTurns {
-		l.waits.joinTurns = l.joinTurns
-		l.waits.leaveTurns = l.leaveTurns
-	}
+	l.waits.entries = l.store
+	l.waits.bg = bg
 	return l, nil
 }
 
@@ -102,10 +101,10 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 // to expire on the server, never freed early. (A hold whose session is
 // closing at the same time is waited for by that Session.Close instead.)
 func (l *Locker) Close() error {
-	l.bgMu.Lock()
+	l.workMu.Lock()
 	l.closeOnce.Do(func() { close(l.closed) })
 	working := slices.Collect(maps.Keys(l.working))
-	l.bgMu.Unlock()
+	l.workMu.Unlock()
 	var wg sync.WaitGroup
 	for _, h := range working {
 		if free := h.s.endWorking(h, ErrClosed); free != nil {
@@ -117,7 +116,7 @@ func (l *Locker) Close() error {
 		l.waits.watch.close()
 	}
 	wg.Wait()
-	l.bg.Wait() // no clean-up is added once closed
+	l.bg.close() // no clean-up is added once closed
 	return nil
 }
 
@@ -131,7 +130,7 @@ func (l *Locker) Close() error {
 func (l *Locker) Streaming() bool {
 	l.waits.mu.Lock()
 	defer l.waits.mu.Unlock()
-	return l.waits.streamOn
+	return l.waits.streamOn()
 }
 
 // ready checks that the Locker is open and ctx alive, and brings the
@@ -351,46 +350,9 @@ func (l *Locker) forget(c claim) {
 // background runs f in a goroutine that Close waits for, or, after Close,
 // in the caller, so that nothing outlives it.
 func (l *Locker) background(f func()) {
-	l.bgMu.Lock()
-	if l.isClosed() != nil {
-		l.bgMu.Unlock()
+	if !l.bg.start(f) {
 		f()
-		return
 	}
-	l.bg.Add(1)
-	l.bgMu.Unlock()
-	go func() {
-		defer l.bg.Done()
-		f()
-	}()
-}
-
-// joinTurns adds this Locker to the Lockers waiting for name: one whose
-// change stream runs, so that a release names it heir in its turn, or a
-// poller, so that releases name no heir while it waits.
-func (l *Locker) joinTurns(ctx context.Context, name string, e entry) error {
-	e.fifo = l.opts.fifo
-	return l.store.join(ctx, name, l.id, e)
-}
-
-// leaveTurns takes this Locker out of the Lockers waiting for name, in the
-// background: its last waiter gave up.
-func (l *Locker) leaveTurns(name string) {
-	l.bgMu.Lock()
-	if l.isClosed() != nil {
-		l.bgMu.Unlock()
-		return // the turn it would be given passes after turnGrace
-	}
-	l.bg.Add(1)
-	l.bgMu.Unlock()
-	go func() {
-		defer l.bg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		defer cancel()
-		if err := l.store.leave(ctx, name, l.id); err != nil {
-			l.opts.logger.Debug("mongolock: leaving the waiting Lockers failed; a turn given to this one passes unused", "name", name, "err", err)
-		}
-	}()
 }
 
 // cleanupTimeout bounds releases made after the caller's context is gone.

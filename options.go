@@ -37,10 +37,6 @@ type options struct {
 	memberSkew   time.Duration // WithMemberClockSkew
 	fifo         bool
 	window       window // set by tests: rejoinAfter and staleAfter
-	noTurns      bool   // set by benchmarks: no process joins turns, as before them
-	// set by benchmarks: while a poller waits, releases name no heir, as
-	// before turns for pollers (pollturns.go)
-	pollersApart bool
 	observer     Observer
 }
 
@@ -84,7 +80,7 @@ func WithChangeStreams(on bool) Option { return func(o *options) { o.watch = on 
 // poll interval more, so that it polls within its turn; one that misses
 // it keeps its place, until its entry is 30 seconds old (its process
 // died). The default, off, gives turns round the waiting processes (see
-// Turns in the README) and lets a process keep the lock for up to 4 holds
+// "Turns" in docs/fairness.md) and lets a process keep the lock for up to 4 holds
 // in a row when its own waiters wait too.
 func WithFIFO(on bool) Option { return func(o *options) { o.fifo = on } }
 

@@ -50,6 +50,23 @@ import (
 // lock (before its first backing off).
 const heirPoll = 20 * time.Millisecond
 
+// pollPace is what a polling head's last read of the lock showed, and how
+// long a turn took, as measured between reads.
+type pollPace struct {
+	lookedAt     time.Time
+	lookedPlace  int
+	lookedFence  int64
+	lookedHolder string
+	lookedLast   holdMark
+	turnTook     time.Duration
+	holdTook     time.Duration // one hold of a run, from acquire to acquire
+	tryNext      bool          // the next poll attempts: the holder's run should be over
+	heldAt       time.Time     // this process's last hold began
+	heldRun      int           // and had run holds in a row before it
+	behind       int           // this Locker's place after the turn it just gave (0: unknown)
+	freeRead     bool          // the last read showed the lock free for this Locker
+}
+
 // lockView is what a poller's read of a lock's document says.
 type lockView struct {
 	free   bool      // this Locker may take it now (or the read failed: the attempt will tell)
@@ -91,9 +108,6 @@ func (m holdMark) holdsSince(from holdMark) int {
 // of waiters; owner is the seed API's (which takes its own lock again), ""
 // for a session's hold.
 func (l *Locker) look(name, owner string) func(context.Context) lockView {
-	if l.opts.noTurns || l.opts.pollersApart {
-		return nil // the head attempts at each poll
-	}
 	return func(ctx context.Context) lockView {
 		// A long wait judges leases on a fresh estimate, as its attempts
 		// would (take); a failed refresh keeps the last one.
@@ -150,11 +164,11 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
-	q.tryNext, q.freeRead, q.behind = false, v.free, 0 // a read tells the place
+	q.pace.tryNext, q.pace.freeRead, q.pace.behind = false, v.free, 0 // a read tells the place
 	if !v.turn {
 		// No other Locker's turn now: an earlier read's must not keep a
 		// wait after a failed try from this one's.
-		q.turnUntil = time.Time{}
+		q.told.turnUntil = time.Time{}
 	}
 	if v.free {
 		return true, 0
@@ -163,25 +177,25 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 	at := time.Now()
 	rest := v.until.Sub(now) + unc + time.Millisecond // until the lease or turn is surely over
 	if v.firm {
-		q.firm = v.until
-		return false, min(rest, r.window.rejoin) // and joins again, if due
+		q.told.firm = v.until
+		return false, min(rest, r.cfg.window.rejoin) // and joins again, if due
 	}
-	if v.place == 0 && q.joined && v.holder != r.self {
-		q.joined = false // a release took it out: it joins again
+	if v.place == 0 && q.member.joined && v.holder != r.self {
+		q.member.joined = false // a release took it out: it joins again
 	}
 	// Turns that passed since the last read tell how long one takes.
-	if !q.lookedAt.IsZero() && v.place > 0 && q.lookedPlace > v.place {
+	if !q.pace.lookedAt.IsZero() && v.place > 0 && q.pace.lookedPlace > v.place {
 		// An overestimate counts less: it makes turns missed.
-		q.turnTook = smoothed(q.turnTook, at.Sub(q.lookedAt)/time.Duration(q.lookedPlace-v.place))
+		q.pace.turnTook = smoothed(q.pace.turnTook, at.Sub(q.pace.lookedAt)/time.Duration(q.pace.lookedPlace-v.place))
 	}
 	// Holds of one run since the last read tell how long a hold takes.
-	if n := v.last.holdsSince(q.lookedLast); n > 0 {
-		r.tookHoldLocked(q, v.last.at.Sub(q.lookedLast.at)/time.Duration(n))
+	if n := v.last.holdsSince(q.pace.lookedLast); n > 0 {
+		r.tookHoldLocked(q, v.last.at.Sub(q.pace.lookedLast.at)/time.Duration(n))
 	}
-	fresh := v.fence != q.lookedFence || v.holder != q.lookedHolder
-	wasOut := !q.lookedAt.IsZero() && q.lookedPlace == 0
-	q.lookedAt, q.lookedPlace, q.lookedFence, q.lookedHolder, q.lookedLast = at, v.place, v.fence, v.holder, v.last
-	pace, turn, hold := r.paceLocked(q), turnLocked(q), q.holdTook
+	fresh := v.fence != q.pace.lookedFence || v.holder != q.pace.lookedHolder
+	wasOut := !q.pace.lookedAt.IsZero() && q.pace.lookedPlace == 0
+	q.pace.lookedAt, q.pace.lookedPlace, q.pace.lookedFence, q.pace.lookedHolder, q.pace.lookedLast = at, v.place, v.fence, v.holder, v.last
+	pace, turn, hold := r.paceLocked(q), turnLocked(q), q.pace.holdTook
 	switch {
 	case v.place == 1 && fresh && hold > 0:
 		// The holder's run ends after runLength-run holds: attempt then,
@@ -195,7 +209,7 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 		// quicker than measured): a wait longer than a poller's shortest
 		// turn reads first.
 		if d <= turnGrace/2 {
-			q.tryNext = true
+			q.pace.tryNext = true
 		}
 		d = min(d, turnGrace/2)
 	case v.place == 1:
@@ -203,22 +217,22 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 			q.pause = pace
 		}
 		d = jitter(q.pause)
-		q.pause = min(2*q.pause, r.maxPause)
+		q.pause = min(2*q.pause, r.cfg.maxPause)
 	case v.place > 1 && turn > 0:
-		d = min(max(turnsAway(v.place, turn), pace), r.maxPause)
+		d = min(max(turnsAway(v.place, turn), pace), r.cfg.maxPause)
 		// A hold that goes on is not read fast, as next in turn (a turn
 		// ends soon anyway).
 		if fresh || v.turn {
 			q.pause = pace
 		} else {
 			d = max(d, jitter(q.pause))
-			q.pause = min(2*q.pause, r.maxPause)
+			q.pause = min(2*q.pause, r.cfg.maxPause)
 		}
 	case v.place == 0 && wasOut:
 		// Out again: its join did not show (or took long to), no cause to
 		// read fast.
 		d = jitter(q.pause)
-		q.pause = min(2*q.pause, r.maxPause)
+		q.pause = min(2*q.pause, r.cfg.maxPause)
 	case v.place == 0:
 		// Out of the waiting Lockers: it joins now, and may be next.
 		d = jitter(pace)
@@ -227,13 +241,13 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 		if fresh || v.turn {
 			d = jitter(min(q.pause, time.Duration(v.place)*pace))
 		}
-		q.pause = min(2*q.pause, r.maxPause)
+		q.pause = min(2*q.pause, r.cfg.maxPause)
 	}
-	d = min(d, r.maxPause)
+	d = min(d, r.cfg.maxPause)
 	if v.turn {
-		q.turnUntil, q.expiry = v.until, time.Time{}
+		q.told.turnUntil, q.told.expiry = v.until, time.Time{}
 	} else {
-		q.expiry = v.until
+		q.told.expiry = v.until
 		d = min(d, rest) // a lease that runs out frees the lock
 	}
 	return false, d
@@ -244,20 +258,20 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 // r.mu must be held.
 func (r *waitRegistry) paceLocked(q *nameQueue) time.Duration {
 	p := heirPoll
-	if q.holdTook > 0 {
-		p = min(p, max(q.holdTook, time.Millisecond))
+	if q.pace.holdTook > 0 {
+		p = min(p, max(q.pace.holdTook, time.Millisecond))
 	}
-	return min(p, r.maxPause)
+	return min(p, r.cfg.maxPause)
 }
 
 // turnLocked returns how long a turn takes, as measured between reads, or
 // else as a run of holds would (0 when neither is known); r.mu must be
 // held.
 func turnLocked(q *nameQueue) time.Duration {
-	if q.turnTook > 0 {
-		return q.turnTook
+	if q.pace.turnTook > 0 {
+		return q.pace.turnTook
 	}
-	return runLength * q.holdTook
+	return runLength * q.pace.holdTook
 }
 
 // turnsAway returns how long a poller place turns away from its own waits
@@ -272,7 +286,7 @@ func turnsAway(place int, turn time.Duration) time.Duration {
 // next's) took d; r.mu must be held.
 func (r *waitRegistry) tookHoldLocked(q *nameQueue, d time.Duration) {
 	if d > 0 {
-		q.holdTook = smoothed(q.holdTook, d)
+		q.pace.holdTook = smoothed(q.pace.holdTook, d)
 	}
 }
 
@@ -295,25 +309,25 @@ func (r *waitRegistry) readAfterTry(name string) time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
-	if now, unc := r.clock.Read(); q.firm.After(now.Add(-unc)) {
-		return min(q.firm.Sub(now)+unc+time.Millisecond, r.window.rejoin)
+	if now, unc := r.clock.Read(); q.told.firm.After(now.Add(-unc)) {
+		return min(q.told.firm.Sub(now)+unc+time.Millisecond, r.cfg.window.rejoin)
 	}
-	q.tryNext = false
+	q.pace.tryNext = false
 	pace := r.paceLocked(q)
-	if q.freeRead {
+	if q.pace.freeRead {
 		// A read showed it free, and the attempt failed: someone was
 		// quicker, or the lock is not one to take (a semaphore's name).
 		// Again and again, that is no cause to read fast.
-		q.freeRead = false
+		q.pace.freeRead = false
 		d := jitter(q.pause)
-		q.pause = min(2*q.pause, r.maxPause)
+		q.pause = min(2*q.pause, r.cfg.maxPause)
 		return d
 	}
-	behind := q.behind
-	q.behind = 0 // said once: the first read after handing on
+	behind := q.pace.behind
+	q.pace.behind = 0 // said once: the first read after handing on
 	if behind > 1 && turnLocked(q) > 0 {
 		// This process just handed the lock on: its place is known.
-		return min(max(turnsAway(behind, turnLocked(q)), pace), r.maxPause)
+		return min(max(turnsAway(behind, turnLocked(q)), pace), r.cfg.maxPause)
 	}
 	return jitter(pace)
 }
@@ -324,13 +338,13 @@ func (r *waitRegistry) dueTry(name string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
-	due := q.tryNext
-	q.tryNext = false
+	due := q.pace.tryNext
+	q.pace.tryNext = false
 	return due
 }
 
 // pollTurn is how much longer than turnGrace a turn given to a poller
 // lasts, when the hold released began at server time acquiredAt.
 func (r *waitRegistry) pollTurn(acquiredAt, now time.Time) time.Duration {
-	return min(min(heirPoll, r.maxPause)+2*max(now.Sub(acquiredAt), 0), max(r.maxPause, heirPoll))
+	return min(min(heirPoll, r.cfg.maxPause)+2*max(now.Sub(acquiredAt), 0), max(r.cfg.maxPause, heirPoll))
 }

@@ -240,7 +240,7 @@ func (s *Session) acquireClaim(ctx context.Context, c claim, b holdOptions) (*ho
 	h.validUntil = validUntil
 	h.timer = time.AfterFunc(time.Until(h.validUntil), func() { s.expired(h) })
 	if b.atMost > 0 {
-		h.capTimer = time.AfterFunc(time.Until(t.first.Add(b.atMost)), h.capped)
+		h.capTimer = time.AfterFunc(time.Until(t.first.Add(b.atMost)), func() { s.l.background(h.capped) })
 	}
 	s.holds[h.token] = h
 	if h.sem == "" && !h.reader {

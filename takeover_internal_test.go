@@ -124,7 +124,7 @@ func TestWaitersRefreshBeforeStale(t *testing.T) {
 	}
 	r, clock := streamingRegistry()
 	r.mu.Lock()
-	r.queue("n").firm = clock.Now().Add(time.Hour) // kept for an hour
+	r.queue("n").told.firm = clock.Now().Add(time.Hour) // kept for an hour
 	r.mu.Unlock()
 	if d, firm, _ := r.nextWait(context.Background(), "n", nil, false); !firm || d > rejoinAfter {
 		t.Fatalf("a wait for a lock kept an hour: %v (firm %v), want at most %v", d, firm, rejoinAfter)
@@ -185,13 +185,13 @@ func TestJoinerIsNotStale(t *testing.T) {
 func TestJoinWhoseReplyWasLost(t *testing.T) {
 	r, _ := streamingRegistry()
 	var sent []entry
-	r.joinTurns = func(_ context.Context, _ string, e entry) error {
+	r.entries = fakeEntries(func(e entry) error {
 		sent = append(sent, e)
 		if len(sent) == 1 {
 			return context.DeadlineExceeded // the reply lost
 		}
 		return nil
-	}
+	})
 	ctx := context.Background()
 	r.join(ctx, "n")
 	r.join(ctx, "n")
@@ -200,7 +200,7 @@ func TestJoinWhoseReplyWasLost(t *testing.T) {
 		t.Fatalf("joins sent %+v; want the first again, as the wait's first news, then none", sent)
 	}
 	r.mu.Lock()
-	r.queue("n").joinedAt = time.Now().Add(-rejoinAfter - time.Millisecond)
+	r.queue("n").member.joinedAt = time.Now().Add(-rejoinAfter - time.Millisecond)
 	r.mu.Unlock()
 	r.join(ctx, "n")
 	if len(sent) != 3 || sent[2].news || sent[2].began {
@@ -209,7 +209,7 @@ func TestJoinWhoseReplyWasLost(t *testing.T) {
 	// Stopped (a paused process) for so long that a release may have
 	// removed its entry as stale: news again.
 	r.mu.Lock()
-	r.queue("n").joinedAt = time.Now().Add(-staleAfter)
+	r.queue("n").member.joinedAt = time.Now().Add(-staleAfter)
 	r.mu.Unlock()
 	r.join(ctx, "n")
 	if len(sent) != 4 || !sent[3].news || sent[3].began {
@@ -234,3 +234,10 @@ func TestStaleSinceAcquireNotNamed(t *testing.T) {
 		t.Fatalf("the release names %q and removes %v; want neither", tr.heir, tr.stale)
 	}
 }
+
+// fakeEntries is a store's side of the turns whose joins go to a function
+// of the test's and whose leaves do nothing.
+type fakeEntries func(e entry) error
+
+func (f fakeEntries) join(_ context.Context, _, _ string, e entry) error { return f(e) }
+func (f fakeEntries) leave(context.Context, string, string) error        { return nil }

@@ -29,20 +29,17 @@ func TestNextHeir(t *testing.T) {
 	for _, c := range []struct {
 		what                          string
 		w                             waiters
-		pollersInTurn                 bool
 		local, streaming, stay, polls bool
 		heir                          string
 		turn                          time.Duration
 	}{
-		{"another waits", waiters{streaming: []string{"b"}}, false, true, true, true, false, "b", turnGrace},
-		{"no other waits: the local head tries at once", waiters{}, false, true, true, false, false, "", 0},
-		{"a poller waits: no heir", waiters{streaming: []string{"b"}, pollers: []string{"c"}}, false, true, true, false, false, "", 0},
-		{"the releaser polls: it does not stay", waiters{streaming: []string{"b"}}, false, true, false, false, false, "b", turnGrace},
-		{"no local waiters", waiters{streaming: []string{"b"}}, false, false, true, false, false, "b", turnGrace},
-		{"pollers in turn: a poller is next, its turn is longer", waiters{streaming: []string{"c"}, pollers: []string{"b"}}, true, true, true, true, false, "b", turnGrace + pollTurn},
-		{"pollers in turn: the releaser polls, it stays as a poller", waiters{streaming: []string{"b"}}, true, true, false, true, true, "b", turnGrace},
+		{"another waits", waiters{streaming: []string{"b"}}, true, true, true, false, "b", turnGrace},
+		{"no other waits: the local head tries at once", waiters{}, true, true, false, false, "", 0},
+		{"no local waiters", waiters{streaming: []string{"b"}}, false, true, false, false, "b", turnGrace},
+		{"a poller is next, its turn is longer", waiters{streaming: []string{"c"}, pollers: []string{"b"}}, true, true, true, false, "b", turnGrace + pollTurn},
+		{"the releaser polls, it stays as a poller", waiters{streaming: []string{"b"}}, true, false, true, true, "b", turnGrace},
 	} {
-		tr := nextTurn("a", c.w, c.local, c.streaming, runLength-1, c.pollersInTurn, pollTurn, now)
+		tr := nextTurn("a", c.w, c.local, c.streaming, runLength-1, pollTurn, now)
 		if tr.heir != c.heir || tr.stay != c.stay || tr.polls != c.polls || (c.heir != "" && !tr.until.Equal(now.Add(c.turn))) {
 			t.Errorf("%s: %+v, want heir %q stay %v polls %v turn %v", c.what, tr, c.heir, c.stay, c.polls, c.turn)
 		}
@@ -53,14 +50,14 @@ func TestTurnRuns(t *testing.T) {
 	now := time.Unix(100, 0)
 	w := waiters{streaming: []string{"b"}}
 	for run := range runLength - 1 {
-		if tr := nextTurn("a", w, true, true, run, false, 0, now); tr.heir != "a" || tr.stay {
+		if tr := nextTurn("a", w, true, true, run, 0, now); tr.heir != "a" || tr.stay {
 			t.Errorf("run %d with local waiters: %+v, want heir a (itself)", run, tr)
 		}
 	}
-	if tr := nextTurn("a", w, true, true, runLength-1, false, 0, now); tr.heir != "b" || !tr.stay {
+	if tr := nextTurn("a", w, true, true, runLength-1, 0, now); tr.heir != "b" || !tr.stay {
 		t.Errorf("after a run of %d: %+v, want heir b", runLength, tr)
 	}
-	if tr := nextTurn("a", w, false, true, 0, false, 0, now); tr.heir != "b" {
+	if tr := nextTurn("a", w, false, true, 0, 0, now); tr.heir != "b" {
 		t.Errorf("no local waiters: %+v, want heir b", tr)
 	}
 }
@@ -329,12 +326,12 @@ func TestPollerStaysJoinedBehindItsOwnLocker(t *testing.T) {
 	r, clock := testRegistry(t)
 	r.self = "me"
 	r.mu.Lock()
-	r.queue("n").joined = true
+	r.queue("n").member.joined = true
 	r.mu.Unlock()
 	r.looked("n", lockView{until: clock.Now().Add(time.Minute), fence: 1, holder: "me"})
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.queue("n").joined {
+	if !r.queue("n").member.joined {
 		t.Error("a read of the lock held by this Locker took the head out of the waiting Lockers: it would join again, a write at each read")
 	}
 }

@@ -2,34 +2,16 @@ package mongolock
 
 import (
 	"context"
-	"errors"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // watchLinger is how long the change stream stays open after the last
 // waiter left, so that a stream of short waits does not open one each.
 const watchLinger = time.Second
-
-// eventStream is what the watcher needs of a change stream; the driver's
-// *mongo.ChangeStream, wrapped in ownedStream, is one; tests script others.
-type eventStream interface {
-	Next(ctx context.Context) bool
-	RemainingBatchLength() int
-	Decode(v any) error
-	ResumeToken() bson.Raw
-	Err() error
-	Close(ctx context.Context) error
-}
-
-// openStream opens a change stream, resuming after token when it is not nil.
-type openStream func(ctx context.Context, token bson.Raw) (eventStream, error)
 
 // wakeSink receives the watcher's news.
 type wakeSink interface {
@@ -47,116 +29,6 @@ type wakeSink interface {
 	notifyAll()               // any lock may have been freed: events may have been missed
 	streaming(on bool)        // whether releases are being watched
 	eventLag(d time.Duration) // how late the latest events came (eventlag.go)
-}
-
-type changeEvent struct {
-	OperationType string `bson:"operationType"`
-	DocumentKey   struct {
-		ID string `bson:"_id"`
-	} `bson:"documentKey"`
-	UpdateDescription struct {
-		UpdatedFields bson.Raw `bson:"updatedFields"`
-	} `bson:"updateDescription"`
-	FullDocument bson.Raw  `bson:"fullDocument"` // an insert's
-	WallTime     time.Time `bson:"wallTime"`     // the server's time of the write (6.0+)
-}
-
-// heir returns the Locker a release gave the next turn to ("" for
-// anyone), and the server time that turn ends.
-func (ev *changeEvent) heir() (string, time.Time) {
-	f := ev.UpdateDescription.UpdatedFields
-	h, err := f.LookupErr("heir")
-	if err != nil || h.Type != bson.TypeString {
-		return "", time.Time{}
-	}
-	until, ok := f.Lookup("expiresAt").TimeOK()
-	if !ok {
-		return "", time.Time{}
-	}
-	return h.StringValue(), until
-}
-
-// joiner returns the Locker that joined the lock's waiting Lockers, ""
-// when the event is not a join.
-func (ev *changeEvent) joiner() string {
-	f := ev.UpdateDescription.UpdatedFields
-	if _, err := f.LookupErr("holder"); err == nil {
-		return "" // a change of holder
-	}
-	v, _ := f.Lookup("lastJoined").StringValueOK()
-	l, _, _ := strings.Cut(v, "@") // id@time of the join
-	return l
-}
-
-// readersOnly reports whether the event changed an RWMutex's readers and
-// not its writer: news for a writer waiting for them to leave, and for no
-// one else.
-func (ev *changeEvent) readersOnly() bool {
-	f := ev.UpdateDescription.UpdatedFields
-	if ev.OperationType != "update" {
-		return false
-	}
-	if _, err := f.LookupErr("holder"); err == nil {
-		return false
-	}
-	elems, _ := f.Elements()
-	for _, e := range elems {
-		if k := e.Key(); k == "readers" || strings.HasPrefix(k, "readers.") {
-			return true
-		}
-	}
-	return false
-}
-
-// leadership returns the fencing token and value an acquire wrote, when
-// the event tells both (a value set to what it was is not reported).
-func (ev *changeEvent) leadership() (leadership, string, bool) {
-	f := ev.UpdateDescription.UpdatedFields
-	if ev.OperationType == "insert" {
-		f = ev.FullDocument // the first acquire of a name
-	}
-	holder, ok := f.Lookup("holder").StringValueOK()
-	if !ok {
-		return leadership{}, "", false
-	}
-	fence, ok := f.Lookup("fence").AsInt64OK()
-	if !ok {
-		return leadership{}, "", false
-	}
-	value, ok := f.Lookup("value").StringValueOK()
-	return leadership{fence, holder}, value, ok
-}
-
-// leaseEnd returns the lease end an acquire wrote (an insert's is in its
-// full document: the first acquire of a name), zero when the event does
-// not tell.
-func (ev *changeEvent) leaseEnd() time.Time {
-	f := ev.UpdateDescription.UpdatedFields
-	if ev.OperationType == "insert" {
-		f = ev.FullDocument
-	}
-	until, _ := f.Lookup("expiresAt").TimeOK()
-	return until
-}
-
-// kept reports whether the event hands the lock to no one until its lease
-// ends (WithHoldAtLeast): no release comes before.
-func (ev *changeEvent) kept() bool {
-	h, _ := ev.UpdateDescription.UpdatedFields.Lookup("holder").StringValueOK()
-	return kept(h)
-}
-
-// freed reports whether the event may have freed its lock; false when it
-// shows the lock taken (an acquire sets a holder).
-func (ev *changeEvent) freed() bool {
-	switch ev.OperationType {
-	case "insert":
-		return false
-	case "update":
-		h, err := ev.UpdateDescription.UpdatedFields.LookupErr("holder")
-		return err != nil || h.Type == bson.TypeNull
-	}
-	return true
 }
 
 // watcher runs ONE change stream per Locker while goroutines of the
@@ -181,7 +53,6 @@ type watcher struct {
 	stopTimer   *time.Timer
 	gen         int // of the last run started
 	unsupported bool
-	nowhere     bool // unsupported for every client of the server, not just this user
 	on          bool // the last state told to the sink
 	toldOff     bool // the last state told to onStream was off
 	// pausedUntil: events came too late to wait on (eventlag.go): the
@@ -257,15 +128,6 @@ func (w *watcher) unwant() {
 	})
 }
 
-// noStreamsAnywhere reports whether the server said it has no change
-// streams for anyone (a standalone server, FerretDB), not only that this
-// client may not open one.
-func (w *watcher) noStreamsAnywhere() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.nowhere
-}
-
 // pause closes the stream for d: its events come too late to wait on,
 // and an open stream costs the server (on mongotest, every write it
 // watches). Then it opens again, if anything waits, to measure them again.
@@ -327,7 +189,6 @@ func (w *watcher) run(ctx context.Context, gen int) {
 				tell := !w.toldOff // at most one "off" in a row
 				w.toldOff = true
 				w.unsupported = true
-				w.nowhere = serverWide(err)
 				if w.cancel != nil {
 					w.cancel()
 					w.cancel = nil
@@ -368,17 +229,6 @@ func (w *watcher) run(ctx context.Context, gen int) {
 		}
 	}
 }
-
-// closeStream closes cs within a bound: its killCursors must not hold up
-// Locker.Close when the server is unreachable.
-func closeStream(cs eventStream) {
-	ctx, cancel := context.WithTimeout(context.Background(), streamCloseTimeout)
-	defer cancel()
-	cs.Close(ctx)
-}
-
-// streamCloseTimeout bounds the killCursors of a closing change stream.
-const streamCloseTimeout = 2 * time.Second
 
 // drain fans the stream's events out until it ends, and returns the token
 // to resume from: the stream's latest (which moves on past events the
@@ -460,121 +310,4 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 		token = t
 	}
 	return token
-}
-
-// notSupported reports whether err says the server will not give change
-// streams: a standalone server, FerretDB, Atlas's shared tiers, or a user
-// without the privilege. Any other error is taken for a passing one (a
-// failover), and the stream is opened again.
-func notSupported(err error) bool {
-	var se mongo.ServerError
-	if !errors.As(err, &se) {
-		return false
-	}
-	for _, code := range []int{
-		40573, // $changeStream only on replica sets
-		238,   // NotImplemented (FerretDB)
-		115,   // CommandNotSupported
-		13,    // Unauthorized: a user without the changeStream privilege
-		8000,  // AtlasError: Atlas's shared tiers refuse them
-		40324, // unrecognised pipeline stage
-	} {
-		if se.HasErrorCode(code) {
-			return true
-		}
-	}
-	return false
-}
-
-// serverWide reports whether err, which notSupported accepted, says that
-// no client of the server gets change streams.
-func serverWide(err error) bool {
-	var se mongo.ServerError
-	return errors.As(err, &se) && (se.HasErrorCode(40573) || se.HasErrorCode(238) || se.HasErrorCode(40324) || se.HasErrorCode(8000))
-}
-
-// historyLost reports whether err says the stream cannot be resumed.
-func historyLost(err error) bool {
-	var se mongo.ServerError
-	if !errors.As(err, &se) {
-		return false
-	}
-	return se.HasErrorCode(286) || se.HasErrorCode(280) || se.HasErrorCode(260)
-}
-
-// holderPipeline passes only the events that change a lock's holder (a
-// release frees it, an acquire takes it), say who joined its waiting
-// Lockers, or change an RWMutex's readers; renewals, which touch only expiresAt, are filtered out on the
-// server. It keeps only the fields the watcher reads.
-var holderPipeline = mongo.Pipeline{
-	{{Key: "$match", Value: bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: "operationType", Value: bson.D{{Key: "$in", Value: bson.A{
-			"insert", "delete", "replace", "invalidate", "drop", "dropDatabase", "rename"}}}}},
-		bson.D{
-			{Key: "operationType", Value: "update"},
-			{Key: "updateDescription.updatedFields.holder", Value: bson.D{{Key: "$exists", Value: true}}},
-		},
-		bson.D{
-			{Key: "operationType", Value: "update"},
-			{Key: "updateDescription.updatedFields.lastJoined", Value: bson.D{{Key: "$exists", Value: true}}},
-		},
-		bson.D{
-			// A reader left an RWMutex (a $pull reports the whole array).
-			{Key: "operationType", Value: "update"},
-			{Key: "updateDescription.updatedFields.readers", Value: bson.D{{Key: "$exists", Value: true}}},
-		},
-	}}}}},
-	{{Key: "$project", Value: bson.D{{Key: "operationType", Value: 1}, {Key: "documentKey", Value: 1},
-		{Key: "updateDescription", Value: 1}, {Key: "fullDocument", Value: 1}, {Key: "wallTime", Value: 1}}}},
-}
-
-// openHolderChanges opens the Locker's change stream of holder changes.
-func (l *Locker) openHolderChanges(ctx context.Context, token bson.Raw) (eventStream, error) {
-	opts := mopt.ChangeStream()
-	if token != nil {
-		opts.SetResumeAfter(token)
-	}
-	cs, err := l.store.coll.Watch(ctx, holderPipeline, opts)
-	if err != nil {
-		return nil, err
-	}
-	return &ownedStream{ChangeStream: cs, coll: l.store.coll}, nil
-}
-
-// ownedStream is a change stream whose server cursor Close kills even
-// when the driver lost it: a Next whose context ends (how the watcher
-// stops) makes the driver try its killCursors with that ended context,
-// and forget the cursor's id, so its Close sends nothing, and the cursor
-// stays open on the server until it times out (10 minutes on MongoDB).
-// Not covered: a cursor the driver opened by resuming inside the Next
-// that the context ended (its id never reaches this wrapper), and a
-// deployment whose killCursors goes to another server than the cursor's
-// (several mongos; the driver sends its own to the cursor's server).
-type ownedStream struct {
-	*mongo.ChangeStream
-	coll *mongo.Collection
-	id   int64 // the server cursor's, as last seen
-	lost bool  // a Next ended with its context: the driver may have dropped id
-}
-
-func (s *ownedStream) Next(ctx context.Context) bool {
-	if id := s.ChangeStream.ID(); id != 0 {
-		s.id = id
-	}
-	ok := s.ChangeStream.Next(ctx)
-	if id := s.ChangeStream.ID(); id != 0 {
-		s.id = id
-	}
-	s.lost = !ok && ctx.Err() != nil && s.ChangeStream.ID() == 0
-	return ok
-}
-
-func (s *ownedStream) Close(ctx context.Context) error {
-	err := s.ChangeStream.Close(ctx)
-	if s.lost && s.id != 0 {
-		err = s.coll.Database().RunCommand(ctx, bson.D{{Key: "killCursors", Value: s.coll.Name()},
-			{Key: "cursors", Value: bson.A{s.id}}}).Err()
-		s.id = 0
-	}
-	return err
 }

@@ -45,9 +45,9 @@ func (l *Locker) startWork(h *hold) error {
 	}
 	h.work = work
 	s.mu.Unlock()
-	// Never bgMu, then s.mu: the registry takes s.mu, then r.mu, then bgMu.
-	l.bgMu.Lock()
-	defer l.bgMu.Unlock()
+	// Never workMu, then s.mu.
+	l.workMu.Lock()
+	defer l.workMu.Unlock()
 	if l.isClosed() != nil {
 		close(work) // nothing ran: a session's end frees h at once
 		return ErrClosed
@@ -60,8 +60,8 @@ func (l *Locker) startWork(h *hold) error {
 // waited for it is freed now. Calling it again, or for a hold with no
 // work, does nothing.
 func (l *Locker) stopWork(h *hold) {
-	l.bgMu.Lock()
-	defer l.bgMu.Unlock()
+	l.workMu.Lock()
+	defer l.workMu.Unlock()
 	if _, ok := l.working[h]; ok {
 		delete(l.working, h)
 		close(h.work)
