@@ -3,7 +3,7 @@
 MONGOTEST := bin/mongotest
 GO ?= go
 
-.PHONY: demo test test-mongotest test-lib test-polling test-gocron test-otel test-torture torture bench bench-peers vet clean
+.PHONY: demo test test-mongotest test-lib test-polling test-gocron test-otel test-torture torture bench bench-peers pictures vet clean
 
 demo: $(MONGOTEST)
 	$(MONGOTEST) -- $(GO) run ./examples/demo
@@ -55,7 +55,12 @@ bench: $(MONGOTEST)
 # each on its own server started by the benchmark.
 bench-peers:
 	benchmarks/install-redis.sh
-	cd benchmarks && $(GO) run . -n 200
+	cd benchmarks && $(GO) run . -n 200 -json ../docs/figures/peers.json
+
+# The docs' pictures, as SVG: the life of a lease, and the handoffs of the
+# last make bench-peers run (docs/figures/peers.json).
+pictures:
+	cd benchmarks && $(GO) run ./pictures -data ../docs/figures/peers.json -out ../docs
 
 vet:
 	$(GO) vet ./...

@@ -4,7 +4,10 @@
 // redis-server. Because the stores differ, every time is also given as a
 // multiple of that store's own ping round trip.
 //
-//	go run . [-n 200] [-contention 3s] [-poll 50ms]
+//	go run . [-n 200] [-contention 3s] [-poll 50ms] [-json results.json]
+//
+// With -json it also writes every row, with the commit, date and machine,
+// for the pictures (go run ./pictures).
 package main
 
 import (
@@ -25,15 +28,18 @@ func main() {
 	contention := flag.Duration("contention", 3*time.Second, "length of the contention scenario")
 	poll := flag.Duration("poll", 50*time.Millisecond,
 		"longest pause between two attempts of a polling waiter (mongolock's poll interval, redislock's backoff cap)")
+	jsonOut := flag.String("json", "", "also write the rows to this file, as JSON")
 	flag.Parse()
 	ctx := context.Background()
 
 	var stores []store
-	ms, err := startMongo(ctx, *poll)
-	if err != nil {
-		log.Fatal(err)
+	for _, streams := range []bool{true, false} {
+		ms, err := startMongo(ctx, *poll, streams)
+		if err != nil {
+			log.Fatal(err)
+		}
+		stores = append(stores, ms)
 	}
-	stores = append(stores, ms)
 	if es, err := startEtcd(); err != nil {
 		log.Printf("etcd: %v (skipped)", err)
 	} else {
@@ -47,18 +53,24 @@ func main() {
 
 	tw := tabwriter.NewWriter(os.Stdout, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "store\tscenario\tmedian\tp99\tx ping\tround trips\tnote")
+	run := newRun(*poll)
 	for _, s := range stores {
-		if err := runAll(ctx, tw, s, *n, *contention); err != nil {
+		if err := runAll(ctx, tw, run, s, *n, *contention); err != nil {
 			log.Printf("%s: %v", s.name(), err)
 		}
 		s.close()
 	}
 	tw.Flush() // one table, aligned across the stores
+	if *jsonOut != "" {
+		if err := run.write(*jsonOut); err != nil {
+			log.Fatal(err)
+		}
+	}
 	fmt.Printf("\nPolling waiters (mongolock without change streams, redislock) pause at most %v; etcd waiters watch.\n", *poll)
 	fmt.Println("Round trips leave out mongolock's change streams' getMores, which carry events as etcd's watch stream does.")
 }
 
-func runAll(ctx context.Context, tw *tabwriter.Writer, s store, n int, contention time.Duration) error {
+func runAll(ctx context.Context, tw *tabwriter.Writer, run *results, s store, n int, contention time.Duration) error {
 	a, err := s.connect(ctx)
 	if err != nil {
 		return err
@@ -75,11 +87,12 @@ func runAll(ctx context.Context, tw *tabwriter.Writer, s store, n int, contentio
 		return err
 	}
 	pingMed := median(ping)
-	row := func(scenario string, d []time.Duration, trips float64, note string) {
+	line := func(scenario string, d []time.Duration, trips float64, note string) {
 		fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%.1fx\t%.2f\t%s\n", s.name(), scenario, round(median(d)), round(p99(d)),
 			float64(median(d))/float64(pingMed), trips, note)
+		run.add(row{Store: s.name(), Scenario: scenario, Median: median(d), P99: p99(d), RoundTrips: trips})
 	}
-	row("ping", ping, 1, "")
+	line("ping", ping, 1, "")
 
 	m := a.mutex("uncontended")
 	before := a.roundTrips()
@@ -92,7 +105,7 @@ func runAll(ctx context.Context, tw *tabwriter.Writer, s store, n int, contentio
 	if err != nil {
 		return err
 	}
-	row("lock+unlock", lu, float64(a.roundTrips()-before)/float64(n), "uncontended")
+	line("lock+unlock", lu, float64(a.roundTrips()-before)/float64(n), "uncontended")
 
 	for _, where := range []string{"in-process", "cross-session"} {
 		other := b
@@ -106,7 +119,7 @@ func runAll(ctx context.Context, tw *tabwriter.Writer, s store, n int, contentio
 			return err
 		}
 		trips := float64(a.roundTrips()+b.roundTrips()-before) / float64(len(d))
-		row("handoff, "+where, d, trips, "Unlock returned -> next Lock returned")
+		line("handoff, "+where, d, trips, "Unlock returned -> next Lock returned")
 	}
 
 	acq, spread, trips, err := contend(ctx, s, contention)
@@ -114,6 +127,7 @@ func runAll(ctx context.Context, tw *tabwriter.Writer, s store, n int, contentio
 		return err
 	}
 	fmt.Fprintf(tw, "%s\tcontention 8 x 4\t-\t-\t-\t%.2f\t%.0f acquisitions/s, per client %s\n", s.name(), trips, acq, spread)
+	run.add(row{Store: s.name(), Scenario: "contention 8 x 4", RoundTrips: trips, PerSecond: acq})
 	return nil
 }
 

@@ -52,14 +52,15 @@ type mutex interface {
 // ---- mongolock on the embedded server (or MONGODB_URI) ----
 
 type mongoStore struct {
-	srv  *mongotest.Server
-	uri  string
-	coll string
-	poll time.Duration
+	srv     *mongotest.Server
+	uri     string
+	coll    string
+	poll    time.Duration
+	streams bool // waiters woken by change streams; false: they poll
 }
 
-func startMongo(ctx context.Context, poll time.Duration) (*mongoStore, error) {
-	s := &mongoStore{uri: os.Getenv("MONGODB_URI"), coll: fmt.Sprint("peers_", time.Now().UnixNano()), poll: poll}
+func startMongo(ctx context.Context, poll time.Duration, streams bool) (*mongoStore, error) {
+	s := &mongoStore{uri: os.Getenv("MONGODB_URI"), coll: fmt.Sprint("peers_", time.Now().UnixNano()), poll: poll, streams: streams}
 	if s.uri == "" {
 		srv, err := mongotest.Start(ctx)
 		if err != nil {
@@ -71,10 +72,14 @@ func startMongo(ctx context.Context, poll time.Duration) (*mongoStore, error) {
 }
 
 func (s *mongoStore) name() string {
+	where := "MONGODB_URI"
 	if s.srv != nil {
-		return "mongolock (mongotest)"
+		where = "mongotest"
 	}
-	return "mongolock (MONGODB_URI)"
+	if !s.streams {
+		where += ", polling"
+	}
+	return "mongolock (" + where + ")"
 }
 
 func (s *mongoStore) close() {
@@ -104,7 +109,8 @@ func (s *mongoStore) connect(ctx context.Context) (client, error) {
 		return nil, err
 	}
 	mc.c = c
-	if mc.l, err = mongolock.New(c.Database("mongolock_bench").Collection(s.coll), mongolock.WithPollInterval(s.poll)); err != nil {
+	if mc.l, err = mongolock.New(c.Database("mongolock_bench").Collection(s.coll), mongolock.WithPollInterval(s.poll),
+		mongolock.WithChangeStreams(s.streams)); err != nil {
 		return nil, err
 	}
 	if mc.s, err = mc.l.NewSession(ctx); err != nil {
