@@ -411,7 +411,7 @@ func ExampleFencedUpdateOne() {
 		log.Fatal(err)
 	}
 	defer client.Disconnect(ctx)
-	reports := client.Database(testDB).Collection("example_fence_reports")
+	reports := client.Database("mongolock_test").Collection("example_fence_reports")
 	defer reports.Drop(ctx)
 
 	filter := bson.D{{Key: "_id", Value: "2026-12-06"}}

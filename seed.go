@@ -194,7 +194,7 @@ func (l *Locker) IsUsedLock(ctx context.Context, name string) (owner string, err
 
 // IsFreeLock reports whether the lock name is free (never taken, released,
 // or expired), as MySQL's IS_FREE_LOCK does. A lock released with a turn
-// for a waiting process (see Turns in the README) is free, though for up
+// for a waiting process (see "Turns" in docs/fairness.md) is free, though for up
 // to 100ms only that process's waiters may take it: GetLock and TryLock of
 // others return ErrLocked meanwhile.
 func (l *Locker) IsFreeLock(ctx context.Context, name string) (bool, error) {
