@@ -27,7 +27,7 @@ type LockInfo struct {
 func (l *Locker) info(d *lockDoc) LockInfo {
 	return LockInfo{
 		Name: d.Name, Held: l.held(d), Owner: d.Owner, Token: d.Fence,
-		Value: d.Value, AcquiredAt: d.AcquiredAt, ExpiresAt: d.ExpiresAt, Transitions: d.Transitions,
+		Value: d.Election.Value, AcquiredAt: d.AcquiredAt, ExpiresAt: d.ExpiresAt, Transitions: d.Election.Transitions,
 	}
 }
 

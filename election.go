@@ -151,7 +151,7 @@ func (e *Election) Leader(ctx context.Context) (string, error) {
 	if doc == nil {
 		return "", fmt.Errorf("%w: %q", ErrNoLeader, e.name)
 	}
-	return doc.Value, nil
+	return doc.Election.Value, nil
 }
 
 // Leadership returns the current leader's value, as Leader does, and the
@@ -233,7 +233,7 @@ func (e *Election) observe(ctx context.Context, out chan<- string) {
 			// no new leadership: its holder token changed, not its fence.
 			if lead := (leadership{doc.Fence, doc.Holder}); !kept(doc.Holder) && lead.after(last) {
 				select {
-				case out <- doc.Value:
+				case out <- doc.Election.Value:
 					last = lead
 				case <-ctx.Done():
 					return

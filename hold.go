@@ -244,7 +244,7 @@ func (h *hold) waitersNow(ctx context.Context) waiters {
 		ctx, cancel := context.WithTimeout(ctx, readBeforeRelease)
 		defer cancel()
 		if doc, err := l.store.read(ctx, h.name); err == nil && doc != nil {
-			w = doc.waiters(l.clock.Now(), l.opts.window.stale)
+			w = doc.Turns.waiters(l.clock.Now(), l.opts.window.stale)
 			w.read = true
 		}
 	}
@@ -283,8 +283,8 @@ func (h *hold) keep(until time.Time, election any) error {
 // capped ends the hold at its WithHoldAtMost cap, as a loss: its work gets
 // the margin a lost hold leaves (a tenth of the TTL, plus the clock's
 // error; or until the least hold ends if later) before the lock frees on
-// the server. It runs on the
-// cap timer's goroutine, counted among the Locker's background work.
+// the server. The cap timer runs it among the Locker's background work
+// (on the timer's goroutine once the Locker is closed).
 func (h *hold) capped() {
 	s := h.s
 	l := s.l

@@ -250,8 +250,8 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 		doc, ok, err = l.store.acquire(ctx, c, now, unc)
 		if err == nil {
 			if ok {
-				t.fence, t.waiting, t.id = doc.Fence, doc.waiters(now, l.opts.window.stale), doc.Name
-				t.drained = len(doc.Readers) == 0
+				t.fence, t.waiting, t.id = doc.Fence, doc.Turns.waiters(now, l.opts.window.stale), doc.Name
+				t.drained = len(doc.RW.Readers) == 0
 			}
 			return t, ok, nil
 		}
@@ -370,7 +370,7 @@ func (l *Locker) peek(name string) func(context.Context) peeked {
 			return peeked{}
 		case doc == nil:
 			return peeked{free: true}
-		case doc.Holder == "" && doc.Heir != "" && doc.Heir != l.id && doc.ExpiresAt.After(l.clock.SurelyPast()):
+		case doc.Holder == "" && doc.Turns.Heir != "" && doc.Turns.Heir != l.id && doc.ExpiresAt.After(l.clock.SurelyPast()):
 			return peeked{until: doc.ExpiresAt} // another Locker's turn ends then
 		case !l.held(doc):
 			return peeked{free: true}

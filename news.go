@@ -2,7 +2,7 @@ package mongolock
 
 // What the waiting layer is told of the locks, and by whom: the watcher's
 // change events (notify, taken, leader, readersChanged, joined in
-// turns.go), its state (streaming, and eventLag in eventlag.go), and
+// turnstate.go), its state (streaming, and eventLag in eventlag.go), and
 // Election.Observe's registrations. News of another process's release
 // wakes the head of the name's queue; news of an acquire tells waiters how
 // long to wait.

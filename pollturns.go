@@ -119,12 +119,12 @@ func (l *Locker) look(name, owner string) func(context.Context) lockView {
 			return lockView{free: true}
 		}
 		now, surelyPast := l.clock.Now(), l.clock.SurelyPast()
-		v := lockView{until: l.store.leaseEnd(doc), fence: doc.Fence, holder: doc.Locker,
-			run: doc.Run, began: doc.AcquiredAt, last: holdMark{doc.Locker, doc.Run, doc.Fence, doc.AcquiredAt}}
+		v := lockView{until: l.store.leaseEnd(doc), fence: doc.Fence, holder: doc.Turns.Locker,
+			run: doc.Turns.Run, began: doc.AcquiredAt, last: holdMark{doc.Turns.Locker, doc.Turns.Run, doc.Fence, doc.AcquiredAt}}
 		switch {
-		case doc.Holder == "" && doc.Heir != "" && doc.Heir != l.id && doc.ExpiresAt.After(surelyPast):
-			v.turn, v.holder, v.began = true, doc.Heir, now
-			if v.run++; doc.Heir != doc.Locker {
+		case doc.Holder == "" && doc.Turns.Heir != "" && doc.Turns.Heir != l.id && doc.ExpiresAt.After(surelyPast):
+			v.turn, v.holder, v.began = true, doc.Turns.Heir, now
+			if v.run++; doc.Turns.Heir != doc.Turns.Locker {
 				v.run = 0
 			}
 		case owner != "" && doc.Owner == owner && doc.Session == "":
@@ -136,7 +136,7 @@ func (l *Locker) look(name, owner string) func(context.Context) lockView {
 			v.free = true
 			return v
 		}
-		w := doc.waiters(now, l.opts.window.stale)
+		w := doc.Turns.waiters(now, l.opts.window.stale)
 		v.place = placeInTurns(l.id, v.holder, w, l.opts.fifo || w.fifo)
 		return v
 	}
@@ -195,62 +195,103 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 	fresh := v.fence != q.pace.lookedFence || v.holder != q.pace.lookedHolder
 	wasOut := !q.pace.lookedAt.IsZero() && q.pace.lookedPlace == 0
 	q.pace.lookedAt, q.pace.lookedPlace, q.pace.lookedFence, q.pace.lookedHolder, q.pace.lookedLast = at, v.place, v.fence, v.holder, v.last
-	pace, turn, hold := r.paceLocked(q), turnLocked(q), q.pace.holdTook
-	switch {
-	case v.place == 1 && fresh && hold > 0:
-		// The holder's run ends after runLength-run holds: attempt then,
-		// half a hold early rather than late.
-		q.pause = pace
-		end := v.began.Add(time.Duration(runLength-min(max(v.run, 0), runLength))*hold - hold/2)
-		if d = end.Sub(now); d <= 0 {
-			return true, 0
-		}
-		// The run may be shorter (the holder's waiters fewer, its holds
-		// quicker than measured): a wait longer than a poller's shortest
-		// turn reads first.
-		if d <= turnGrace/2 {
-			q.pace.tryNext = true
-		}
-		d = min(d, turnGrace/2)
-	case v.place == 1:
-		if fresh {
-			q.pause = pace
-		}
-		d = jitter(q.pause)
-		q.pause = min(2*q.pause, r.cfg.maxPause)
-	case v.place > 1 && turn > 0:
-		d = min(max(turnsAway(v.place, turn), pace), r.cfg.maxPause)
-		// A hold that goes on is not read fast, as next in turn (a turn
-		// ends soon anyway).
-		if fresh || v.turn {
-			q.pause = pace
-		} else {
-			d = max(d, jitter(q.pause))
-			q.pause = min(2*q.pause, r.cfg.maxPause)
-		}
-	case v.place == 0 && wasOut:
-		// Out again: its join did not show (or took long to), no cause to
-		// read fast.
-		d = jitter(q.pause)
-		q.pause = min(2*q.pause, r.cfg.maxPause)
-	case v.place == 0:
-		// Out of the waiting Lockers: it joins now, and may be next.
-		d = jitter(pace)
-	default: // turns away, with nothing measured yet
-		d = jitter(q.pause)
-		if fresh || v.turn {
-			d = jitter(min(q.pause, time.Duration(v.place)*pace))
-		}
-		q.pause = min(2*q.pause, r.cfg.maxPause)
+	plan := planRead(readSeen{v: v, fresh: fresh, wasOut: wasOut, pace: r.paceLocked(q), turn: turnLocked(q),
+		hold: q.pace.holdTook, pause: q.pause, maxPause: r.cfg.maxPause, rest: rest, now: now}, jitter)
+	q.pause, q.pace.tryNext = plan.pause, plan.tryNext
+	if plan.try {
+		return true, 0
 	}
-	d = min(d, r.cfg.maxPause)
 	if v.turn {
 		q.told.turnUntil, q.told.expiry = v.until, time.Time{}
 	} else {
 		q.told.expiry = v.until
-		d = min(d, rest) // a lease that runs out frees the lock
 	}
-	return false, d
+	return false, plan.wait
+}
+
+// readSeen is what a polling head knows after a read that found the lock
+// taken: the read, and what it measured before.
+type readSeen struct {
+	v        lockView
+	fresh    bool          // another hold than at the last read
+	wasOut   bool          // the last read found this Locker out of the waiting ones too
+	pace     time.Duration // how often to read when next in turn (paceLocked)
+	turn     time.Duration // how long a turn takes (turnLocked; 0: unknown)
+	hold     time.Duration // how long one hold of a run takes (0: unknown)
+	pause    time.Duration // the name's poll pause
+	maxPause time.Duration // the poll interval
+	rest     time.Duration // until the lease or turn read is surely over
+	now      time.Time     // server time
+}
+
+// readPlan is what a polling head does after such a read: attempt now, or
+// wait (and then attempt when tryNext, else read again), with the poll
+// pause it keeps for next time.
+type readPlan struct {
+	try     bool
+	wait    time.Duration
+	tryNext bool
+	pause   time.Duration
+}
+
+// planRead decides what a polling head does after a read that found the
+// lock taken, from what it knows (k); jitter spreads pauses (jitter, or
+// the identity in tests).
+func planRead(k readSeen, jitter func(time.Duration) time.Duration) readPlan {
+	v := k.v
+	p := readPlan{pause: k.pause}
+	var d time.Duration
+	switch {
+	case v.place == 1 && k.fresh && k.hold > 0:
+		// The holder's run ends after runLength-run holds: attempt then,
+		// half a hold early rather than late.
+		p.pause = k.pace
+		end := v.began.Add(time.Duration(runLength-min(max(v.run, 0), runLength))*k.hold - k.hold/2)
+		if d = end.Sub(k.now); d <= 0 {
+			p.try = true
+			return p
+		}
+		// The run may be shorter (the holder's waiters fewer, its holds
+		// quicker than measured): a wait longer than a poller's shortest
+		// turn reads first.
+		p.tryNext = d <= turnGrace/2
+		d = min(d, turnGrace/2)
+	case v.place == 1:
+		if k.fresh {
+			p.pause = k.pace
+		}
+		d = jitter(p.pause)
+		p.pause = min(2*p.pause, k.maxPause)
+	case v.place > 1 && k.turn > 0:
+		d = min(max(turnsAway(v.place, k.turn), k.pace), k.maxPause)
+		// A hold that goes on is not read fast, as next in turn (a turn
+		// ends soon anyway).
+		if k.fresh || v.turn {
+			p.pause = k.pace
+		} else {
+			d = max(d, jitter(p.pause))
+			p.pause = min(2*p.pause, k.maxPause)
+		}
+	case v.place == 0 && k.wasOut:
+		// Out again: its join did not show (or took long to), no cause to
+		// read fast.
+		d = jitter(p.pause)
+		p.pause = min(2*p.pause, k.maxPause)
+	case v.place == 0:
+		// Out of the waiting Lockers: it joins now, and may be next.
+		d = jitter(k.pace)
+	default: // turns away, with nothing measured yet
+		d = jitter(p.pause)
+		if k.fresh || v.turn {
+			d = jitter(min(p.pause, time.Duration(v.place)*k.pace))
+		}
+		p.pause = min(2*p.pause, k.maxPause)
+	}
+	p.wait = min(d, k.maxPause)
+	if !v.turn {
+		p.wait = min(p.wait, k.rest) // a lease that runs out frees the lock
+	}
+	return p
 }
 
 // paceLocked is how often the head reads when it is next in turn: every

@@ -48,8 +48,8 @@ type nameQueue struct {
 	local     int                            // holds of this process on the name
 	pause     time.Duration                  // next poll pause, shared by successive heads
 	told      streamNews                     // what the change stream last said of the lock
-	member    membership                     // this Locker among the lock's waiting Lockers (turns.go)
-	own       ownTurns                       // the turns this process gave itself (turns.go)
+	member    membership                     // this Locker among the lock's waiting Lockers (turnstate.go)
+	own       ownTurns                       // the turns this process gave itself (turnstate.go)
 	pace      pollPace                       // a polling head's pacing (pollturns.go)
 }
 
@@ -138,7 +138,7 @@ func (r *waitRegistry) leave(name string, w *waiter, news bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
-	if len(q.waiters) == 1 && q.waiters[0] == w && q.local == 0 && (q.member.joined || q.member.wasJoined) {
+	if len(q.waiters) == 1 && q.waiters[0] == w && q.local == 0 && (q.member.joined || q.member.wasJoined) && r.entries != nil {
 		q.member.joined, q.member.wasJoined, q.member.joinedAt = false, false, time.Time{}
 		r.leaveTurnsLocked(name)
 	}

@@ -372,7 +372,7 @@ func (s *store) drainReaders(ctx context.Context, id, writer string) (time.Time,
 	case doc == nil || doc.Holder != writer:
 		return time.Time{}, false, fmt.Errorf("%w: the writer's hold of %q is gone", ErrLockLost, id)
 	}
-	return doc.ReadersUntil, false, nil
+	return doc.RW.ReadersUntil, false, nil
 }
 
 // noReaders is the condition that an RWMutex's document has no reader
@@ -416,7 +416,7 @@ func (s *store) liveReads(ctx context.Context, reading []string, until time.Time
 	}
 	live := map[string]bool{}
 	for _, d := range docs {
-		for _, r := range d.Readers {
+		for _, r := range d.RW.Readers {
 			live[r.Token] = true
 		}
 	}

@@ -14,24 +14,35 @@ import (
 // lockDoc is how a lock is stored: one document per name, kept after
 // release so that its fencing counter only ever grows.
 type lockDoc struct {
-	Name    string `bson:"_id"`
-	Owner   string `bson:"owner"`
-	Holder  string `bson:"holder"` // "" (null) when free
-	Session string `bson:"session"`
-	Fence   int64  `bson:"fence"`
-	// Transitions counts an election's leaderships: one per change of
-	// leader (Election.Campaign's acquires).
-	Transitions int64     `bson:"transitions,omitempty"`
-	Value       string    `bson:"value"`
-	AcquiredAt  time.Time `bson:"acquiredAt"`
-	ExpiresAt   time.Time `bson:"expiresAt"` // for a free lock with an heir: the end of its turn
+	Name       string    `bson:"_id"`
+	Owner      string    `bson:"owner"`
+	Holder     string    `bson:"holder"` // "" (null) when free
+	Session    string    `bson:"session"`
+	Fence      int64     `bson:"fence"`
+	AcquiredAt time.Time `bson:"acquiredAt"`
+	ExpiresAt  time.Time `bson:"expiresAt"` // for a free lock with an heir: the end of its turn
+	// Clock is the electionId of the primary whose clock ExpiresAt was
+	// last written on (leasePast); none on a standalone. (An RWMutex's
+	// readers' lease has readersClocks, which only filters read.)
+	Clock any `bson:"clock,omitempty"`
+	// Limit is set in a semaphore's documents (semaphore.go): the limit
+	// their creator gave.
+	Limit int `bson:"limit,omitempty"`
+	// What only some kinds of document hold, in the same document.
+	Turns    turnsDoc    `bson:",inline"` // a lock's waiting Lockers (turns.go)
+	Election electionDoc `bson:",inline"` // an election's leader
+	RW       rwDoc       `bson:",inline"` // an RWMutex's readers (rwmutex.go)
+}
+
+// turnsDoc is who waits for a lock and whose turn it is (turns.go).
+type turnsDoc struct {
 	// Heir is the Locker whose waiters alone may take the lock after a
 	// release, until ExpiresAt; Waiting holds the Lockers whose waiters
 	// wait for it and learn of releases from a change stream, Pollers those
-	// that poll, each with the server time it joined (see turns.go).
+	// that poll, each with the server time it joined.
 	Heir    string               `bson:"heir"`
 	Locker  string               `bson:"locker"` // the last holder's Locker: turns go round from it
-	Run     int                  `bson:"run"`    // holds its Locker had in a row before this one (turns.go)
+	Run     int                  `bson:"run"`    // holds its Locker had in a row before this one
 	Waiting map[string]time.Time `bson:"waiting"`
 	Pollers map[string]time.Time `bson:"pollers"`
 	// Since holds when each waiting Locker began to wait; FIFO the server
@@ -39,17 +50,24 @@ type lockDoc struct {
 	// rule is FIFO while that is recent (fifoRule).
 	Since map[string]time.Time `bson:"since,omitempty"`
 	FIFO  time.Time            `bson:"fifo,omitempty"`
-	// Limit is set in a semaphore's slot documents (semaphore.go): the
-	// limit their creator gave.
-	Limit int `bson:"limit,omitempty"`
-	// Readers hold an RWMutex's document for reading (rwmutex.go), until
-	// ReadersUntil unless renewed; Holder is then its writer.
+	// LastJoined is the latest join (locker@time): the one field a change
+	// stream reports for it (entries.go).
+	LastJoined string `bson:"lastJoined,omitempty"`
+}
+
+// electionDoc is an election's leader (election.go).
+type electionDoc struct {
+	Value string `bson:"value"` // the leader's value
+	// Transitions counts the leaderships: one per change of leader
+	// (Election.Campaign's acquires).
+	Transitions int64 `bson:"transitions,omitempty"`
+}
+
+// rwDoc is an RWMutex's readers (rwmutex.go): they hold its document for
+// reading until ReadersUntil unless renewed; Holder is then its writer.
+type rwDoc struct {
 	Readers      []reader  `bson:"readers,omitempty"`
 	ReadersUntil time.Time `bson:"readersUntil,omitempty"`
-	// Clock is the electionId of the primary whose clock ExpiresAt was
-	// last written on (leasePast); none on a standalone. (An RWMutex's
-	// readers' lease has readersClocks, which only filters read.)
-	Clock any `bson:"clock,omitempty"`
 }
 
 // claim is one attempt to take a lock.

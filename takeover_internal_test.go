@@ -137,7 +137,7 @@ func TestWaitersRefreshBeforeStale(t *testing.T) {
 func TestStaleEntriesOnce(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	old, fresh := now.Add(-3*time.Minute), now.Add(-time.Second)
-	d := lockDoc{
+	d := turnsDoc{
 		Waiting: map[string]time.Time{"dead": old, "moved": old, "live": fresh},
 		Pollers: map[string]time.Time{"dead": old.Add(time.Second), "moved": fresh},
 	}
@@ -161,7 +161,7 @@ func TestJoinerIsNotStale(t *testing.T) {
 	r, clock := streamingRegistry()
 	r.self = "a"
 	acquired := clock.Now()
-	doc := lockDoc{Waiting: map[string]time.Time{"c": acquired.Add(-staleAfter - time.Second)}}
+	doc := turnsDoc{Waiting: map[string]time.Time{"c": acquired.Add(-staleAfter - time.Second)}}
 	w := doc.waiters(acquired, staleAfter)
 	if len(w.streaming) != 0 || !slices.Equal(w.stale, []string{"c"}) {
 		t.Fatalf("at the acquire: streaming %v, stale %v; want none, [c]", w.streaming, w.stale)
@@ -225,7 +225,7 @@ func TestStaleSinceAcquireNotNamed(t *testing.T) {
 	r, clock := streamingRegistry()
 	r.self = "a"
 	acquired := clock.Now()
-	doc := lockDoc{Waiting: map[string]time.Time{"b": acquired.Add(-staleAfter + time.Second)}}
+	doc := turnsDoc{Waiting: map[string]time.Time{"b": acquired.Add(-staleAfter + time.Second)}}
 	w := doc.waiters(acquired, staleAfter)
 	if !slices.Equal(w.streaming, []string{"b"}) {
 		t.Fatalf("at the acquire: streaming %v, want [b]", w.streaming)

@@ -6,6 +6,47 @@ import (
 	"time"
 )
 
+// Turns among processes. When several processes wait for one lock, a
+// release names the next of them, in turn, as the lock's heir: for a short
+// while (turnGrace) only the heir's waiters may take it, and the others,
+// told by the change stream, do not even try. So a release wakes one
+// process instead of a herd of failed attempts, and every waiting process
+// gets the lock in its turn, whichever one's goroutines are more numerous
+// or closer to the server.
+//
+// A process (a Locker) joins the lock's waiting Lockers, stored in its
+// document, after an attempt of its failed; the taker leaves them, and a
+// releaser whose process still has waiters joins again. Turns go round the
+// waiting Lockers in the order of their ids, starting after the
+// releaser's. An heir that does not come (its waiters gave up, its process
+// died, its stream lagged) delays the lock by turnGrace at most, and is
+// out of the waiting Lockers from then on.
+//
+// A releaser whose own process has waiters may name itself heir, up to
+// runLength holds in a row: a handoff within the process needs no change
+// event, so it is quicker, and the others still do not try in vain.
+//
+// A Locker whose change stream runs learns at once that its turn came.
+// One without (the server has none, or it is off) joins as a poller
+// instead, and is named in its turn too (pollturns.go): it learns of it by
+// reading the lock when its turn is near, and its turn is longer by the
+// time that may take (pollTurn). An entry of either kind counts only
+// while its Locker refreshes it (staleAfter, below). This Locker's side
+// of the turns (its entries, the turns it gives) is in turnstate.go.
+//
+// WithFIFO (nextFIFOTurn) names instead the Locker that began to wait
+// first, whether it streams or polls; a poller's turn is longer by
+// pollTurn as well, and a poller that misses it keeps its place (it learns
+// of turns only by reading), so an heir that polls slower than the
+// releaser expects may hold the lock back by that turn at each release
+// until it comes, or, dead, until its entry is stale. A streaming heir
+// that misses its turn goes to the back. WithFIFO is one rule for the
+// whole name: a Locker with it marks the lock's document when it takes or
+// joins it (fifoMark), and while the mark is younger than staleAfter every
+// Locker that uses the name follows the rule, with or without the option:
+// each join records when its Locker began to wait, and a release names
+// the Locker that has waited longest.
+
 // turnGrace is how long only the heir may take a released lock: time for
 // the change stream to tell it and for its attempt to arrive.
 const turnGrace = 100 * time.Millisecond
@@ -57,7 +98,7 @@ type waiters struct {
 // waiters returns who waits for the lock, at server time now: the Lockers
 // whose entries are live (refreshed within staleAfter), and the others as
 // stale.
-func (d *lockDoc) waiters(now time.Time, staleAfter time.Duration) waiters {
+func (d *turnsDoc) waiters(now time.Time, staleAfter time.Duration) waiters {
 	w := waiters{since: d.Since, joinedAt: map[string]time.Time{}, fifo: fifoRule(d.FIFO, now, staleAfter)}
 	if w.since == nil {
 		w.since = map[string]time.Time{} // read: says who joined, even if none did with WithFIFO

@@ -64,7 +64,7 @@ func TestTurnRuns(t *testing.T) {
 
 func TestWaitersFreshPollers(t *testing.T) {
 	now := time.Unix(1000, 0)
-	d := lockDoc{Waiting: map[string]time.Time{"b": now}, Pollers: map[string]time.Time{"old": now.Add(-staleAfter)}}
+	d := turnsDoc{Waiting: map[string]time.Time{"b": now}, Pollers: map[string]time.Time{"old": now.Add(-staleAfter)}}
 	if w := d.waiters(now, staleAfter); len(w.pollers) != 0 || len(w.streaming) != 1 {
 		t.Errorf("stale poller: %+v, want it ignored", w)
 	}

@@ -151,7 +151,7 @@ func (r *waitRegistry) join(ctx context.Context, name string) {
 	}
 }
 
-// waitingEntries is the store's side of the turns (store.go): this
+// waitingEntries is the store's side of the turns (entries.go): this
 // Locker's entry among a lock's waiting Lockers.
 type waitingEntries interface {
 	// join adds locker's entry to name's waiting Lockers, or refreshes it.
@@ -202,7 +202,7 @@ func (r *waitRegistry) handedOn(name string, t turn) {
 	q := r.queue(name)
 	q.local--
 	switch {
-	case t.stay && len(q.waiters) == 0 && q.local == 0:
+	case t.stay && len(q.waiters) == 0 && q.local == 0 && r.entries != nil:
 		r.leaveTurnsLocked(name) // its waiters left while it released
 	case t.stay:
 		q.member.joined, q.member.joinedStreaming, q.member.joinedAt, q.member.wasJoined = true, !t.polls, time.Now(), true
