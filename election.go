@@ -88,7 +88,7 @@ func (e *Election) leading() *hold {
 	}
 	e.s.mu.Lock()
 	defer e.s.mu.Unlock()
-	if h.isEnded {
+	if h.life.isEnded {
 		return nil
 	}
 	return h

@@ -142,7 +142,7 @@ func TestHoldDeadlineUsesErrorAtSend(t *testing.T) {
 	proxy.Delay(0)
 	h := m.hold()
 	s.mu.Lock()
-	left := time.Until(h.validUntil)
+	left := time.Until(h.life.validUntil)
 	s.mu.Unlock()
 	if most := 20*time.Second - safetyMargin(20*time.Second) - 2*time.Second; left > most {
 		t.Fatalf("the hold believes in %v more, beyond TTL - margin - the error at sending (%v)", left, most)

@@ -24,19 +24,33 @@ type hold struct {
 	waiting    waiters   // who else waited, as the acquire saw it
 	acquiredAt time.Time // server time, as written by the acquire
 	clock      any       // the electionId of the primary whose clock acquiredAt is on
-	since      time.Time // local time the hold began, for an Observer
-	kind       string    // for an Observer (Event.Kind)
 	bounds     holdOptions
 	done       chan struct{}
-	work       chan struct{} // closed when the code run under the hold returned; nil: none known (work.go)
-	freeBy     time.Time     // local: the release after work must be done by then (zero: no such bound)
-	freeOnStop bool          // released while work ran: the release after the work sends it
+	life       holdLife   // how and when it ends; s.mu guards it
+	code       holdCode   // code run under it (work.go)
+	report     holdReport // for an Observer
+}
 
+// holdLife is how and when a hold ends; its Session's mu guards it.
+type holdLife struct {
 	err        error
 	isEnded    bool
 	validUntil time.Time // local monotonic: the hold is given up then
 	timer      *time.Timer
 	capTimer   *time.Timer // WithHoldAtMost: ends the hold at its cap
+}
+
+// holdCode is the code known to run under a hold (work.go).
+type holdCode struct {
+	work       chan struct{} // closed when the code run under the hold returned; nil: none known
+	freeBy     time.Time     // local: the release after work must be done by then (zero: no such bound)
+	freeOnStop bool          // released while work ran: the release after the work sends it
+}
+
+// holdReport is what an Observer is told of a hold.
+type holdReport struct {
+	since time.Time // local time the hold began
+	kind  string    // Event.Kind
 }
 
 // end ends the hold with err (nil after Unlock) and tells this process's
@@ -64,13 +78,13 @@ func (h *hold) queue() string { return cmp.Or(h.sem, h.name) }
 // renewing it. It reports false if the hold had ended already. The caller
 // must tell the waits registry (released or kept) once; s.mu must be held.
 func (h *hold) endLocal(err error) bool {
-	if h.isEnded {
+	if h.life.isEnded {
 		return false
 	}
-	h.isEnded, h.err = true, err
-	h.timer.Stop()
-	if h.capTimer != nil {
-		h.capTimer.Stop()
+	h.life.isEnded, h.life.err = true, err
+	h.life.timer.Stop()
+	if h.life.capTimer != nil {
+		h.life.capTimer.Stop()
 	}
 	delete(h.s.holds, h.token)
 	close(h.done)
@@ -79,11 +93,11 @@ func (h *hold) endLocal(err error) bool {
 
 // extend moves the hold's deadline to until, never back; s.mu must be held.
 func (h *hold) extend(until time.Time) {
-	if h.isEnded || !until.After(h.validUntil) {
+	if h.life.isEnded || !until.After(h.life.validUntil) {
 		return
 	}
-	h.validUntil = until
-	h.timer.Reset(time.Until(until))
+	h.life.validUntil = until
+	h.life.timer.Reset(time.Until(until))
 }
 
 // keepUntil returns the server time until which the lock must stay taken
@@ -106,14 +120,14 @@ func (h *hold) keepUntil() time.Time {
 func (h *hold) release() error {
 	s := h.s
 	s.mu.Lock()
-	if h.isEnded {
-		if h.freeOnStop && !h.working() {
+	if h.life.isEnded {
+		if h.code.freeOnStop && !h.working() {
 			// The release a Resign during lead left to this call, after lead.
-			h.freeOnStop = false
+			h.code.freeOnStop = false
 			s.mu.Unlock()
 			return h.free()
 		}
-		err := h.err
+		err := h.life.err
 		s.mu.Unlock()
 		if err == nil {
 			return fmt.Errorf("%w: %q already unlocked", ErrNotHeld, h.name)
@@ -123,8 +137,8 @@ func (h *hold) release() error {
 	h.endLocal(nil)
 	// Resign while Run's lead runs (from lead itself, maybe): the release
 	// is left to Run, which sends it once lead returned.
-	h.freeOnStop = h.working()
-	pending := h.freeOnStop
+	h.code.freeOnStop = h.working()
+	pending := h.code.freeOnStop
 	s.mu.Unlock()
 	s.l.observeReleased(h)
 	if pending {
@@ -193,7 +207,7 @@ func (h *hold) write(op func(context.Context) (bool, error)) (matched, lostReply
 func (h *hold) unlockContext() (context.Context, context.CancelFunc) {
 	d := min(h.s.opts.ttl, cleanupTimeout)
 	h.s.mu.Lock()
-	by := h.freeBy
+	by := h.code.freeBy
 	h.s.mu.Unlock()
 	if !by.IsZero() {
 		d = min(d, time.Until(by))
@@ -239,7 +253,7 @@ func (h *hold) unlocked(matched, lostReply bool, err error) error {
 func (h *hold) waitersNow(ctx context.Context) waiters {
 	l := h.s.l
 	w := h.waiting
-	if l.opts.fifo || w.fifo || time.Since(h.since) > l.opts.window.rejoin {
+	if l.opts.fifo || w.fifo || time.Since(h.report.since) > l.opts.window.rejoin {
 		// Bounded on its own: the release must keep most of the time.
 		ctx, cancel := context.WithTimeout(ctx, readBeforeRelease)
 		defer cancel()

@@ -170,7 +170,7 @@ func (m *Mutex) Err() error {
 	}
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
-	return h.err
+	return h.life.err
 }
 
 var closedChan = func() chan struct{} {

@@ -58,7 +58,7 @@ func displayName(id string) string {
 
 // event describes h for an Observer.
 func (h *hold) event() Event {
-	return Event{Kind: h.kind, Name: displayName(h.name), Token: h.fence}
+	return Event{Kind: h.report.kind, Name: displayName(h.name), Token: h.fence}
 }
 
 func (l *Locker) observeAcquired(h *hold, calledAt time.Time) {
@@ -74,7 +74,7 @@ func (l *Locker) observeAcquired(h *hold, calledAt time.Time) {
 func (l *Locker) observeReleased(h *hold) {
 	if f := l.opts.observer.Released; f != nil {
 		ev := h.event()
-		ev.Held = time.Since(h.since)
+		ev.Held = time.Since(h.report.since)
 		f(ev)
 	}
 }
@@ -88,10 +88,10 @@ func (l *Locker) observeLost(hs ...*hold) {
 	}
 	for _, h := range hs {
 		h.s.mu.Lock()
-		err := h.err
+		err := h.life.err
 		h.s.mu.Unlock()
 		ev := h.event()
-		ev.Held, ev.Err = time.Since(h.since), err
+		ev.Held, ev.Err = time.Since(h.report.since), err
 		f(ev)
 	}
 }

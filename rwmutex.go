@@ -75,7 +75,7 @@ func (rw *RWMutex) Lock(ctx context.Context) error {
 	// The last look may have been answered after the hold was given up.
 	s := rw.s
 	s.mu.Lock()
-	lost := h.isEnded || !time.Now().Before(h.validUntil)
+	lost := h.life.isEnded || !time.Now().Before(h.life.validUntil)
 	s.mu.Unlock()
 	if lost {
 		h.release()
@@ -290,7 +290,7 @@ func holdErr(h *hold) error {
 	}
 	h.s.mu.Lock()
 	defer h.s.mu.Unlock()
-	return h.err
+	return h.life.err
 }
 
 // readFilter matches the RWMutex document c may read: no writer, or one

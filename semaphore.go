@@ -215,7 +215,7 @@ func (p *Permit) Done() <-chan struct{} { return p.h.done }
 func (p *Permit) Err() error {
 	p.h.s.mu.Lock()
 	defer p.h.s.mu.Unlock()
-	return p.h.err
+	return p.h.life.err
 }
 
 // Token returns the permit's fencing token: it grows with every holding of

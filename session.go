@@ -230,17 +230,17 @@ func (s *Session) acquireClaim(ctx context.Context, c claim, b holdOptions) (*ho
 		return nil, false, err
 	}
 	h := &hold{s: s, name: t.id, token: c.holder, fence: t.fence, waiting: t.waiting,
-		acquiredAt: t.now, clock: t.election, since: time.Now(), kind: c.kind, bounds: b, done: make(chan struct{})}
+		acquiredAt: t.now, clock: t.election, report: holdReport{since: time.Now(), kind: c.kind}, bounds: b, done: make(chan struct{})}
 	defer s.l.observeAcquired(h, c.calledAt) // after the unlock below
 	defer s.mu.Unlock()
 	if c.slots != nil {
 		h.sem = name
 	}
 	h.reader, h.drained = c.read, t.drained
-	h.validUntil = validUntil
-	h.timer = time.AfterFunc(time.Until(h.validUntil), func() { s.expired(h) })
+	h.life.validUntil = validUntil
+	h.life.timer = time.AfterFunc(time.Until(h.life.validUntil), func() { s.expired(h) })
 	if b.atMost > 0 {
-		h.capTimer = time.AfterFunc(time.Until(t.first.Add(b.atMost)), func() { s.l.background(h.capped) })
+		h.life.capTimer = time.AfterFunc(time.Until(t.first.Add(b.atMost)), func() { s.l.background(h.capped) })
 	}
 	s.holds[h.token] = h
 	if h.sem == "" && !h.reader {
@@ -267,7 +267,7 @@ func safetyMargin(ttl time.Duration) time.Duration { return ttl / 10 }
 // lease is lost.
 func (s *Session) expired(h *hold) {
 	s.mu.Lock()
-	early := h.isEnded || time.Now().Before(h.validUntil) // renewed meanwhile
+	early := h.life.isEnded || time.Now().Before(h.life.validUntil) // renewed meanwhile
 	s.mu.Unlock()
 	if early {
 		return

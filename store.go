@@ -76,9 +76,7 @@ type claim struct {
 	owner   string
 	holder  string // random token of this hold
 	session string // "" for the seed API's locks
-	locker  string // the Locker taking it: the heir it may be
-	run     int    // holds that Locker had in a row before this one
-	fifo    bool   // that Locker has WithFIFO: the take marks the name (fifoMark)
+	turns   claimTurns
 	value   string // the leader's value, for elections
 	ttl     time.Duration
 	// A semaphore's permit: any free one of these slot documents, each
@@ -95,6 +93,13 @@ type claim struct {
 	// The electionId of the primary whose clock now was read on: the
 	// lease is stamped with it, and leases judged by it (leasePast).
 	election any
+}
+
+// claimTurns is the taking Locker's place in the lock's turns (turns.go).
+type claimTurns struct {
+	locker string // the Locker taking it: the heir it may be
+	run    int    // holds that Locker had in a row before this one
+	fifo   bool   // that Locker has WithFIFO: the take marks the name (fifoMark)
 }
 
 // store runs the lock document operations, each one round trip.
@@ -144,15 +149,15 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 		{Key: "value", Value: c.value},
 		{Key: "acquiredAt", Value: now},
 		{Key: "heir", Value: nil},
-		{Key: "locker", Value: c.locker},
-		{Key: "run", Value: c.run},
+		{Key: "locker", Value: c.turns.locker},
+		{Key: "run", Value: c.turns.run},
 		{Key: "clock", Value: c.election},
 	}
 	if c.alone {
 		set = append(set, bson.E{Key: "readers", Value: bson.A{}}, // those left have no lease
 			bson.E{Key: "readersClocks", Value: bson.A{}})
 	}
-	if c.fifo {
+	if c.turns.fifo {
 		set = append(set, bson.E{Key: fifoMark, Value: now})
 	}
 	inc := bson.D{{Key: "fence", Value: int64(1)}}
@@ -161,7 +166,7 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 	}
 	update := bson.D{
 		{Key: "$set", Value: set},
-		{Key: "$unset", Value: notWaiting(c.locker)},
+		{Key: "$unset", Value: notWaiting(c.turns.locker)},
 		{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: now.Add(c.ttl)}}},
 		{Key: "$inc", Value: inc},
 	}
@@ -200,7 +205,7 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 // the filter did not match (TestAcquireFilterShape).
 func acquireFilter(c claim, past leasePast) bson.D {
 	free := bson.A{
-		bson.D{{Key: "holder", Value: nil}, {Key: "heir", Value: bson.D{{Key: "$in", Value: bson.A{nil, c.locker}}}}},
+		bson.D{{Key: "holder", Value: nil}, {Key: "heir", Value: bson.D{{Key: "$in", Value: bson.A{nil, c.turns.locker}}}}},
 		bson.D{{Key: "holder", Value: c.holder}},
 	}
 	free = append(free, past.over("expiresAt")...)

@@ -20,9 +20,9 @@ import (
 func TestAcquireFilterShape(t *testing.T) {
 	now := leasePast{at: time.Now(), skew: time.Second}
 	claims := map[string]claim{
-		"mutex":    {name: "n", holder: "h", locker: "l"},
-		"election": {name: "n", holder: "h", locker: "l", kind: "election", value: "v"},
-		"writer":   {name: "n", holder: "h", locker: "l", alone: true},
+		"mutex":    {name: "n", holder: "h", turns: claimTurns{locker: "l"}},
+		"election": {name: "n", holder: "h", turns: claimTurns{locker: "l"}, kind: "election", value: "v"},
+		"writer":   {name: "n", holder: "h", turns: claimTurns{locker: "l"}, alone: true},
 	}
 	for kind, c := range claims {
 		if f := acquireFilter(c, now); onlyIDEquality(f) {

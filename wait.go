@@ -42,89 +42,20 @@ type attempt struct {
 // (nil), fails (its error), ctx ends (ctx.Err()), the Locker closes
 // (ErrClosed), or stop is closed (stopErr()). A waiter that leaves with
 // news that the lock may be free, unused, passes it to the next.
+//
+// Each pass tries when told to (tryNow), then sleeps until one of: the
+// caller gives up, the timer (a poll, a lease's or a turn's end), or a
+// kick (news of the lock, or this waiter became the head).
 func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-chan struct{}, stopErr func() error) error {
-	w := &waiter{kick: make(chan struct{}, 1)}
-	r.mu.Lock()
-	q := r.queue(name)
-	q.waiters = append(q.waiters, w)
-	head := len(q.waiters) == 1
-	// A new head tries at once, unless the lock is surely not free: held
-	// in this process (its release wakes the head), or taken by another
-	// as the change stream last told.
-	tryNow := head && (a.eager || !r.takenLocked(q))
-	r.mu.Unlock()
-	news := false // told the lock may be free, and not yet tried since
-	defer func() { r.leave(name, w, news) }()
-	wanted := !tryNow // a waiter that waits wants the watcher's news
-	if wanted {
-		r.want()
-		defer r.unwant()
-	}
-
-	timer := time.NewTimer(0)
-	timer.Stop()
-	defer timer.Stop()
-	// When the timer fires: news may bring that earlier, never later. A
-	// stream of acquires by others must not put the poll off for ever, nor
-	// news that tells nothing of the lease put off a try at its end.
-	var dueAt time.Time
-	// No wait is longer than rejoinAfter, however long the poll intervals
-	// or the lock's hold: the attempt or read that ends it joins the
-	// waiting Lockers again when due, so that this Locker's entry never
-	// looks stale (turns.go).
-	setTimer := func(d time.Duration) {
-		d = min(d, r.cfg.window.rejoin)
-		dueAt = time.Now().Add(d)
-		timer.Reset(d)
-	}
-	freeSeen := false // the last read after a failed attempt showed the lock free
-	arm := func() {
-		if a.look != nil && r.reads(name) {
-			// The next poll reads the lock, and what it shows sets the
-			// pace (pollturns.go): a failed try says nothing of this
-			// Locker's place in the turns, so it must not put the read off.
-			setTimer(r.readAfterTry(name))
-			freeSeen = false
-			return
-		}
-		var d time.Duration
-		d, _, freeSeen = r.nextWait(ctx, name, a.peek, freeSeen)
-		setTimer(d)
-	}
-	join := func() {
-		if !a.noTurns {
-			r.join(ctx, name)
-		}
-	}
-	if head && !tryNow {
-		join()
-		r.mu.Lock()
-		if now, _ := r.clock.Read(); q.local == 0 && q.told.turnUntil.After(now) {
-			r.armTurnLocked(name, q, q.told.turnUntil) // armed while no one waited
-		}
-		r.mu.Unlock()
-		arm()
-	}
+	g := r.enter(ctx, name, a)
+	defer g.leave()
 	for {
-		if tryNow {
-			ok, err := a.try(ctx)
-			if err != nil {
-				return err // an attempt that did not conclude leaves the news to the next
+		if g.tryNow {
+			if done, err := g.try(); done {
+				return err
 			}
-			news = false // tried since
-			if ok {
-				news = a.shared
-				return nil
-			}
-			join()
-			if !wanted {
-				wanted = true
-				r.want()
-				defer r.unwant()
-			}
-			arm()
 		}
-		tryNow = false
+		g.tryNow = false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -132,46 +63,178 @@ func (r *waitRegistry) wait(ctx context.Context, name string, a attempt, stop <-
 			return ErrClosed
 		case <-stop:
 			return stopErr()
-		case <-timer.C:
-			tryNow = true
-			if a.look != nil && r.reads(name) && !r.dueTry(name) {
-				// A poll: read first, attempt only when it is free for us.
-				v := a.look(ctx)
-				if err := ctx.Err(); err != nil {
-					return err // not an attempt with a dead context
-				}
-				if try, d := r.looked(name, v); !try {
-					tryNow = false
-					join()
-					setTimer(d)
-				}
+		case <-g.timer.C:
+			if err := g.due(); err != nil {
+				return err
 			}
-		case <-w.kick:
-			head, freed := r.state(name, w)
-			switch {
-			case freed:
-				news = true
-				timer.Stop()
-				tryNow = true
-			case head && a.look != nil && r.reads(name):
-				// A head that reads the lock is paced by its reads: a new
-				// one, or one whose process just handed the lock on, reads
-				// soon to learn its place.
-				join()
-				arm()
-			case head:
-				// News may bring the timer earlier, never later (dueAt);
-				// the poll also repairs this process's place among the
-				// waiting ones.
-				join()
-				d, firm, _ := r.nextWait(ctx, name, nil, false) // news: no round trip
-				if !firm && !dueAt.IsZero() {
-					// (A kept lock: nothing frees it before, no poll needed.)
-					d = min(d, max(time.Until(dueAt), 0))
-				}
-				setTimer(d)
-			}
+		case <-g.w.kick:
+			g.kicked()
 		}
+	}
+}
+
+// waiting is one goroutine's wait for a lock (wait): what it knows
+// between passes.
+type waiting struct {
+	r      *waitRegistry
+	ctx    context.Context
+	name   string
+	a      attempt
+	w      *waiter
+	tryNow bool // the next pass attempts
+	news   bool // told the lock may be free, and not yet tried since
+	wanted bool // it wants the watcher's news (it waits)
+	timer  *time.Timer
+	// When the timer fires: news may bring that earlier, never later. A
+	// stream of acquires by others must not put the poll off for ever, nor
+	// news that tells nothing of the lease put off a try at its end.
+	dueAt    time.Time
+	freeSeen bool // the last read after a failed attempt showed the lock free
+}
+
+// enter queues a waiter behind name's; a new head tries at once, unless
+// the lock is surely not free: held in this process (its release wakes
+// the head), or taken by another as the change stream last told.
+func (r *waitRegistry) enter(ctx context.Context, name string, a attempt) *waiting {
+	g := &waiting{r: r, ctx: ctx, name: name, a: a, w: &waiter{kick: make(chan struct{}, 1)}, timer: time.NewTimer(0)}
+	g.timer.Stop()
+	r.mu.Lock()
+	q := r.queue(name)
+	q.waiters = append(q.waiters, g.w)
+	head := len(q.waiters) == 1
+	g.tryNow = head && (a.eager || !r.takenLocked(q))
+	r.mu.Unlock()
+	if !g.tryNow {
+		g.want()
+	}
+	if head && !g.tryNow {
+		g.join()
+		r.mu.Lock()
+		if now, _ := r.clock.Read(); q.local == 0 && q.told.turnUntil.After(now) {
+			r.armTurnLocked(name, q, q.told.turnUntil) // armed while no one waited
+		}
+		r.mu.Unlock()
+		g.arm()
+	}
+	return g
+}
+
+// leave ends the wait: the timer stops, the watcher's news is no longer
+// wanted, and the waiter leaves the queue with its news.
+func (g *waiting) leave() {
+	g.timer.Stop()
+	if g.wanted {
+		g.r.unwant()
+	}
+	g.r.leave(g.name, g.w, g.news)
+}
+
+// want says the waiter wants the watcher's news, once.
+func (g *waiting) want() {
+	if !g.wanted {
+		g.wanted = true
+		g.r.want()
+	}
+}
+
+// try makes an attempt; done when the wait ends with its outcome (the
+// lock taken, or an attempt that did not conclude: its error, leaving the
+// news to the next). A failed one joins the waiting Lockers and arms the
+// timer.
+func (g *waiting) try() (done bool, err error) {
+	ok, err := g.a.try(g.ctx)
+	if err != nil {
+		return true, err
+	}
+	g.news = false // tried since
+	if ok {
+		g.news = g.a.shared
+		return true, nil
+	}
+	g.join()
+	g.want()
+	g.arm()
+	return false, nil
+}
+
+// due is the timer's firing: an attempt, or for a head that reads the
+// lock (pollturns.go), a read first, and an attempt only when it is free
+// for this Locker.
+func (g *waiting) due() error {
+	g.tryNow = true
+	if g.a.look == nil || !g.r.reads(g.name) || g.r.dueTry(g.name) {
+		return nil
+	}
+	v := g.a.look(g.ctx)
+	if err := g.ctx.Err(); err != nil {
+		return err // not an attempt with a dead context
+	}
+	if try, d := g.r.looked(g.name, v); !try {
+		g.tryNow = false
+		g.join()
+		g.setTimer(d)
+	}
+	return nil
+}
+
+// kicked is news for this waiter: the lock may be free (try now), or it
+// became the head, or news of the lock came.
+func (g *waiting) kicked() {
+	head, freed := g.r.state(g.name, g.w)
+	switch {
+	case freed:
+		g.news = true
+		g.timer.Stop()
+		g.tryNow = true
+	case head && g.a.look != nil && g.r.reads(g.name):
+		// A head that reads the lock is paced by its reads: a new one, or
+		// one whose process just handed the lock on, reads soon to learn
+		// its place.
+		g.join()
+		g.arm()
+	case head:
+		// News may bring the timer earlier, never later (dueAt); the poll
+		// also repairs this process's place among the waiting ones.
+		g.join()
+		d, firm, _ := g.r.nextWait(g.ctx, g.name, nil, false) // news: no round trip
+		if !firm && !g.dueAt.IsZero() {
+			// (A kept lock: nothing frees it before, no poll needed.)
+			d = min(d, max(time.Until(g.dueAt), 0))
+		}
+		g.setTimer(d)
+	}
+}
+
+// setTimer arms the timer for d, but no longer than rejoinAfter, however
+// long the poll intervals or the lock's hold: the attempt or read that
+// ends the wait joins the waiting Lockers again when due, so that this
+// Locker's entry never looks stale (turns.go).
+func (g *waiting) setTimer(d time.Duration) {
+	d = min(d, g.r.cfg.window.rejoin)
+	g.dueAt = time.Now().Add(d)
+	g.timer.Reset(d)
+}
+
+// arm sets the timer after a failed attempt: for a head that reads the
+// lock, its next read (pollturns.go), which a failed try must not put off
+// (it says nothing of this Locker's place in the turns); otherwise the
+// next attempt (nextWait).
+func (g *waiting) arm() {
+	if g.a.look != nil && g.r.reads(g.name) {
+		g.setTimer(g.r.readAfterTry(g.name))
+		g.freeSeen = false
+		return
+	}
+	var d time.Duration
+	d, _, g.freeSeen = g.r.nextWait(g.ctx, g.name, g.a.peek, g.freeSeen)
+	g.setTimer(d)
+}
+
+// join joins the lock's waiting Lockers, when the name has a document of
+// its own to join.
+func (g *waiting) join() {
+	if !g.a.noTurns {
+		g.r.join(g.ctx, g.name)
 	}
 }
 

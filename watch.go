@@ -48,19 +48,34 @@ type watcher struct {
 	now func() time.Time
 
 	mu          sync.Mutex
-	demand      int                // waiters that want news
-	cancel      context.CancelFunc // of the running stream's goroutine; nil when none
+	demand      int       // waiters that want news
+	running     streamRun // the running stream's goroutine
 	stopTimer   *time.Timer
-	gen         int // of the last run started
 	unsupported bool
-	on          bool // the last state told to the sink
-	toldOff     bool // the last state told to onStream was off
-	// pausedUntil: events came too late to wait on (eventlag.go): the
-	// stream stays closed until then, and waiters poll; resume reopens it.
-	pausedUntil time.Time
-	resume      *time.Timer
-	closed      bool
-	wg          sync.WaitGroup
+	told        streamTold
+	// paused: events came too late to wait on (eventlag.go): the stream
+	// stays closed until then, and waiters poll; its timer reopens it.
+	paused streamPause
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// streamRun is the watcher's running stream.
+type streamRun struct {
+	cancel context.CancelFunc // of the running stream's goroutine; nil when none
+	gen    int                // of the last run started
+}
+
+// streamTold is what the watcher last said of its stream.
+type streamTold struct {
+	on  bool // the last state told to the sink
+	off bool // the last state told to onStream was off
+}
+
+// streamPause is a stream closed because its events came too late.
+type streamPause struct {
+	until  time.Time
+	resume *time.Timer
 }
 
 // want registers a waiter; the first starts the stream.
@@ -72,7 +87,7 @@ func (w *watcher) want() {
 		w.stopTimer.Stop()
 		w.stopTimer = nil
 	}
-	if w.cancel != nil || w.unsupported || w.closed || time.Now().Before(w.pausedUntil) {
+	if w.running.cancel != nil || w.unsupported || w.closed || time.Now().Before(w.paused.until) {
 		return
 	}
 	w.startLocked()
@@ -81,9 +96,9 @@ func (w *watcher) want() {
 // startLocked starts a run of the stream, with w.mu held.
 func (w *watcher) startLocked() {
 	ctx, cancel := context.WithCancel(context.Background())
-	w.cancel = cancel
-	w.gen++
-	gen := w.gen
+	w.running.cancel = cancel
+	w.running.gen++
+	gen := w.running.gen
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
@@ -95,13 +110,13 @@ func (w *watcher) startLocked() {
 // later run has started: an old run ending must not say "off" over it.
 func (w *watcher) streaming(gen int, on bool) {
 	w.mu.Lock()
-	changed := gen == w.gen && w.on != on
-	if gen == w.gen {
+	changed := gen == w.running.gen && w.told.on != on
+	if gen == w.running.gen {
 		w.sink.streaming(on)
-		w.on = on
+		w.told.on = on
 	}
 	if changed {
-		w.toldOff = !on
+		w.told.off = !on
 	}
 	w.mu.Unlock()
 	if changed && w.onStream != nil {
@@ -115,15 +130,15 @@ func (w *watcher) unwant() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.demand--
-	if w.demand > 0 || w.cancel == nil {
+	if w.demand > 0 || w.running.cancel == nil {
 		return
 	}
 	w.stopTimer = time.AfterFunc(watchLinger, func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if w.demand == 0 && w.cancel != nil {
-			w.cancel()
-			w.cancel = nil
+		if w.demand == 0 && w.running.cancel != nil {
+			w.running.cancel()
+			w.running.cancel = nil
 		}
 	})
 }
@@ -134,19 +149,19 @@ func (w *watcher) unwant() {
 func (w *watcher) pause(d time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closed || w.cancel == nil {
+	if w.closed || w.running.cancel == nil {
 		return
 	}
-	w.cancel()
-	w.cancel = nil
-	w.pausedUntil = time.Now().Add(d)
-	if w.resume != nil {
-		w.resume.Stop()
+	w.running.cancel()
+	w.running.cancel = nil
+	w.paused.until = time.Now().Add(d)
+	if w.paused.resume != nil {
+		w.paused.resume.Stop()
 	}
-	w.resume = time.AfterFunc(d, func() {
+	w.paused.resume = time.AfterFunc(d, func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if w.demand > 0 && w.cancel == nil && !w.closed && !w.unsupported && !time.Now().Before(w.pausedUntil) {
+		if w.demand > 0 && w.running.cancel == nil && !w.closed && !w.unsupported && !time.Now().Before(w.paused.until) {
 			w.startLocked()
 		}
 	})
@@ -159,12 +174,12 @@ func (w *watcher) close() {
 	if w.stopTimer != nil {
 		w.stopTimer.Stop()
 	}
-	if w.resume != nil {
-		w.resume.Stop()
+	if w.paused.resume != nil {
+		w.paused.resume.Stop()
 	}
-	if w.cancel != nil {
-		w.cancel()
-		w.cancel = nil
+	if w.running.cancel != nil {
+		w.running.cancel()
+		w.running.cancel = nil
 	}
 	w.mu.Unlock()
 	w.wg.Wait()
@@ -186,12 +201,12 @@ func (w *watcher) run(ctx context.Context, gen int) {
 				return
 			case notSupported(err):
 				w.mu.Lock()
-				tell := !w.toldOff // at most one "off" in a row
-				w.toldOff = true
+				tell := !w.told.off // at most one "off" in a row
+				w.told.off = true
 				w.unsupported = true
-				if w.cancel != nil {
-					w.cancel()
-					w.cancel = nil
+				if w.running.cancel != nil {
+					w.running.cancel()
+					w.running.cancel = nil
 				}
 				w.mu.Unlock()
 				w.log.Info("mongolock: the server has no change streams for this collection; waiters poll instead", "err", err)

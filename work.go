@@ -35,15 +35,15 @@ func (l *Locker) startWork(h *hold) error {
 	work := make(chan struct{})
 	s.mu.Lock()
 	switch {
-	case h.isEnded:
-		err := cmp.Or(h.err, error(ErrNotHeld))
+	case h.life.isEnded:
+		err := cmp.Or(h.life.err, error(ErrNotHeld))
 		s.mu.Unlock()
 		return err
-	case h.work != nil:
+	case h.code.work != nil:
 		s.mu.Unlock()
 		return errWorking
 	}
-	h.work = work
+	h.code.work = work
 	s.mu.Unlock()
 	// Never workMu, then s.mu.
 	l.workMu.Lock()
@@ -64,7 +64,7 @@ func (l *Locker) stopWork(h *hold) {
 	defer l.workMu.Unlock()
 	if _, ok := l.working[h]; ok {
 		delete(l.working, h)
-		close(h.work)
+		close(h.code.work)
 	}
 }
 
@@ -82,11 +82,11 @@ func (s *Session) endWorking(h *hold, cause error) func() error {
 
 // working reports whether code still runs under h; s.mu must be held.
 func (h *hold) working() bool {
-	if h.work == nil {
+	if h.code.work == nil {
 		return false
 	}
 	select {
-	case <-h.work:
+	case <-h.code.work:
 		return false
 	default:
 		return true
@@ -105,8 +105,8 @@ func (h *hold) working() bool {
 func (h *hold) afterWork() error {
 	s := h.s
 	s.mu.Lock()
-	deadline, work := h.validUntil, h.work
-	h.freeBy = deadline.Add(safetyMargin(s.opts.ttl))
+	deadline, work := h.life.validUntil, h.code.work
+	h.code.freeBy = deadline.Add(safetyMargin(s.opts.ttl))
 	s.mu.Unlock()
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
@@ -119,7 +119,7 @@ func (h *hold) afterWork() error {
 		if still {
 			s.l.opts.logger.Warn("mongolock: the code run under a hold did not return before the hold's lease "+
 				"would have run out; the lock is left to expire on the server, not freed",
-				"session", s.id, "name", h.name, "kind", h.kind)
+				"session", s.id, "name", h.name, "kind", h.report.kind)
 			h.ended()
 			return fmt.Errorf("%w: %q: the code run under it still ran at its lease's end", ErrLockLost, h.name)
 		}
