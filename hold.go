@@ -12,7 +12,8 @@ import (
 var testHookReleased func(*Session)
 
 // hold is one holding of a lock by a session, with its own random token.
-// Its fields after bounds are guarded by s.mu.
+// life and code are guarded by s.mu; the other fields are set when it is
+// made (done is closed under s.mu).
 type hold struct {
 	s          *Session
 	name       string // the document held: the lock's name, or a semaphore's slot
