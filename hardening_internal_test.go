@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -18,7 +20,14 @@ import (
 // end of the test.
 func internalColl(t *testing.T) *mongo.Collection {
 	t.Helper()
-	c, err := mongo.Connect(mopt.Client().ApplyURI(os.Getenv("MONGODB_URI")).SetTimeout(30 * time.Second))
+	return internalCollMonitored(t, nil)
+}
+
+// internalCollMonitored is internalColl on a client whose commands mon
+// sees (nil: none).
+func internalCollMonitored(t *testing.T, mon *event.CommandMonitor) *mongo.Collection {
+	t.Helper()
+	c, err := mongo.Connect(mopt.Client().ApplyURI(os.Getenv("MONGODB_URI")).SetTimeout(30 * time.Second).SetMonitor(mon))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,9 +57,19 @@ func internalLocker(t *testing.T, coll *mongo.Collection, opts ...Option) *Locke
 // freed the lock for an Unlock, and before the Unlock saw the reply, does
 // not report a loss: Unlock returns nil and Err stays nil.
 func TestUnlockRacingKeepalive(t *testing.T) {
-	l := internalLocker(t, internalColl(t))
+	// The tick runs when the release's reply reaches the driver, before
+	// Unlock sees it: the first update answered once armed.
+	var armed atomic.Bool
+	var s *Session
+	mon := &event.CommandMonitor{Succeeded: func(_ context.Context, e *event.CommandSucceededEvent) {
+		if e.CommandName == "update" && armed.CompareAndSwap(true, false) {
+			s.renew()
+		}
+	}}
+	l := internalLocker(t, internalCollMonitored(t, mon))
 	ctx := context.Background()
-	s, err := l.NewSession(ctx)
+	var err error
+	s, err = l.NewSession(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,10 +78,12 @@ func TestUnlockRacingKeepalive(t *testing.T) {
 	if err := m.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}
-	testHookReleased = func(s *Session) { s.renew() }
-	defer func() { testHookReleased = nil }()
+	armed.Store(true)
 	if err := m.Unlock(); err != nil {
 		t.Fatalf("Unlock racing a keepalive tick: %v", err)
+	}
+	if armed.Load() {
+		t.Fatal("no keepalive tick ran between the release's reply and Unlock's return")
 	}
 	if err := m.Err(); err != nil {
 		t.Fatalf("Err after Unlock racing a keepalive tick: %v", err)

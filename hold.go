@@ -7,10 +7,6 @@ import (
 	"time"
 )
 
-// testHookReleased, when set by a test, runs after an Unlock's release
-// was answered and before its outcome is judged.
-var testHookReleased func(*Session)
-
 // hold is one holding of a lock by a session, with its own random token.
 // life and code are guarded by s.mu; the other fields are set when it is
 // made (done is closed under s.mu).
@@ -187,9 +183,6 @@ func (h *hold) free() error {
 	})
 	// A match (even on a retry) means the turn was written.
 	handedOn = matched && err == nil && t.heir != ""
-	if testHookReleased != nil {
-		testHookReleased(s)
-	}
 	return h.unlocked(matched, lostReply, err)
 }
 
