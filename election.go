@@ -55,7 +55,7 @@ func (e *Election) campaign(ctx context.Context, value string) (*hold, error) {
 		return ok, err
 	}
 	l := e.s.l
-	if err := l.waits.wait(ctx, e.name, attempt{try: try, peek: l.peek(e.name), look: l.look(e.name, "")}, e.s.done, e.s.ended); err != nil {
+	if err := l.wait(ctx, e.name, attempt{try: try, peek: l.peek(e.name), look: l.look(e.name, "")}, e.s.done, e.s.ended); err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
@@ -196,8 +196,8 @@ func (e *Election) observe(ctx context.Context, out chan<- string) {
 	l := e.s.l
 	changed := l.waits.observe(e.name)
 	defer l.waits.unobserve(e.name, changed)
-	l.waits.want() // the change stream tells of every change of leader
-	defer l.waits.unwant()
+	l.wantNews() // the change stream tells of every change of leader
+	defer l.unwantNews()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	last := leadership{fence: -1} // the last leadership sent

@@ -68,13 +68,14 @@ func turnLag(lag, pollInterval time.Duration) time.Duration {
 
 // eventLag is the watcher's news of how late events come (lags.typical).
 // When they become too slow, heads that slept on the stream's safety
-// pause are woken: they poll from now on.
-func (r *waitRegistry) eventLag(d time.Duration) {
+// pause are woken: they poll from now on. It reports whether the stream
+// should close for reprobeAfter (its events are too slow to wait on).
+func (r *waitRegistry) eventLag(d time.Duration) (pause bool) {
 	r.mu.Lock()
 	was := r.streamOn()
 	r.lag = d
 	r.slow = slowEvents(d, r.cfg.maxPause, r.slow)
-	pause := r.slow && r.streamUp
+	pause = r.slow && r.streamUp
 	if on := r.streamOn(); on != was {
 		r.streamingLocked()
 		if !on {
@@ -82,9 +83,7 @@ func (r *waitRegistry) eventLag(d time.Duration) {
 		}
 	}
 	r.mu.Unlock()
-	if pause && r.watch != nil {
-		r.watch.pause(reprobeAfter) // without r.mu: the watcher calls the registry under its own lock
-	}
+	return pause
 }
 
 // reprobeAfter is how long a stream whose events came too late stays

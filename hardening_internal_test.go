@@ -183,7 +183,7 @@ func TestWaiterPassesNews(t *testing.T) {
 	headTried := make(chan struct{}, 10)
 	headDone := make(chan error, 1)
 	go func() {
-		headDone <- r.wait(headCtx, "n", attempt{try: func(context.Context) (bool, error) {
+		headDone <- runWait(headCtx, r, nil, "n", attempt{try: func(context.Context) (bool, error) {
 			headTried <- struct{}{}
 			return false, nil
 		}}, nil, nil)
@@ -194,7 +194,7 @@ func TestWaiterPassesNews(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		nextDone <- r.wait(ctx, "n", attempt{try: func(context.Context) (bool, error) {
+		nextDone <- runWait(ctx, r, nil, "n", attempt{try: func(context.Context) (bool, error) {
 			nextTried <- struct{}{}
 			return true, nil
 		}}, nil, nil)
@@ -272,7 +272,7 @@ func TestNewsNeverPutsOffThePoll(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- r.wait(ctx, "n", attempt{try: func(context.Context) (bool, error) {
+		done <- runWait(ctx, r, nil, "n", attempt{try: func(context.Context) (bool, error) {
 			tries <- struct{}{}
 			return false, nil
 		}}, nil, nil)
@@ -313,7 +313,7 @@ func TestEagerTriesWhenTaken(t *testing.T) {
 	for _, eager := range []bool{false, true} {
 		tried := make(chan struct{}, 1)
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		r.wait(ctx, "n", attempt{eager: eager, try: func(context.Context) (bool, error) {
+		runWait(ctx, r, nil, "n", attempt{eager: eager, try: func(context.Context) (bool, error) {
 			tried <- struct{}{}
 			return true, nil
 		}}, nil, nil)

@@ -29,6 +29,7 @@ type Locker struct {
 	store *store
 	clock *serverClock
 	waits *waitRegistry
+	watch *watcher // the change stream that feeds waits; nil: none (WithChangeStreams(false))
 
 	probeMu sync.Mutex
 	probed  bool
@@ -75,7 +76,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 		stale:   map[string]staleSeen{},
 	}
 	if o.watch {
-		l.waits.watch = &watcher{open: l.openHolderChanges, sink: l.waits, log: o.logger, self: l.id,
+		l.watch = &watcher{open: l.openHolderChanges, sink: l.waits, log: o.logger, self: l.id,
 			onStream: o.observer.ChangeStream, now: clock.SurelyPast}
 	}
 	l.waits.self = l.id
@@ -112,8 +113,8 @@ func (l *Locker) Close() error {
 			wg.Go(func() { free() })
 		}
 	}
-	if l.waits.watch != nil {
-		l.waits.watch.close()
+	if l.watch != nil {
+		l.watch.close()
 	}
 	wg.Wait()
 	l.bg.close() // no clean-up is added once closed

@@ -55,7 +55,7 @@ func (m *Mutex) Lock(ctx context.Context) error {
 		return ok, err
 	}
 	l := m.s.l
-	err := l.waits.wait(ctx, m.name, attempt{try: try, peek: l.peek(m.name), look: l.look(m.name, "")}, m.s.done, m.s.ended)
+	err := l.wait(ctx, m.name, attempt{try: try, peek: l.peek(m.name), look: l.look(m.name, "")}, m.s.done, m.s.ended)
 	if err != nil {
 		return err
 	}

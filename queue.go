@@ -18,7 +18,6 @@ import (
 type waitRegistry struct {
 	cfg     waitConfig
 	clock   *serverClock
-	watch   *watcher        // nil: no change streams
 	closed  <-chan struct{} // the Locker's: waits end with ErrClosed
 	self    string          // the Locker's id among waiting Lockers
 	entries waitingEntries  // this Locker's entries among a lock's waiting Lockers; nil: none (tests)
@@ -223,18 +222,6 @@ func (r *waitRegistry) wakeLocked(q *nameQueue) {
 	if len(q.waiters) > 0 {
 		q.waiters[0].freed = true
 		signal(q.waiters[0].kick)
-	}
-}
-
-func (r *waitRegistry) want() {
-	if r.watch != nil {
-		r.watch.want()
-	}
-}
-
-func (r *waitRegistry) unwant() {
-	if r.watch != nil {
-		r.watch.unwant()
 	}
 }
 

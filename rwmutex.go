@@ -65,7 +65,7 @@ func (rw *RWMutex) Lock(ctx context.Context) error {
 	}
 	l := rw.s.l
 	a := attempt{try: try, peek: l.peek(rw.id), noTurns: true}
-	if err := l.waits.wait(ctx, rw.id, a, rw.s.done, rw.s.ended); err != nil {
+	if err := l.wait(ctx, rw.id, a, rw.s.done, rw.s.ended); err != nil {
 		return err
 	}
 	if err := rw.drain(ctx, h); err != nil {
@@ -119,8 +119,8 @@ func (rw *RWMutex) drain(ctx context.Context, h *hold) error {
 	l := rw.s.l
 	news := l.waits.observe(rw.id)
 	defer l.waits.unobserve(rw.id, news)
-	l.waits.want() // readers' releases come by the change stream
-	defer l.waits.unwant()
+	l.wantNews() // readers' releases come by the change stream
+	defer l.unwantNews()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	pause := l.waits.minPause()
@@ -215,7 +215,7 @@ func (rw *RWMutex) RLock(ctx context.Context) error {
 	}
 	l := rw.s.l
 	a := attempt{try: try, peek: l.peek(rw.id), noTurns: true, shared: true}
-	if err := l.waits.wait(ctx, rw.id, a, rw.s.done, rw.s.ended); err != nil {
+	if err := l.wait(ctx, rw.id, a, rw.s.done, rw.s.ended); err != nil {
 		return err
 	}
 	rw.addRead(h)

@@ -74,7 +74,7 @@ func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time
 	defer cancel()
 	// Eager: the owner may take its own lock again, however taken it looks.
 	a := attempt{try: try, peek: l.peek(name), eager: true, look: l.look(name, owner)}
-	err := l.waits.wait(waitCtx, name, a, nil, nil)
+	err := l.wait(waitCtx, name, a, nil, nil)
 	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(waitCtx), errWaited) {
 		return fmt.Errorf("%w: %q still held after waiting %v: %w", ErrLocked, name, wait, context.DeadlineExceeded)
 	}

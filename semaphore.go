@@ -104,7 +104,7 @@ func (sem *Semaphore) Acquire(ctx context.Context) (*Permit, error) {
 	}
 	l := sem.s.l
 	a := attempt{try: try, peek: sem.peek, noTurns: true, shared: true}
-	if err := l.waits.wait(ctx, sem.queue, a, sem.s.done, sem.s.ended); err != nil {
+	if err := l.wait(ctx, sem.queue, a, sem.s.done, sem.s.ended); err != nil {
 		return nil, err
 	}
 	return p, nil

@@ -34,7 +34,7 @@ func waitTwice(t *testing.T, r *waitRegistry, peek func(context.Context) peeked,
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- r.wait(ctx, "n", attempt{
+		done <- runWait(ctx, r, nil, "n", attempt{
 			try: func(context.Context) (bool, error) {
 				n++
 				tries <- struct{}{}
@@ -89,7 +89,7 @@ func TestFreeReadAgainBacksOff(t *testing.T) {
 	var tries, peeks int
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	r.wait(ctx, "n", attempt{
+	runWait(ctx, r, nil, "n", attempt{
 		try:  func(context.Context) (bool, error) { tries++; return false, nil },
 		peek: func(context.Context) peeked { peeks++; return peeked{free: true} },
 	}, nil, nil)
@@ -126,7 +126,7 @@ func TestWaitersRefreshBeforeStale(t *testing.T) {
 	r.mu.Lock()
 	r.queue("n").told.firm = clock.Now().Add(time.Hour) // kept for an hour
 	r.mu.Unlock()
-	if d, firm, _ := r.nextWait(context.Background(), "n", nil, false); !firm || d > rejoinAfter {
+	if d, firm, _ := testNextWait(r, "n"); !firm || d > rejoinAfter {
 		t.Fatalf("a wait for a lock kept an hour: %v (firm %v), want at most %v", d, firm, rejoinAfter)
 	}
 }

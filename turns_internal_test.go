@@ -114,13 +114,13 @@ func TestLookedForgetsTurn(t *testing.T) {
 	r := newWaitRegistry(options{pollInterval: time.Second, safetyPoll: time.Second, window: defaultWindow}, clock, nil)
 	now := clock.Now()
 	r.looked("n", lockView{until: now.Add(time.Minute), turn: true, holder: "x", place: 2})
-	if d, _, _ := r.nextWait(context.Background(), "n", nil, false); d < 30*time.Second {
+	if d, _, _ := testNextWait(r, "n"); d < 30*time.Second {
 		t.Fatalf("during another's turn: wait %v, want to its end", d)
 	}
 	for _, v := range []lockView{{free: true}, {until: now.Add(time.Minute), holder: "y", place: 1}} {
 		r.looked("n", lockView{until: now.Add(time.Minute), turn: true, holder: "x", place: 2})
 		r.looked("n", v)
-		if d, _, _ := r.nextWait(context.Background(), "n", nil, false); d > time.Second+time.Millisecond && !v.free || v.free && d > time.Second {
+		if d, _, _ := testNextWait(r, "n"); d > time.Second+time.Millisecond && !v.free || v.free && d > time.Second {
 			t.Errorf("after a read showing %+v: wait %v, want at most the poll interval", v, d)
 		}
 	}
@@ -170,7 +170,7 @@ func TestPollerReadsBackOff(t *testing.T) {
 	var reads atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	r.wait(ctx, "n", attempt{
+	runWait(ctx, r, nil, "n", attempt{
 		try:  func(context.Context) (bool, error) { return false, nil },
 		look: func(context.Context) lockView { reads.Add(1); return lockView{until: clock.Now().Add(time.Minute)} },
 	}, nil, nil)
@@ -274,7 +274,7 @@ func TestHandedOnHeadReads(t *testing.T) {
 		handed <- time.Now()
 		r.handedOn("n", turn{heir: "x", until: clock.Now().Add(100 * time.Millisecond)})
 	}()
-	r.wait(ctx, "n", attempt{
+	runWait(ctx, r, nil, "n", attempt{
 		try: func(context.Context) (bool, error) { tries.Add(1); return false, nil },
 		look: func(context.Context) lockView {
 			if reads.Add(1) == 1 {
@@ -345,11 +345,17 @@ func TestPollerDoesNotAttemptWithAnEndedContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var tries atomic.Int64
-	err := r.wait(ctx, "n", attempt{
+	err := runWait(ctx, r, nil, "n", attempt{
 		try:  func(context.Context) (bool, error) { tries.Add(1); return false, nil },
 		look: func(context.Context) lockView { cancel(); return lockView{free: true} },
 	}, nil, nil)
 	if err != context.Canceled || tries.Load() != 1 {
 		t.Errorf("wait returned %v after %d attempts; want context.Canceled after the first attempt only", err, tries.Load())
 	}
+}
+
+// testNextWait is the wait a head of name would choose after news (no
+// read of the lock), without queueing one.
+func testNextWait(r *waitRegistry, name string) (time.Duration, bool, bool) {
+	return (&waiting{r: r, ctx: context.Background(), name: name}).nextWait(nil, false)
 }

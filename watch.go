@@ -26,9 +26,9 @@ type wakeSink interface {
 	// leader: a lock of that name was taken with this fencing token and
 	// value (an election's new leader), told before any folding.
 	leader(name string, lead leadership, value string)
-	notifyAll()               // any lock may have been freed: events may have been missed
-	streaming(on bool)        // whether releases are being watched
-	eventLag(d time.Duration) // how late the latest events came (eventlag.go)
+	notifyAll()                            // any lock may have been freed: events may have been missed
+	streaming(on bool)                     // whether releases are being watched
+	eventLag(d time.Duration) (pause bool) // how late the latest events came (eventlag.go); pause: close the stream for reprobeAfter
 }
 
 // watcher runs ONE change stream per Locker while goroutines of the
@@ -273,8 +273,8 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 		}
 		clear(state)
 		order = order[:0]
-		if len(lags) > 0 {
-			w.sink.eventLag(lags.typical())
+		if len(lags) > 0 && w.sink.eventLag(lags.typical()) {
+			w.pause(reprobeAfter)
 		}
 	}
 	defer flush()

@@ -171,7 +171,7 @@ func (r *recorder) turn(name, heir string, _ time.Time)    { r.add("turn " + nam
 func (r *recorder) readersChanged(name string)             { r.add("readers " + name) }
 func (r *recorder) joined(name, locker string)             { r.add("joined " + name + " " + locker) }
 func (r *recorder) leader(string, leadership, string)      {}
-func (r *recorder) eventLag(time.Duration)                 {}
+func (r *recorder) eventLag(time.Duration) bool            { return false }
 func (r *recorder) streaming(on bool) {
 	if on {
 		r.add("on")
