@@ -69,7 +69,9 @@ func TestUnlockRacingKeepalive(t *testing.T) {
 	l := internalLocker(t, internalCollMonitored(t, mon))
 	ctx := context.Background()
 	var err error
-	s, err = l.NewSession(ctx)
+	// No tick of its own in the test's time: the first update answered
+	// once armed is the release's.
+	s, err = l.NewSession(ctx, WithTTL(time.Minute), WithRenewInterval(25*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,7 @@ const runLength = 4
 // The window of liveness. A waiting Locker refreshes its entry among the
 // lock's waiting Lockers every rejoinAfter: at the first attempt or read
 // after that much time since it joined (its waits are never longer,
-// wait.go), so its entry is never older than about twice that. An entry
+// waitloop.go), so its entry is never older than about twice that. An entry
 // older than staleAfter is taken for its Locker's death (killed, crashed,
 // cut off): it is never named heir nor counts as a poller that holds
 // releases back, and the next release of the lock (or kept hold, or
