@@ -240,50 +240,74 @@ func (g *waiting) join() {
 	}
 }
 
-// nextWait returns how long the head waits after a failed try: until the
-// holder's lease ends or the next poll, whichever comes first (but not
-// before another Locker's turn ends). A kept
-// lock (firm) is waited for to its end, with no poll before. When what it
-// knows of the lease is out of date, it reads the lock (peek); a read that
-// shows it free has the head try again at once, unless the read before
-// (freeBefore) showed it free too and the try failed all the same (a lock
-// this kind of hold cannot take, or a quicker taker): then it backs off
-// with the name's poll pause, which doubles at each wait. free reports
-// what this read showed.
+// nextWait returns how long the head waits after a failed try (or after
+// news, with no peek), as planWait decides: it reads the lock (peek) when
+// planWait asks to, and then decides again with what the read showed.
 func (g *waiting) nextWait(peek func(context.Context) peeked, freeBefore bool) (d time.Duration, firm, free bool) {
-	r := g.r
-	k := r.waitState(g.name)
-	local, d, expiry, turnUntil, firmUntil, backoff := k.local, k.pause, k.expiry, k.turnUntil, k.firm, k.backoff
-	if local > 0 {
-		return d, false, false
-	}
-	now, unc := r.clock.Read()
-	// A taker's filter allows for its clock's error: a kept lock binds
-	// until unc after its end. A long one is not waited for in one go:
-	// the waiter's entry among the waiting Lockers must be refreshed.
-	if firmUntil.After(now.Add(-unc)) {
-		d = min(firmUntil.Sub(now)+unc+time.Millisecond, r.cfg.window.rejoin)
-		return d, true, false
-	}
-	if !expiry.After(now) && peek != nil && d >= peekAfter {
-		// What we knew is out of date: learn the current lease end once.
-		// While polls come quickly a timer for it would add little.
+	k := g.r.waitState(g.name)
+	now, unc := g.r.clock.Read()
+	rejoin := g.r.cfg.window.rejoin
+	plan := planWait(k, nil, peek != nil, freeBefore, now, unc, rejoin, jitter)
+	if plan.peek {
 		p := peek(g.ctx)
-		r.sawLease(g.name, p)
-		if p.firm && p.until.After(now.Add(-unc)) {
-			d = min(p.until.Sub(now)+unc+time.Millisecond, r.cfg.window.rejoin)
-			return d, true, false
+		g.r.sawLease(g.name, p)
+		plan = planWait(k, &p, true, freeBefore, now, unc, rejoin, jitter)
+	}
+	return plan.wait, plan.firm, plan.free
+}
+
+// waitPlan is how long a head waits after a failed try: firm when a kept
+// lock is waited for to its end, with no poll before; free when a read
+// showed the lock free; peek when it should read the lock first.
+type waitPlan struct {
+	wait             time.Duration
+	firm, free, peek bool
+}
+
+// planWait decides how long the head waits after a failed try, from what
+// the registry knows of name (k), at server time now with the clock's
+// error unc: until the holder's lease ends or the next poll, whichever
+// comes first (but not before another Locker's turn ends). A kept lock
+// (firm) is waited for to its end, with no poll before, but never longer
+// than rejoin in one go: the waiter's entry among the waiting Lockers must
+// be refreshed. When what it knows of the lease is out of date and it may
+// read the lock (canPeek), it asks to (peek), and is called again with
+// what the read showed (seen): a read that shows the lock free has the
+// head try again at once, unless the read before (freeBefore) showed it
+// free too and the try failed all the same (a lock this kind of hold
+// cannot take, or a quicker taker): then it backs off with the name's
+// poll pause. jitter spreads that pause (the identity in tests).
+func planWait(k waitState, seen *peeked, canPeek, freeBefore bool, now time.Time, unc, rejoin time.Duration,
+	jitter func(time.Duration) time.Duration) waitPlan {
+	d := k.pause
+	if k.local > 0 {
+		return waitPlan{wait: d}
+	}
+	// A taker's filter allows for its clock's error: a kept lock binds
+	// until unc after its end.
+	if k.firm.After(now.Add(-unc)) {
+		return waitPlan{wait: min(k.firm.Sub(now)+unc+time.Millisecond, rejoin), firm: true}
+	}
+	expiry, free := k.expiry, false
+	// What we knew is out of date: learn the current lease end once. While
+	// polls come quickly a timer for it would add little.
+	if !expiry.After(now) && d >= peekAfter && (seen != nil || canPeek) {
+		if seen == nil {
+			return waitPlan{peek: true}
 		}
+		p := *seen
 		switch {
+		case p.firm && p.until.After(now.Add(-unc)):
+			return waitPlan{wait: min(p.until.Sub(now)+unc+time.Millisecond, rejoin), firm: true}
 		case p.free && !freeBefore:
 			// Free, or its lease over, since the attempt: try again as
 			// soon as any taker would count it free.
-			return unc + time.Millisecond, false, true
+			return waitPlan{wait: unc + time.Millisecond, free: true}
 		case p.free:
-			// Free again, and the try failed again: someone quicker, or
-			// a lock this kind of hold cannot take. Back off, from the
+			// Free again, and the try failed again: someone quicker, or a
+			// lock this kind of hold cannot take. Back off, from the
 			// shortest pause.
-			return min(jitter(backoff), d), false, true
+			return waitPlan{wait: min(jitter(k.backoff), d), free: true}
 		}
 		expiry, free = p.until, p.free
 	}
@@ -294,10 +318,10 @@ func (g *waiting) nextWait(peek func(context.Context) peeked, freeBefore bool) (
 	}
 	// Not before another Locker's turn is over (a poller's pause may be
 	// shorter than the turn).
-	if rest := turnUntil.Sub(now) + unc + time.Millisecond; turnUntil.After(now) && rest > d {
+	if rest := k.turnUntil.Sub(now) + unc + time.Millisecond; k.turnUntil.After(now) && rest > d {
 		d = rest
 	}
-	return d, false, free
+	return waitPlan{wait: d, free: free}
 }
 
 // peekAfter is the poll pause from which a waiter reads the holder's lease
