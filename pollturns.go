@@ -340,16 +340,25 @@ func smoothed(est, d time.Duration) time.Duration {
 	return (3*est + min(d, 2*est)) / 4
 }
 
-// readAfterTry returns how long a polling head waits, after a failed
-// attempt, before it reads the lock: a failed attempt says nothing of its
-// place, so the read comes at the pace of the next in turn; but a lock
-// known kept (no one releases it before its time) is waited for to then,
-// and a head whose process just handed the lock on waits as its place,
-// behind every other waiting Locker, says.
-func (r *waitRegistry) readAfterTry(name string) time.Duration {
+// readWait reports whether name's head reads the lock before it attempts
+// (readsLocked), and if so how long it waits, after a failed attempt,
+// before that read: a failed attempt says nothing of its place, so the
+// read comes at the pace of the next in turn; but a lock known kept (no
+// one releases it before its time) is waited for to then, and a head whose
+// process just handed the lock on waits as its place, behind every other
+// waiting Locker, says.
+func (r *waitRegistry) readWait(name string) (d time.Duration, reads bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
+	if !r.readsLocked(q) {
+		return 0, false
+	}
+	return r.readAfterTryLocked(q), true
+}
+
+// readAfterTryLocked is readWait's wait; r.mu must be held.
+func (r *waitRegistry) readAfterTryLocked(q *nameQueue) time.Duration {
 	if now, unc := r.clock.Read(); q.told.firm.After(now.Add(-unc)) {
 		return min(q.told.firm.Sub(now)+unc+time.Millisecond, r.cfg.window.rejoin)
 	}
@@ -373,15 +382,20 @@ func (r *waitRegistry) readAfterTry(name string) time.Duration {
 	return jitter(pace)
 }
 
-// dueTry reports, once, whether the head's next poll is an attempt
-// rather than a read: the holder's run was expected to end then.
-func (r *waitRegistry) dueTry(name string) bool {
+// readsFirst reports whether name's head, at its poll, reads the lock
+// before it attempts: it reads the lock at its polls (readsLocked), and
+// its next poll is not the attempt a read planned for when the holder's
+// run should end (tryNext, said once).
+func (r *waitRegistry) readsFirst(name string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
+	if !r.readsLocked(q) {
+		return false
+	}
 	due := q.pace.tryNext
 	q.pace.tryNext = false
-	return due
+	return !due
 }
 
 // pollTurn is how much longer than turnGrace a turn given to a poller

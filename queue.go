@@ -118,15 +118,16 @@ func (r *waitRegistry) sweepLocked() {
 // queues to forget.
 const minSweep = 256
 
-// state reports whether w heads name's queue, and whether it was told the
-// lock may be free.
-func (r *waitRegistry) state(name string, w *waiter) (head, freed bool) {
+// kicked reports, for a waiter w that was kicked, whether it heads name's
+// queue, whether it was told the lock may be free, and whether a head
+// reads the lock at its polls (readsLocked): all under one lock.
+func (r *waitRegistry) kicked(name string, w *waiter) (head, freed, reads bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	head = len(q.waiters) > 0 && q.waiters[0] == w
 	freed, w.freed = w.freed, false
-	return head, freed
+	return head, freed, r.readsLocked(q)
 }
 
 // leave takes w out of name's queue; a new head is told to start polling,

@@ -219,7 +219,7 @@ func TestHeirAttemptsWhenRunEnds(t *testing.T) {
 	if try || d <= 0 || d > hold/2 {
 		t.Fatalf("next in turn, the run's last release in %v: try %v, wait %v, want a wait up to then", hold/2, try, d)
 	}
-	if !r.dueTry("n") || r.dueTry("n") {
+	if r.readsFirst("n") || !r.readsFirst("n") {
 		t.Fatal("the poll after that wait should attempt, once, rather than read")
 	}
 	// A run further on, with nothing to wait for: attempt now.
@@ -229,7 +229,7 @@ func TestHeirAttemptsWhenRunEnds(t *testing.T) {
 	// A wait longer than half a poller's shortest turn reads first: the
 	// run may end sooner.
 	r.looked("n", view(1, now.Add(-2*hold))) // another hold: fresh
-	if try, d := r.looked("n", view(0, now)); try || d > turnGrace/2 || r.dueTry("n") {
+	if try, d := r.looked("n", view(0, now)); try || d > turnGrace/2 || !r.readsFirst("n") {
 		t.Fatalf("the run's end 3.5 holds away: try %v, wait %v, want a read within %v", try, d, turnGrace/2)
 	}
 	// Two holds are not of one run when the fencing tokens between them
@@ -311,7 +311,7 @@ func TestPollerBacksOffWithNothingMeasured(t *testing.T) {
 		if try, _ := r.looked("m", lockView{free: true}); !try {
 			t.Fatal("a read showing the lock free should attempt")
 		}
-		d = r.readAfterTry("m") // the attempt failed
+		d, _ = r.readWait("m") // the attempt failed
 	}
 	if d < 250*time.Millisecond {
 		t.Errorf("8 failed attempts after reads showing the lock free: next read in %v, want it backed off", d)

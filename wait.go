@@ -41,13 +41,12 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2)
 }
 
-// reads reports whether name's head reads the lock at its polls
+// readsLocked reports whether q's head reads the lock at its polls
 // (pollturns.go): this Locker learns of releases only by polling, and no
-// hold of this process has the name (whose end wakes the head).
-func (r *waitRegistry) reads(name string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return !r.streamOn() && r.queue(name).local == 0
+// hold of this process has the name (whose end wakes the head); r.mu must
+// be held.
+func (r *waitRegistry) readsLocked(q *nameQueue) bool {
+	return !r.streamOn() && q.local == 0
 }
 
 // capLocked is the longest poll pause now; r.mu must be held.

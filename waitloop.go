@@ -164,7 +164,7 @@ func (g *waiting) try() (done bool, err error) {
 // for this Locker.
 func (g *waiting) due() error {
 	g.tryNow = true
-	if g.a.look == nil || !g.r.reads(g.name) || g.r.dueTry(g.name) {
+	if g.a.look == nil || !g.r.readsFirst(g.name) {
 		return nil
 	}
 	v := g.a.look(g.ctx)
@@ -182,13 +182,13 @@ func (g *waiting) due() error {
 // kicked is news for this waiter: the lock may be free (try now), or it
 // became the head, or news of the lock came.
 func (g *waiting) kicked() {
-	head, freed := g.r.state(g.name, g.w)
+	head, freed, reads := g.r.kicked(g.name, g.w)
 	switch {
 	case freed:
 		g.news = true
 		g.timer.Stop()
 		g.tryNow = true
-	case head && g.a.look != nil && g.r.reads(g.name):
+	case head && g.a.look != nil && reads:
 		// A head that reads the lock is paced by its reads: a new one, or
 		// one whose process just handed the lock on, reads soon to learn
 		// its place.
@@ -222,10 +222,12 @@ func (g *waiting) setTimer(d time.Duration) {
 // (it says nothing of this Locker's place in the turns); otherwise the
 // next attempt (nextWait).
 func (g *waiting) arm() {
-	if g.a.look != nil && g.r.reads(g.name) {
-		g.setTimer(g.r.readAfterTry(g.name))
-		g.freeSeen = false
-		return
+	if g.a.look != nil {
+		if d, reads := g.r.readWait(g.name); reads {
+			g.setTimer(d)
+			g.freeSeen = false
+			return
+		}
 	}
 	var d time.Duration
 	d, _, g.freeSeen = g.nextWait(g.a.peek, g.freeSeen)
