@@ -40,10 +40,10 @@ type attempt struct {
 	look func(ctx context.Context) lockView
 }
 
-// wait queues behind this Locker's waiters of name and returns when a.try succeeds
-// (nil), fails (its error), ctx ends (ctx.Err()), the Locker closes
-// (ErrClosed), or stop is closed (stopErr()). A waiter that leaves with
-// news that the lock may be free, unused, passes it to the next.
+// wait queues behind this Locker's waiters of name and returns when a.try
+// succeeds (nil), fails (its error), ctx ends (ctx.Err()), the Locker
+// closes (ErrClosed), or stop is closed (stopErr()). A waiter that leaves
+// with news that the lock may be free, unused, passes it to the next.
 //
 // Each pass tries when told to (tryNow), then sleeps until one of: the
 // caller gives up, the timer (a poll, a lease's or a turn's end), or a
