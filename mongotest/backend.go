@@ -17,6 +17,9 @@ type backendClient struct {
 	mu     sync.Mutex
 	client *mongo.Client
 	at     string // the address client is connected to
+	// leaving counts the Disconnects of clients of former addresses,
+	// which close waits for.
+	leaving sync.WaitGroup
 }
 
 // get returns a client of the current backend.
@@ -28,7 +31,8 @@ func (b *backendClient) get() (*mongo.Client, error) {
 		return b.client, nil
 	}
 	if b.client != nil {
-		go b.client.Disconnect(context.Background())
+		old := b.client
+		b.leaving.Go(func() { disconnect(old) })
 		b.client = nil
 	}
 	c, err := mongo.Connect(mopt.Client().ApplyURI("mongodb://" + addr + "/?directConnection=true").
@@ -40,14 +44,22 @@ func (b *backendClient) get() (*mongo.Client, error) {
 	return c, nil
 }
 
-// close disconnects the client, within a second.
+// close disconnects the client, and waits for the clients of former
+// addresses to be disconnected: within a second each.
 func (b *backendClient) close() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.client != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		b.client.Disconnect(ctx)
+		disconnect(b.client)
 		b.client = nil
 	}
+	b.mu.Unlock()
+	b.leaving.Wait()
+}
+
+// disconnect disconnects c within a second: a server that is gone cannot
+// hold it longer.
+func disconnect(c *mongo.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c.Disconnect(ctx)
 }
