@@ -51,7 +51,7 @@ func (e *Election) campaign(ctx context.Context, value string) (*hold, error) {
 	var h *hold
 	start := time.Now()
 	try := func(ctx context.Context) (ok bool, err error) {
-		h, ok, err = e.s.acquire(ctx, "election", e.name, value, start, holdOptions{})
+		h, ok, err = e.s.acquire(ctx, claim{name: e.name, kind: electionKind{value: value}, calledAt: start}, holdOptions{})
 		return ok, err
 	}
 	l := e.s.l

@@ -61,12 +61,17 @@ func (h *hold) end(err error) {
 // ended tells this process's waiters that the hold ended: a permit's
 // semaphore may have one free.
 func (h *hold) ended() {
-	if h.sem != "" || h.reader {
+	if !h.turned() {
 		h.s.l.waits.wake(h.queue())
 	} else {
 		h.s.l.waits.released(h.name)
 	}
 }
+
+// turned reports whether the hold is its lock's one holder, with a place
+// in the name's turns: not a permit's slot or a read hold, which have no
+// waiting Lockers (lockKind.mark).
+func (h *hold) turned() bool { return h.sem == "" && !h.reader }
 
 // queue is the name this process's waiters for the hold's lock wait on.
 func (h *hold) queue() string { return cmp.Or(h.sem, h.name) }
@@ -154,7 +159,7 @@ func (h *hold) free() error {
 	if until := h.keepUntil(); !until.IsZero() {
 		return h.keep(until, h.clock)
 	}
-	if h.sem != "" || h.reader {
+	if !h.turned() {
 		defer s.l.waits.wake(h.queue())
 		return h.unlocked(h.write(func(ctx context.Context) (bool, error) {
 			if h.reader {
@@ -272,7 +277,7 @@ func (h *hold) keep(until time.Time, election any) error {
 	ctx, cancel := h.unlockContext() // the read's and the keep's
 	defer cancel()
 	var stale []string
-	if h.sem == "" && !h.reader { // a permit's slot or a read hold has no waiting Lockers
+	if h.turned() {
 		stale = s.l.waits.staleOf(h.name, h.waitersNow(ctx))
 	}
 	matched, lostReply, err := writeIn(ctx, func(ctx context.Context) (bool, error) {

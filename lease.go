@@ -87,3 +87,11 @@ func sameClock(stamp, election any) bool {
 	}
 	return stamp == nil && election == nil
 }
+
+// overIn is how long from server time now, read with the error unc, until
+// every taker counts a lease or turn that ends at end as over: the takers'
+// filter allows for the clock's error, and so do the timers that wake a
+// waiter for that end.
+func overIn(end, now time.Time, unc time.Duration) time.Duration {
+	return end.Sub(now) + unc + time.Millisecond
+}

@@ -248,7 +248,7 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 		c.election = election
 		t = taken{sent: time.Now(), first: first, unc: unc, now: now, election: election}
 		var doc *lockDoc
-		doc, ok, err = l.store.acquire(ctx, c, now, unc)
+		doc, ok, err = c.kind.take(ctx, l.store, c, now, l.store.over(now.Add(-unc), election))
 		if err == nil {
 			if ok {
 				t.fence, t.waiting, t.id = doc.Fence, doc.Turns.waiters(now, l.opts.window.stale), doc.Name
@@ -329,19 +329,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // attempt for c may have taken unseen: the caller's context may be gone,
 // and its caller must not wait for the server. Close waits for these.
 func (l *Locker) forget(c claim) {
-	release := func(ctx context.Context) (bool, error) {
-		switch {
-		case c.read:
-			return l.store.releaseRead(ctx, c.name, reader{Token: c.holder, Session: c.session})
-		case c.slots != nil: // whichever slot c.holder holds
-			return false, l.store.releaseAll(ctx, c.session, []string{c.holder})
-		}
-		return l.store.release(ctx, c.name, c.holder, turn{})
-	}
 	l.background(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
-		if _, err := release(ctx); err != nil {
+		if err := c.kind.forget(ctx, l.store, c); err != nil {
 			l.opts.logger.Warn("mongolock: could not release what an acquire whose outcome is unknown may have taken; it expires with its lease",
 				"name", displayName(c.name), "err", err)
 		}

@@ -51,7 +51,7 @@ func (m *Mutex) Lock(ctx context.Context) error {
 	var h *hold
 	start := time.Now()
 	try := func(ctx context.Context) (ok bool, err error) {
-		h, ok, err = m.s.acquire(ctx, "mutex", m.name, "", start, m.bounds)
+		h, ok, err = m.s.acquire(ctx, claim{name: m.name, kind: mutexKind{}, calledAt: start}, m.bounds)
 		return ok, err
 	}
 	l := m.s.l
@@ -70,7 +70,7 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 	if err := m.check(ctx); err != nil {
 		return err
 	}
-	h, ok, err := m.s.acquire(ctx, "mutex", m.name, "", time.Now(), m.bounds)
+	h, ok, err := m.s.acquire(ctx, claim{name: m.name, kind: mutexKind{}, calledAt: time.Now()}, m.bounds)
 	switch {
 	case err != nil:
 		return err

@@ -175,7 +175,7 @@ func (r *waitRegistry) looked(name string, v lockView) (try bool, d time.Duratio
 	}
 	now, unc := r.clock.Read()
 	at := time.Now()
-	rest := v.until.Sub(now) + unc + time.Millisecond // until the lease or turn is surely over
+	rest := overIn(v.until, now, unc) // until the lease or turn is surely over
 	if v.firm {
 		q.told.firm = v.until
 		return false, min(rest, r.cfg.window.rejoin) // and joins again, if due
@@ -360,7 +360,7 @@ func (r *waitRegistry) readWait(name string) (d time.Duration, reads bool) {
 // readAfterTryLocked is readWait's wait; r.mu must be held.
 func (r *waitRegistry) readAfterTryLocked(q *nameQueue) time.Duration {
 	if now, unc := r.clock.Read(); q.told.firm.After(now.Add(-unc)) {
-		return min(q.told.firm.Sub(now)+unc+time.Millisecond, r.cfg.window.rejoin)
+		return min(overIn(q.told.firm, now, unc), r.cfg.window.rejoin)
 	}
 	q.pace.tryNext = false
 	pace := r.paceLocked(q)

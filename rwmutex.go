@@ -5,10 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // RWMutex is a distributed reader/writer lock on one name: any number of
@@ -60,7 +56,7 @@ func (rw *RWMutex) Lock(ctx context.Context) error {
 	var h *hold
 	start := time.Now()
 	try := func(ctx context.Context) (ok bool, err error) {
-		h, ok, err = rw.s.acquire(ctx, "write", rw.id, "", start, holdOptions{})
+		h, ok, err = rw.s.acquire(ctx, claim{name: rw.id, kind: writeKind{}, calledAt: start}, holdOptions{})
 		return ok, err
 	}
 	l := rw.s.l
@@ -95,7 +91,7 @@ func (rw *RWMutex) TryLock(ctx context.Context) error {
 	if err := rw.s.check(ctx, rw.name); err != nil {
 		return err
 	}
-	h, ok, err := rw.s.acquireClaim(ctx, claim{name: rw.id, alone: true, kind: "write", calledAt: time.Now()}, holdOptions{})
+	h, ok, err := rw.s.acquire(ctx, claim{name: rw.id, kind: writeKind{alone: true}, calledAt: time.Now()}, holdOptions{})
 	switch {
 	case err != nil:
 		return err
@@ -146,7 +142,7 @@ func (rw *RWMutex) drain(ctx context.Context, h *hold) error {
 		// Until the readers' leases end, or the next poll.
 		now, unc := l.clock.Read()
 		d := jitter(pause)
-		if rest := until.Sub(now) + unc + time.Millisecond; rest > 0 && rest < d {
+		if rest := overIn(until, now, unc); rest > 0 && rest < d {
 			d = rest
 		}
 		l.waits.mu.Lock()
@@ -208,9 +204,9 @@ func (rw *RWMutex) RLock(ctx context.Context) error {
 		return err
 	}
 	var h *hold
-	c := claim{name: rw.id, read: true, kind: "read", calledAt: time.Now()}
+	c := claim{name: rw.id, kind: readKind{}, calledAt: time.Now()}
 	try := func(ctx context.Context) (ok bool, err error) {
-		h, ok, err = rw.s.acquireClaim(ctx, c, holdOptions{})
+		h, ok, err = rw.s.acquire(ctx, c, holdOptions{})
 		return ok, err
 	}
 	l := rw.s.l
@@ -229,7 +225,7 @@ func (rw *RWMutex) TryRLock(ctx context.Context) error {
 	if err := rw.s.check(ctx, rw.name); err != nil {
 		return err
 	}
-	h, ok, err := rw.s.acquireClaim(ctx, claim{name: rw.id, read: true, kind: "read", calledAt: time.Now()}, holdOptions{})
+	h, ok, err := rw.s.acquire(ctx, claim{name: rw.id, kind: readKind{}, calledAt: time.Now()}, holdOptions{})
 	switch {
 	case err != nil:
 		return err
@@ -291,151 +287,4 @@ func holdErr(h *hold) error {
 	h.s.mu.Lock()
 	defer h.s.mu.Unlock()
 	return h.life.err
-}
-
-// readFilter matches the RWMutex document c may read: no writer, or one
-// whose lease surely ran out (past), or c's read hold there already
-// (a repeated attempt). As acquireFilter, never equalities on _id alone.
-func readFilter(c claim, past leasePast) bson.D {
-	return bson.D{{Key: "_id", Value: c.name}, {Key: "$or", Value: append(bson.A{
-		bson.D{{Key: "holder", Value: nil}},
-		bson.D{{Key: "readers.t", Value: c.holder}}, // a repeated attempt
-	}, past.over("expiresAt")...)}}
-}
-
-// reader is one read hold in an RWMutex's document.
-type reader struct {
-	Token   string `bson:"t"`
-	Session string `bson:"s"`
-}
-
-// acquireRead adds a read hold for c to the RWMutex document c.name, in one
-// findOneAndUpdate with upsert, when no writer holds it or waits for it
-// (or the writer's lease surely ran out); otherwise the upsert fails on the
-// duplicate _id and ok is false. The readers' lease end only moves
-// forward.
-func (s *store) acquireRead(ctx context.Context, c claim, now time.Time, unc time.Duration) (*lockDoc, bool, error) {
-	filter := readFilter(c, s.over(now.Add(-unc), c.election))
-	// The writer field is left alone: a writer whose lease ran out is as
-	// good as none to every taker, and a repeated attempt must not clear a
-	// live writer that came after the first.
-	update := bson.D{
-		{Key: "$addToSet", Value: bson.D{{Key: "readers", Value: reader{Token: c.holder, Session: c.session}},
-			{Key: "readersClocks", Value: c.election}}},
-		{Key: "$max", Value: bson.D{{Key: "readersUntil", Value: now.Add(c.ttl)}}},
-	}
-	var doc lockDoc
-	err := s.coll.FindOneAndUpdate(ctx, filter, update, acquireOpts).Decode(&doc)
-	if mongo.IsDuplicateKeyError(err) {
-		// Two first readers upserted at once: the document exists now.
-		err = s.coll.FindOneAndUpdate(ctx, filter, update, acquireOpts).Decode(&doc)
-	}
-	switch {
-	case err == nil:
-		doc.Name = c.name
-		return &doc, true, nil
-	case mongo.IsDuplicateKeyError(err):
-		return nil, false, nil
-	default:
-		return nil, false, err
-	}
-}
-
-// releaseRead drops the read hold r from the RWMutex document id, and
-// reports whether it was there. The whole entry is pulled, as FerretDB does
-// not match a $pull's condition against an array's documents.
-func (s *store) releaseRead(ctx context.Context, id string, r reader) (bool, error) {
-	res, err := s.coll.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: id}, {Key: "readers.t", Value: r.Token}},
-		bson.D{{Key: "$pull", Value: bson.D{{Key: "readers", Value: r}}}})
-	if err != nil {
-		return false, err
-	}
-	return res.MatchedCount == 1, nil
-}
-
-// drainReaders reports whether writer, holding the RWMutex document id, has
-// it to itself: no reader, or none whose lease may still run (then it
-// clears them), in one round trip; otherwise it returns the readers' lease
-// end.
-func (s *store) drainReaders(ctx context.Context, id, writer string) (time.Time, bool, error) {
-	now, unc, election := s.clock.ReadElection()
-	filter := append(bson.D{{Key: "_id", Value: id}, {Key: "holder", Value: writer}}, noReaders(s.over(now.Add(-unc), election))...)
-	res, err := s.coll.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: bson.D{{Key: "readers", Value: bson.A{}}, {Key: "readersClocks", Value: bson.A{}}}}})
-	if err != nil || res.MatchedCount == 1 {
-		return time.Time{}, err == nil, err
-	}
-	doc, err := s.read(ctx, id)
-	switch {
-	case err != nil:
-		return time.Time{}, false, err
-	case doc == nil || doc.Holder != writer:
-		return time.Time{}, false, fmt.Errorf("%w: the writer's hold of %q is gone", ErrLockLost, id)
-	}
-	return doc.RW.ReadersUntil, false, nil
-}
-
-// noReaders is the condition that an RWMutex's document has no reader
-// whose lease may still run (past).
-func noReaders(past leasePast) bson.D {
-	return bson.D{{Key: "$or", Value: append(bson.A{
-		bson.D{{Key: "readers.0", Value: bson.D{{Key: "$exists", Value: false}}}},
-	}, past.over("readersUntil")...)}}
-}
-
-// renewReads is the keepalive's statement that extends the readers' lease
-// of the RWMutex document id, which the session reads with tokens, unless
-// it ran out or one of them is gone (cleared by a writer after the lease
-// ran out): another read hold of the session must not bring back one that
-// was lost.
-func renewReads(id string, tokens []string, now leasePast, ttl time.Duration) mongo.WriteModel {
-	// An update of many, as the holders' statement: the driver sends
-	// statements of one kind in one command.
-	return mongo.NewUpdateManyModel().SetFilter(bson.D{
-		{Key: "_id", Value: id},
-		{Key: "readers.t", Value: bson.D{{Key: "$all", Value: tokens}}},
-		{Key: "$or", Value: now.live("readersUntil")},
-	}).SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "readersUntil", Value: now.at.Add(ttl)}}},
-		{Key: "$addToSet", Value: bson.D{{Key: "readersClocks", Value: now.election}}}})
-}
-
-// liveReads returns which read holds the RWMutex documents reading still
-// have with a readers' lease that reaches until (the end a renewal wrote,
-// or another reader's later one).
-func (s *store) liveReads(ctx context.Context, reading []string, until time.Time) (map[string]bool, error) {
-	cur, err := s.coll.Find(ctx, bson.D{
-		{Key: "_id", Value: bson.D{{Key: "$in", Value: reading}}},
-		{Key: "readersUntil", Value: bson.D{{Key: "$gte", Value: until}}},
-	}, mopt.Find().SetProjection(bson.D{{Key: "readers", Value: 1}}))
-	if err != nil {
-		return nil, err
-	}
-	var docs []lockDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, err
-	}
-	live := map[string]bool{}
-	for _, d := range docs {
-		for _, r := range d.RW.Readers {
-			live[r.Token] = true
-		}
-	}
-	return live, nil
-}
-
-// releaseReads drops the read holds of session (tokens by RWMutex
-// document) from their documents, in one round trip.
-func (s *store) releaseReads(ctx context.Context, session string, reading map[string][]string) error {
-	var entries bson.A
-	var ids []string
-	for id, tokens := range reading {
-		ids = append(ids, id)
-		for _, t := range tokens {
-			entries = append(entries, reader{Token: t, Session: session})
-		}
-	}
-	_, err := s.coll.UpdateMany(ctx,
-		bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}},
-		bson.D{{Key: "$pullAll", Value: bson.D{{Key: "readers", Value: entries}}}})
-	return err
 }

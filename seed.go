@@ -36,7 +36,7 @@ func (l *Locker) GetLock(ctx context.Context, name, owner string, wait, ttl time
 	if err := l.ready(ctx); err != nil {
 		return err
 	}
-	c := claim{name: name, owner: owner, holder: newToken(), ttl: ttl}
+	c := claim{name: name, kind: mutexKind{}, owner: owner, holder: newToken(), ttl: ttl}
 	try := func(ctx context.Context) (bool, error) {
 		t, ok, err := l.take(ctx, c, nil, nil)
 		if ok {

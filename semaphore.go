@@ -152,8 +152,8 @@ func (sem *Semaphore) try(ctx context.Context, calledAt time.Time) (*Permit, err
 		sem.agreed = true
 		sem.mu.Unlock()
 	}
-	c := claim{name: sem.queue, slots: sem.slots, limit: sem.limit, kind: "permit", calledAt: calledAt}
-	h, ok, err := sem.s.acquireClaim(ctx, c, holdOptions{})
+	c := claim{name: sem.queue, kind: permitKind{slots: sem.slots, limit: sem.limit}, calledAt: calledAt}
+	h, ok, err := sem.s.acquire(ctx, c, holdOptions{})
 	if err != nil || ok || made {
 		return permit(h), err
 	}
@@ -163,7 +163,7 @@ func (sem *Semaphore) try(ctx context.Context, calledAt time.Time) (*Permit, err
 	sem.mu.Lock()
 	sem.made = true
 	sem.mu.Unlock()
-	h, _, err = sem.s.acquireClaim(ctx, c, holdOptions{})
+	h, _, err = sem.s.acquire(ctx, c, holdOptions{})
 	return permit(h), err
 }
 
@@ -184,6 +184,75 @@ func (sem *Semaphore) peek(ctx context.Context) peeked {
 		}
 	}
 	return peeked{until: first}
+}
+
+// permitKind is a Semaphore's permit: any free one of its slot documents,
+// each made with limit (makeSlots). The claim's name is the semaphore's
+// queue in this process; the hold's is the slot it took.
+type permitKind struct {
+	slots []string
+	limit int
+}
+
+// take takes any free slot for c in one findOneAndUpdate over the slots:
+// MongoDB applies it to one matching document, atomically. The slots
+// exist already (makeSlots), so there is no upsert; only slots made with
+// the limit match. It returns the slot's document after it. As
+// store.acquire, the filter also matches the slot c.holder already holds,
+// for a repeated attempt.
+func (k permitKind) take(ctx context.Context, s *store, c claim, now time.Time, past leasePast) (*lockDoc, bool, error) {
+	if c.retry {
+		// The slot an earlier attempt may have taken comes first: a free
+		// slot met before it in the scan would make two.
+		doc, ok, err := s.takePermit(ctx, c, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: k.slots}}}, {Key: "holder", Value: c.holder}}, now)
+		if ok || err != nil {
+			return doc, ok, err
+		}
+	}
+	filter := bson.D{
+		{Key: "_id", Value: bson.D{{Key: "$in", Value: k.slots}}},
+		{Key: "limit", Value: k.limit},
+		{Key: "$or", Value: append(bson.A{
+			bson.D{{Key: "holder", Value: nil}},
+			bson.D{{Key: "holder", Value: c.holder}},
+		}, past.over("expiresAt")...)},
+	}
+	return s.takePermit(ctx, c, filter, now)
+}
+
+// forget frees whichever slot c.holder holds.
+func (permitKind) forget(ctx context.Context, s *store, c claim) error {
+	return s.releaseAll(ctx, c.session, []string{c.holder})
+}
+
+// mark: a permit's hold is on its slot, and its waiters queue under the
+// semaphore's queue.
+func (permitKind) mark(h *hold, queue string) { h.sem = queue }
+func (permitKind) String() string             { return "permit" }
+
+// takePermit takes for c the first slot that filter matches.
+func (s *store) takePermit(ctx context.Context, c claim, filter bson.D, now time.Time) (*lockDoc, bool, error) {
+	update := bson.D{
+		{Key: "$set", Value: bson.D{
+			{Key: "owner", Value: c.owner},
+			{Key: "holder", Value: c.holder},
+			{Key: "session", Value: c.session},
+			{Key: "acquiredAt", Value: now},
+			{Key: "clock", Value: c.election},
+		}},
+		{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: now.Add(c.ttl)}}},
+		{Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}},
+	}
+	var doc lockDoc
+	err := s.coll.FindOneAndUpdate(ctx, filter, update, afterOpts).Decode(&doc)
+	switch {
+	case err == nil:
+		return &doc, true, nil
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return nil, false, nil
+	default:
+		return nil, false, err
+	}
 }
 
 // Permit is one permit of a Semaphore, held until Release, the session's

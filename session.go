@@ -194,17 +194,12 @@ func (s *Session) endedErrLocked() error {
 	}
 }
 
-// acquire makes one attempt (with its lost-reply retries) to take name for
-// a new hold of this session, bounded as b says.
-func (s *Session) acquire(ctx context.Context, kind, name, value string, calledAt time.Time, b holdOptions) (*hold, bool, error) {
-	return s.acquireClaim(ctx, claim{name: name, value: value, kind: kind, calledAt: calledAt}, b)
-}
-
-// acquireClaim makes one attempt for c, completed with the session's
-// owner, id and TTL and a new holder token, for a new hold of this session.
+// acquire makes one attempt for c (with its lost-reply retries),
+// completed with the session's owner, id and TTL and a new holder token,
+// for a new hold of this session, bounded as b says.
 // A permit's hold is on the slot it took, and is not counted among this
 // process's holds of the semaphore's name: other permits may be free.
-func (s *Session) acquireClaim(ctx context.Context, c claim, b holdOptions) (*hold, bool, error) {
+func (s *Session) acquire(ctx context.Context, c claim, b holdOptions) (*hold, bool, error) {
 	if err := s.ended(); err != nil {
 		return nil, false, err
 	}
@@ -230,20 +225,18 @@ func (s *Session) acquireClaim(ctx context.Context, c claim, b holdOptions) (*ho
 		return nil, false, err
 	}
 	h := &hold{s: s, name: t.id, token: c.holder, fence: t.fence, waiting: t.waiting,
-		acquiredAt: t.now, clock: t.election, report: holdReport{since: time.Now(), kind: c.kind}, bounds: b, done: make(chan struct{})}
+		acquiredAt: t.now, clock: t.election, report: holdReport{since: time.Now(), kind: c.kind.String()}, bounds: b, done: make(chan struct{})}
 	defer s.l.observeAcquired(h, c.calledAt) // after the unlock below
 	defer s.mu.Unlock()
-	if c.slots != nil {
-		h.sem = name
-	}
-	h.reader, h.drained = c.read, t.drained
+	c.kind.mark(h, name)
+	h.drained = t.drained
 	h.life.validUntil = validUntil
 	h.life.timer = time.AfterFunc(time.Until(h.life.validUntil), func() { s.expired(h) })
 	if b.atMost > 0 {
 		h.life.capTimer = time.AfterFunc(time.Until(t.first.Add(b.atMost)), func() { s.l.background(h.capped) })
 	}
 	s.holds[h.token] = h
-	if h.sem == "" && !h.reader {
+	if h.turned() {
 		s.l.waits.held(name)
 	}
 	return h, true, nil

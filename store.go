@@ -70,38 +70,6 @@ type rwDoc struct {
 	ReadersUntil time.Time `bson:"readersUntil,omitempty"`
 }
 
-// claim is one attempt to take a lock.
-type claim struct {
-	name    string
-	owner   string
-	holder  string // random token of this hold
-	session string // "" for the seed API's locks
-	turns   claimTurns
-	value   string // the leader's value, for elections
-	ttl     time.Duration
-	// A semaphore's permit: any free one of these slot documents, each
-	// made with limit (semaphore.go); name is then the semaphore's.
-	slots []string
-	limit int
-	read  bool // a read hold of an RWMutex's document (rwmutex.go)
-	// For an Observer: the kind of hold, and when the call that wants it
-	// began.
-	kind     string
-	calledAt time.Time
-	retry    bool // the attempt repeats one whose outcome is unknown
-	alone    bool // a write hold of an RWMutex's document, only with no reader in
-	// The electionId of the primary whose clock now was read on: the
-	// lease is stamped with it, and leases judged by it (leasePast).
-	election any
-}
-
-// claimTurns is the taking Locker's place in the lock's turns (turns.go).
-type claimTurns struct {
-	locker string // the Locker taking it: the heir it may be
-	run    int    // holds that Locker had in a row before this one
-	fifo   bool   // that Locker has WithFIFO: the take marks the name (fifoMark)
-}
-
 // store runs the lock document operations, each one round trip.
 type store struct {
 	coll  *mongo.Collection
@@ -119,25 +87,24 @@ type store struct {
 // is small.
 var acquireOpts = mopt.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(mopt.After)
 
-// acquire takes the lock for c in one findOneAndUpdate with upsert. It
-// returns the lock's document after it (with the new fencing token and who
-// else waits for the lock), or ok false when another holder has a live lease or another Locker's turn
-// runs (the upsert's insert then fails on the duplicate _id). The filter
-// also matches the lock when c.holder already holds it, so that an attempt
-// whose reply was lost can be repeated with the same token. The taker
-// leaves the waiting Lockers (its turn came).
+// afterOpts returns the document after the update, with no upsert.
+var afterOpts = mopt.FindOneAndUpdate().SetReturnDocument(mopt.After)
+
+// acquire takes the lock document for c, a lock held by one holder at a
+// time with x's parts, in one findOneAndUpdate with upsert. It returns the
+// document after it (with the new fencing token and who else waits for
+// the lock), or ok false when another holder has a live lease or another
+// Locker's turn runs (the upsert's insert then fails on the duplicate
+// _id). The filter also matches the lock when c.holder already holds it,
+// so that an attempt whose reply was lost can be repeated with the same
+// token. The taker leaves the waiting Lockers (its turn came).
 //
-// now and unc are one reading of the server-clock estimate and its error.
-// The lease's end is written with $max: an attempt applied late (after a
-// retry of it got through) cannot move it back.
-func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Duration) (*lockDoc, bool, error) {
-	if c.slots != nil {
-		return s.acquirePermit(ctx, c, now, unc)
-	}
-	if c.read {
-		return s.acquireRead(ctx, c, now, unc)
-	}
-	filter := acquireFilter(c, s.over(now.Add(-unc), c.election))
+// now is the server time the lease is written from, past the judge of
+// which leases surely ended. The lease's end is written with $max: an
+// attempt applied late (after a retry of it got through) cannot move it
+// back.
+func (s *store) acquire(ctx context.Context, c claim, x exclusive, now time.Time, past leasePast) (*lockDoc, bool, error) {
+	filter := append(acquireFilter(c, past), x.filter...)
 	var session any // null for the seed API's locks
 	if c.session != "" {
 		session = c.session
@@ -146,29 +113,22 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 		{Key: "owner", Value: c.owner},
 		{Key: "holder", Value: c.holder},
 		{Key: "session", Value: session},
-		{Key: "value", Value: c.value},
+		{Key: "value", Value: x.value},
 		{Key: "acquiredAt", Value: now},
 		{Key: "heir", Value: nil},
 		{Key: "locker", Value: c.turns.locker},
 		{Key: "run", Value: c.turns.run},
 		{Key: "clock", Value: c.election},
 	}
-	if c.alone {
-		set = append(set, bson.E{Key: "readers", Value: bson.A{}}, // those left have no lease
-			bson.E{Key: "readersClocks", Value: bson.A{}})
-	}
+	set = append(set, x.set...)
 	if c.turns.fifo {
 		set = append(set, bson.E{Key: fifoMark, Value: now})
-	}
-	inc := bson.D{{Key: "fence", Value: int64(1)}}
-	if c.kind == "election" {
-		inc = append(inc, bson.E{Key: "transitions", Value: int64(1)})
 	}
 	update := bson.D{
 		{Key: "$set", Value: set},
 		{Key: "$unset", Value: notWaiting(c.turns.locker)},
 		{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: now.Add(c.ttl)}}},
-		{Key: "$inc", Value: inc},
+		{Key: "$inc", Value: append(bson.D{{Key: "fence", Value: int64(1)}}, x.inc...)},
 	}
 	var doc lockDoc
 	if c.retry {
@@ -176,7 +136,7 @@ func (s *store) acquire(ctx context.Context, c claim, now time.Time, unc time.Du
 		// and the fence (and an election's transitions) count it once.
 		again := extendUpdate(now.Add(c.ttl), c.election)
 		err := s.coll.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: c.name}, {Key: "holder", Value: c.holder}},
-			again, permitOpts).Decode(&doc)
+			again, afterOpts).Decode(&doc)
 		if err == nil {
 			return &doc, true, nil
 		}
@@ -209,67 +169,10 @@ func acquireFilter(c claim, past leasePast) bson.D {
 		bson.D{{Key: "holder", Value: c.holder}},
 	}
 	free = append(free, past.over("expiresAt")...)
-	if c.alone {
-		return bson.D{{Key: "_id", Value: c.name}, {Key: "$and", Value: bson.A{
-			bson.D{{Key: "$or", Value: free}}, noReaders(past)}}}
-	}
 	// A semaphore's name records its limit (semaphore.go): no other kind
 	// of lock may take it.
 	return bson.D{{Key: "_id", Value: c.name}, {Key: "limit", Value: nil}, {Key: "$or", Value: free}}
 }
-
-// acquirePermit takes any free slot of a semaphore for c in one
-// findOneAndUpdate over the slots: MongoDB applies it to one matching
-// document, atomically. The slots exist already (ensureSlots), so there is
-// no upsert; only slots made with c.limit match. It returns the slot's
-// document after it. As acquire, the filter also matches the slot c.holder
-// already holds, for a repeated attempt.
-func (s *store) acquirePermit(ctx context.Context, c claim, now time.Time, unc time.Duration) (*lockDoc, bool, error) {
-	if c.retry {
-		// The slot an earlier attempt may have taken comes first: a free
-		// slot met before it in the scan would make two.
-		doc, ok, err := s.takePermit(ctx, c, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: c.slots}}}, {Key: "holder", Value: c.holder}}, now)
-		if ok || err != nil {
-			return doc, ok, err
-		}
-	}
-	filter := bson.D{
-		{Key: "_id", Value: bson.D{{Key: "$in", Value: c.slots}}},
-		{Key: "limit", Value: c.limit},
-		{Key: "$or", Value: append(bson.A{
-			bson.D{{Key: "holder", Value: nil}},
-			bson.D{{Key: "holder", Value: c.holder}},
-		}, s.over(now.Add(-unc), c.election).over("expiresAt")...)},
-	}
-	return s.takePermit(ctx, c, filter, now)
-}
-
-// takePermit takes for c the first slot that filter matches.
-func (s *store) takePermit(ctx context.Context, c claim, filter bson.D, now time.Time) (*lockDoc, bool, error) {
-	update := bson.D{
-		{Key: "$set", Value: bson.D{
-			{Key: "owner", Value: c.owner},
-			{Key: "holder", Value: c.holder},
-			{Key: "session", Value: c.session},
-			{Key: "acquiredAt", Value: now},
-			{Key: "clock", Value: c.election},
-		}},
-		{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: now.Add(c.ttl)}}},
-		{Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}},
-	}
-	var doc lockDoc
-	err := s.coll.FindOneAndUpdate(ctx, filter, update, permitOpts).Decode(&doc)
-	switch {
-	case err == nil:
-		return &doc, true, nil
-	case errors.Is(err, mongo.ErrNoDocuments):
-		return nil, false, nil
-	default:
-		return nil, false, err
-	}
-}
-
-var permitOpts = mopt.FindOneAndUpdate().SetReturnDocument(mopt.After)
 
 // release frees the lock if holder still holds it, and reports whether it
 // did. With t.heir set, only that Locker's waiters may take it until

@@ -274,7 +274,7 @@ func (r *waitRegistry) armTurnLocked(name string, q *nameQueue, until time.Time)
 	}
 	gen := q.own.turnGen
 	now, unc := r.clock.Read()
-	q.own.turnTimer = time.AfterFunc(until.Sub(now)+unc+time.Millisecond, func() {
+	q.own.turnTimer = time.AfterFunc(overIn(until, now, unc), func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if r.names[name] == q && q.own.turnGen == gen && q.local == 0 {

@@ -288,7 +288,7 @@ func planWait(k waitState, seen *peeked, canPeek, freeBefore bool, now time.Time
 	// A taker's filter allows for its clock's error: a kept lock binds
 	// until unc after its end.
 	if k.firm.After(now.Add(-unc)) {
-		return waitPlan{wait: min(k.firm.Sub(now)+unc+time.Millisecond, rejoin), firm: true}
+		return waitPlan{wait: min(overIn(k.firm, now, unc), rejoin), firm: true}
 	}
 	expiry, free := k.expiry, false
 	// What we knew is out of date: learn the current lease end once. While
@@ -300,11 +300,11 @@ func planWait(k waitState, seen *peeked, canPeek, freeBefore bool, now time.Time
 		p := *seen
 		switch {
 		case p.firm && p.until.After(now.Add(-unc)):
-			return waitPlan{wait: min(p.until.Sub(now)+unc+time.Millisecond, rejoin), firm: true}
+			return waitPlan{wait: min(overIn(p.until, now, unc), rejoin), firm: true}
 		case p.free && !freeBefore:
 			// Free, or its lease over, since the attempt: try again as
 			// soon as any taker would count it free.
-			return waitPlan{wait: unc + time.Millisecond, free: true}
+			return waitPlan{wait: overIn(now, now, unc), free: true}
 		case p.free:
 			// Free again, and the try failed again: someone quicker, or a
 			// lock this kind of hold cannot take. Back off, from the
@@ -315,12 +315,12 @@ func planWait(k waitState, seen *peeked, canPeek, freeBefore bool, now time.Time
 	}
 	// The taker's filter allows for its clock's error: try once that passed
 	// (a lease that ended less than unc ago counts as live still).
-	if until := expiry.Sub(now) + unc + time.Millisecond; expiry.After(now.Add(-unc)) && until < d {
+	if until := overIn(expiry, now, unc); expiry.After(now.Add(-unc)) && until < d {
 		d = until
 	}
 	// Not before another Locker's turn is over (a poller's pause may be
 	// shorter than the turn).
-	if rest := k.turnUntil.Sub(now) + unc + time.Millisecond; k.turnUntil.After(now) && rest > d {
+	if rest := overIn(k.turnUntil, now, unc); k.turnUntil.After(now) && rest > d {
 		d = rest
 	}
 	return waitPlan{wait: d, free: free}
