@@ -18,14 +18,22 @@ func TestQueueStateChanges(t *testing.T) {
 	takenByOther := func(r *waitRegistry) { r.taken("n", later(r), false) }
 	releasedByOther := func(r *waitRegistry) { r.notify("n") }
 	streamDown := func(r *waitRegistry) { r.streaming(false) }
+	keptByOther := func(r *waitRegistry) { r.taken("n", later(r), true) }
+	keptUntilPast := func(r *waitRegistry) { now, _ := r.clock.Read(); r.taken("n", now.Add(-time.Minute), true) }
+	turnOfOther := func(r *waitRegistry) { r.turn("n", "other", later(r)) }
+	turnEnded := func(r *waitRegistry) { now, _ := r.clock.Read(); r.turn("n", "other", now.Add(-time.Minute)) }
+	turnOfSelf := func(r *waitRegistry) { r.turn("n", r.self, later(r)) }
 	// A waiter of this process that was there when the stream told of
 	// another's acquire, and left: the queue keeps the news.
-	visitedWhileTaken := func(r *waitRegistry) {
-		v := &waiter{kick: make(chan struct{}, 1)}
-		r.enqueue("n", v, false)
-		takenByOther(r)
-		r.leave("n", v, false)
+	visitedWhile := func(news step) step {
+		return func(r *waitRegistry) {
+			v := &waiter{kick: make(chan struct{}, 1)}
+			r.enqueue("n", v, false)
+			news(r)
+			r.leave("n", v, false)
+		}
 	}
+	visitedWhileTaken := visitedWhile(takenByOther)
 	for _, c := range []struct {
 		what          string
 		before        []step // before the waiter comes
@@ -53,11 +61,30 @@ func TestQueueStateChanges(t *testing.T) {
 		{what: "then another's release: the head is freed",
 			before: []step{visitedWhileTaken}, after: []step{releasedByOther},
 			head: true, kicked: true, freed: true},
+		{what: "kept by another (WithHoldAtLeast), as the stream told: a new head waits for its end",
+			before: []step{visitedWhile(keptByOther)},
+			head:   true},
+		{what: "kept until a time already past: the head is freed",
+			after: []step{keptUntilPast},
+			head:  true, tryNow: true, kicked: true, freed: true},
+		{what: "another Locker's turn, as the stream told: a new head waits for its end",
+			before: []step{visitedWhile(turnOfOther)},
+			head:   true},
+		{what: "another Locker's turn while the head waits: no kick (a timer wakes it at the turn's end)",
+			after: []step{turnOfOther},
+			head:  true, tryNow: true},
+		{what: "another Locker's turn that has ended: a new head tries at once",
+			before: []step{visitedWhile(turnEnded)},
+			head:   true, tryNow: true},
+		{what: "this Locker's turn while the head waits: the head is freed",
+			after: []step{turnOfSelf},
+			head:  true, tryNow: true, kicked: true, freed: true},
 		{what: "the stream down: another's acquire and release are not news to act on",
 			before: []step{streamDown}, after: []step{takenByOther, releasedByOther},
 			head: true, tryNow: true},
 	} {
 		r := eventsRegistry()
+		r.self = "me"
 		r.eventLag(time.Millisecond)
 		for _, s := range c.before {
 			s(r)
