@@ -3,11 +3,7 @@ package mongolock
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"time"
-
-	"go.mongodb.org/mongo-driver/v2/bson"
-	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // LockInfo describes one lock as stored, for people and tools.
@@ -53,16 +49,8 @@ func (l *Locker) List(ctx context.Context, prefix string) ([]LockInfo, error) {
 	if err := l.ready(ctx); err != nil {
 		return nil, err
 	}
-	filter := bson.D{}
-	if prefix != "" {
-		filter = bson.D{{Key: "_id", Value: bson.D{{Key: "$regex", Value: "^" + regexp.QuoteMeta(prefix)}}}}
-	}
-	cur, err := l.store.reports.Find(ctx, filter, mopt.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	docs, err := l.store.list(ctx, prefix)
 	if err != nil {
-		return nil, fmt.Errorf("mongolock: listing locks: %w", err)
-	}
-	var docs []lockDoc
-	if err := cur.All(ctx, &docs); err != nil {
 		return nil, fmt.Errorf("mongolock: listing locks: %w", err)
 	}
 	out := make([]LockInfo, len(docs))
@@ -84,17 +72,11 @@ func (l *Locker) ForceRelease(ctx context.Context, name string) error {
 	if err := l.readyFor(ctx, name); err != nil {
 		return err
 	}
-	res, err := l.store.coll.UpdateOne(ctx,
-		bson.D{
-			{Key: "_id", Value: name},
-			{Key: "holder", Value: bson.D{{Key: "$ne", Value: nil}}},
-			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: l.clock.SurelyPast()}}},
-		},
-		l.store.freeUpdate())
+	freed, err := l.store.forceRelease(ctx, name)
 	if err != nil {
 		return fmt.Errorf("mongolock: force-releasing %q: %w", name, err)
 	}
-	if res.MatchedCount == 0 {
+	if !freed {
 		return fmt.Errorf("%w: %q was not held (free, or its lease had run out)", ErrNotHeld, name)
 	}
 	l.waits.wake(name)

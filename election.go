@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // Election is leader election on one name, in the style of etcd's
@@ -66,13 +64,11 @@ func (e *Election) campaign(ctx context.Context, value string) (*hold, error) {
 
 // proclaim replaces the value of a leadership held.
 func (e *Election) proclaim(ctx context.Context, h *hold, value string) error {
-	res, err := e.s.l.store.coll.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: e.name}, {Key: "holder", Value: h.token}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "value", Value: value}}}})
+	matched, err := e.s.l.store.proclaim(ctx, e.name, h.token, value)
 	if err != nil {
 		return fmt.Errorf("mongolock: proclaiming in %q: %w", e.name, err)
 	}
-	if res.MatchedCount == 0 {
+	if !matched {
 		return fmt.Errorf("%w: leadership of %q", ErrLockLost, e.name)
 	}
 	return nil

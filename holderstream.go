@@ -68,17 +68,18 @@ func historyLost(err error) bool {
 	return se.HasErrorCode(286) || se.HasErrorCode(280) || se.HasErrorCode(260)
 }
 
-// openHolderChanges opens the Locker's change stream of holder changes.
-func (l *Locker) openHolderChanges(ctx context.Context, token bson.Raw) (eventStream, error) {
+// openHolderChanges opens a change stream of the lock documents' holder
+// changes (the watcher's), resumed after token when not nil.
+func (s *store) openHolderChanges(ctx context.Context, token bson.Raw) (eventStream, error) {
 	opts := mopt.ChangeStream()
 	if token != nil {
 		opts.SetResumeAfter(token)
 	}
-	cs, err := l.store.coll.Watch(ctx, holderPipeline, opts)
+	cs, err := s.coll.Watch(ctx, holderPipeline, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &ownedStream{ChangeStream: cs, coll: l.store.coll}, nil
+	return &ownedStream{ChangeStream: cs, coll: s.coll}, nil
 }
 
 // ownedStream is a change stream whose server cursor Close kills even

@@ -93,3 +93,15 @@ func (electionKind) forget(ctx context.Context, s *store, c claim) error {
 
 func (electionKind) mark(*hold, string) {}
 func (electionKind) String() string     { return "election" }
+
+// proclaim replaces the leader's value in the election's document name
+// while holder leads, and reports whether it still did.
+func (s *store) proclaim(ctx context.Context, name, holder, value string) (bool, error) {
+	res, err := s.coll.UpdateOne(ctx,
+		bson.D{{Key: "_id", Value: name}, {Key: "holder", Value: holder}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "value", Value: value}}}})
+	if err != nil {
+		return false, err
+	}
+	return res.MatchedCount == 1, nil
+}

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	mopt "go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
@@ -76,7 +75,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 		stale:   map[string]staleSeen{},
 	}
 	if o.watch {
-		l.watch = &watcher{open: l.openHolderChanges, sink: l.waits, log: o.logger, self: l.id,
+		l.watch = &watcher{open: l.store.openHolderChanges, sink: l.waits, log: o.logger, self: l.id,
 			onStream: o.observer.ChangeStream, now: clock.SurelyPast}
 	}
 	l.waits.self = l.id
@@ -129,9 +128,7 @@ func (l *Locker) Close() error {
 // stream closes for a minute at a time, see docs/replica-sets.md), and
 // with WithChangeStreams(false). It never blocks.
 func (l *Locker) Streaming() bool {
-	l.waits.mu.Lock()
-	defer l.waits.mu.Unlock()
-	return l.waits.streamOn()
+	return l.waits.waitsOnStream()
 }
 
 // ready checks that the Locker is open and ctx alive, and brings the
@@ -186,16 +183,12 @@ func (l *Locker) probe(ctx context.Context) {
 		return
 	}
 	l.probed = true
-	var info bson.M
-	if err := l.store.coll.Database().RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err == nil {
-		if v, ok := info["ferretdbVersion"]; ok {
-			l.opts.logger.Warn("mongolock: the server is FerretDB: its conditional updates are not atomic "+
-				"unless a proxy serialises commands (as mongotest does); do not rely on these locks otherwise",
-				"ferretdbVersion", v)
-		}
+	if v := l.store.ferretDB(ctx); v != nil {
+		l.opts.logger.Warn("mongolock: the server is FerretDB: its conditional updates are not atomic "+
+			"unless a proxy serialises commands (as mongotest does); do not rely on these locks otherwise",
+			"ferretdbVersion", v)
 	}
-	_, err := l.store.coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "session", Value: 1}}})
-	if err != nil {
+	if err := l.store.sessionIndex(ctx); err != nil {
 		l.opts.logger.Warn("mongolock: could not create the index on session; renewals will scan", "err", err)
 	}
 }

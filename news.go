@@ -201,6 +201,13 @@ func (r *waitRegistry) streaming(up bool) {
 	r.streamingLocked()
 }
 
+// waitsOnStream is streamOn, under r.mu.
+func (r *waitRegistry) waitsOnStream() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.streamOn()
+}
+
 // streamOn reports whether waiters wait on the change stream's events: it
 // runs, and its events come in time (not slowEvents); polls are then only
 // a safety net. r.mu must be held.

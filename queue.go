@@ -72,8 +72,17 @@ func newWaitRegistry(o options, clock *serverClock, closed <-chan struct{}) *wai
 	}
 }
 
+// minPause is the shortest poll pause, where a name's pauses start.
 func (r *waitRegistry) minPause() time.Duration {
 	return max(r.cfg.maxPause/16, time.Millisecond)
+}
+
+// nextPause returns the poll pause after pause: twice as long, up to the
+// longest now (capLocked).
+func (r *waitRegistry) nextPause(pause time.Duration) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return min(2*pause, r.capLocked())
 }
 
 // queue returns name's queue; r.mu must be held.

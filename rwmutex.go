@@ -145,9 +145,7 @@ func (rw *RWMutex) drain(ctx context.Context, h *hold) error {
 		if rest := overIn(until, now, unc); rest > 0 && rest < d {
 			d = rest
 		}
-		l.waits.mu.Lock()
-		pause = min(2*pause, l.waits.capLocked())
-		l.waits.mu.Unlock()
+		pause = l.waits.nextPause(pause)
 		timer.Reset(d)
 	}
 }

@@ -3,6 +3,7 @@ package mongolock
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 	"time"
 
@@ -243,6 +244,39 @@ func (s *store) keep(ctx context.Context, name, holder string, until time.Time, 
 	return res.MatchedCount == 1, nil
 }
 
+// ferretDB returns the version of FerretDB when the server is one (its
+// buildInfo says so), and otherwise nil.
+func (s *store) ferretDB(ctx context.Context) any {
+	var info bson.M
+	if err := s.coll.Database().RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
+		return nil
+	}
+	return info["ferretdbVersion"]
+}
+
+// sessionIndex creates the {session: 1} index by which renewals find a
+// session's holds.
+func (s *store) sessionIndex(ctx context.Context) error {
+	_, err := s.coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "session", Value: 1}}})
+	return err
+}
+
+// forceRelease frees the lock name whoever holds it, if its lease may
+// still run (ForceRelease), and reports whether it did.
+func (s *store) forceRelease(ctx context.Context, name string) (bool, error) {
+	res, err := s.coll.UpdateOne(ctx,
+		bson.D{
+			{Key: "_id", Value: name},
+			{Key: "holder", Value: bson.D{{Key: "$ne", Value: nil}}},
+			{Key: "expiresAt", Value: bson.D{{Key: "$gt", Value: s.clock.SurelyPast()}}},
+		},
+		s.freeUpdate())
+	if err != nil {
+		return false, err
+	}
+	return res.MatchedCount == 1, nil
+}
+
 // keptPrefix starts the holder token of a lock kept by no one until its
 // lease ends (WithHoldAtLeast, WithHoldAtMost).
 const keptPrefix = "kept:"
@@ -273,6 +307,24 @@ func (s *store) read(ctx context.Context, name string) (*lockDoc, error) {
 // no failover rolls back.
 func (s *store) report(ctx context.Context, name string) (*lockDoc, error) {
 	return readFrom(ctx, s.reports, name)
+}
+
+// list returns the documents whose names start with prefix ("" for
+// all), sorted by name, read as report reads.
+func (s *store) list(ctx context.Context, prefix string) ([]lockDoc, error) {
+	filter := bson.D{}
+	if prefix != "" {
+		filter = bson.D{{Key: "_id", Value: bson.D{{Key: "$regex", Value: "^" + regexp.QuoteMeta(prefix)}}}}
+	}
+	cur, err := s.reports.Find(ctx, filter, mopt.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return nil, err
+	}
+	var docs []lockDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, err
+	}
+	return docs, nil
 }
 
 func readFrom(ctx context.Context, coll *mongo.Collection, name string) (*lockDoc, error) {
