@@ -127,16 +127,34 @@ func (r *waitRegistry) sweepLocked() {
 // queues to forget.
 const minSweep = 256
 
-// kicked reports, for a waiter w that was kicked, whether it heads name's
-// queue, whether it was told the lock may be free, and whether a head
-// reads the lock at its polls (readsLocked): all under one lock.
-func (r *waitRegistry) kicked(name string, w *waiter) (head, freed, reads bool) {
+// kick is what a kicked waiter is told, decided under one lock: whether
+// the lock may be free (freed: it tries now), whether it heads the queue,
+// and for a head not freed, its next wait: a read of the lock after wait
+// when it reads at its polls (reads, readAfterTryLocked), or else what
+// that wait is judged on (state, planWait).
+type kick struct {
+	freed, head bool
+	reads       bool
+	wait        time.Duration
+	state       waitState
+}
+
+// kicked tells a waiter w that was kicked what it was told (kick); looks
+// says whether it can read the lock at its polls (attempt.look).
+func (r *waitRegistry) kicked(name string, w *waiter, looks bool) kick {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
-	head = len(q.waiters) > 0 && q.waiters[0] == w
-	freed, w.freed = w.freed, false
-	return head, freed, r.readsLocked(q)
+	k := kick{head: len(q.waiters) > 0 && q.waiters[0] == w}
+	k.freed, w.freed = w.freed, false
+	switch {
+	case k.freed || !k.head:
+	case looks && r.readsLocked(q):
+		k.reads, k.wait = true, r.readAfterTryLocked(q)
+	default:
+		k.state = r.waitStateLocked(q)
+	}
+	return k
 }
 
 // leave takes w out of name's queue; a new head is told to start polling,

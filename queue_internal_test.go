@@ -101,10 +101,26 @@ func TestQueueStateChanges(t *testing.T) {
 			kicked = true
 		default:
 		}
-		_, freed, _ := r.kicked("n", w)
+		freed := r.kicked("n", w, false).freed
 		if head != c.head || tryNow != c.tryNow || kicked != c.kicked || freed != c.freed || secondHead || secondTo {
 			t.Errorf("%s: head %v, tries at once %v, kicked %v, freed %v (second: head %v, tries %v); want %v, %v, %v, %v (second waits)",
 				c.what, head, tryNow, kicked, freed, secondHead, secondTo, c.head, c.tryNow, c.kicked, c.freed)
 		}
+	}
+}
+
+// TestKickedHeadWaitsForKeptEnd: a polling head kicked when this process's
+// hold ended kept (WithHoldAtLeast) is told, in the one decision that it
+// heads the queue, to read the lock at the kept end (the wait counts from
+// then, however long its join takes: waiting.kicked).
+func TestKickedHeadWaitsForKeptEnd(t *testing.T) {
+	r, clock := testRegistry(t)
+	w := &waiter{kick: make(chan struct{}, 1)}
+	r.held("n")
+	r.enqueue("n", w, false)
+	r.kept("n", clock.Now().Add(2*time.Second))
+	k := r.kicked("n", w, true)
+	if !k.head || k.freed || !k.reads || k.wait < 1900*time.Millisecond || k.wait > 2100*time.Millisecond {
+		t.Errorf("kicked after a keep of 2s: %+v; want the head told to read in about 2s", k)
 	}
 }

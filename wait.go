@@ -97,7 +97,11 @@ type waitState struct {
 func (r *waitRegistry) waitState(name string) waitState {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	q := r.queue(name)
+	return r.waitStateLocked(r.queue(name))
+}
+
+// waitStateLocked is waitState; r.mu must be held.
+func (r *waitRegistry) waitStateLocked(q *nameQueue) waitState {
 	k := waitState{local: q.local, pause: r.pauseLocked(q), backoff: q.pause,
 		expiry: q.told.expiry, turnUntil: q.told.turnUntil, firm: q.told.firm}
 	q.pause = min(2*q.pause, r.capLocked())

@@ -180,31 +180,42 @@ func (g *waiting) due() error {
 }
 
 // kicked is news for this waiter: the lock may be free (try now), or it
-// became the head, or news of the lock came.
+// became the head, or news of the lock came. The registry decides it all
+// in one call (kick); a head then joins the waiting Lockers (a round trip
+// at most) and sets its timer as decided. News that comes meanwhile kicks
+// it again.
 func (g *waiting) kicked() {
-	head, freed, reads := g.r.kicked(g.name, g.w)
+	k := g.r.kicked(g.name, g.w, g.a.look != nil)
 	switch {
-	case freed:
+	case k.freed:
 		g.news = true
 		g.timer.Stop()
 		g.tryNow = true
-	case head && g.a.look != nil && reads:
+		return
+	case !k.head:
+		return
+	}
+	decided := time.Now()
+	g.join()
+	if k.reads {
 		// A head that reads the lock is paced by its reads: a new one, or
 		// one whose process just handed the lock on, reads soon to learn
-		// its place.
-		g.join()
-		g.arm()
-	case head:
-		// News may bring the timer earlier, never later (dueAt); the poll
-		// also repairs this process's place among the waiting ones.
-		g.join()
-		d, firm, _ := g.nextWait(nil, false) // news: no round trip
-		if !firm && !g.dueAt.IsZero() {
-			// (A kept lock: nothing frees it before, no poll needed.)
-			d = min(d, max(time.Until(g.dueAt), 0))
-		}
-		g.setTimer(d)
+		// its place. The wait counts from the decision: for a kept lock
+		// it ends at the lock's end, however long the join took.
+		g.setTimer(max(k.wait-time.Since(decided), 0))
+		g.freeSeen = false
+		return
 	}
+	// News may bring the timer earlier, never later (dueAt); the poll also
+	// repairs this process's place among the waiting ones.
+	now, unc := g.r.clock.Read()
+	plan := planWait(k.state, nil, false, false, now, unc, g.r.cfg.window.rejoin, jitter) // news: no round trip
+	d := plan.wait
+	if !plan.firm && !g.dueAt.IsZero() {
+		// (A kept lock: nothing frees it before, no poll needed.)
+		d = min(d, max(time.Until(g.dueAt), 0))
+	}
+	g.setTimer(d)
 }
 
 // setTimer arms the timer for d, but no longer than rejoinAfter, however
