@@ -340,24 +340,13 @@ func smoothed(est, d time.Duration) time.Duration {
 	return (3*est + min(d, 2*est)) / 4
 }
 
-// readWait reports whether name's head reads the lock before it attempts
-// (readsLocked), and if so how long it waits, after a failed attempt,
-// before that read: a failed attempt says nothing of its place, so the
-// read comes at the pace of the next in turn; but a lock known kept (no
-// one releases it before its time) is waited for to then, and a head whose
-// process just handed the lock on waits as its place, behind every other
-// waiting Locker, says.
-func (r *waitRegistry) readWait(name string) (d time.Duration, reads bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	q := r.queue(name)
-	if !r.readsLocked(q) {
-		return 0, false
-	}
-	return r.readAfterTryLocked(q), true
-}
-
-// readAfterTryLocked is readWait's wait; r.mu must be held.
+// readAfterTryLocked is how long a head that reads the lock
+// (readsLocked) waits, after a failed attempt, before that read: a failed
+// attempt says nothing of its place, so the read comes at the pace of the
+// next in turn; but a lock known kept (no one releases it before its
+// time) is waited for to then, and a head whose process just handed the
+// lock on waits as its place, behind every other waiting Locker, says.
+// r.mu must be held.
 func (r *waitRegistry) readAfterTryLocked(q *nameQueue) time.Duration {
 	if now, unc := r.clock.Read(); q.told.firm.After(now.Add(-unc)) {
 		return min(overIn(q.told.firm, now, unc), r.cfg.window.rejoin)

@@ -129,14 +129,10 @@ const minSweep = 256
 
 // kick is what a kicked waiter is told, decided under one lock: whether
 // the lock may be free (freed: it tries now), whether it heads the queue,
-// and for a head not freed, its next wait: a read of the lock after wait
-// when it reads at its polls (reads, readAfterTryLocked), or else what
-// that wait is judged on (state, planWait).
+// and for a head not freed, its next wait (next).
 type kick struct {
 	freed, head bool
-	reads       bool
-	wait        time.Duration
-	state       waitState
+	next        headWait
 }
 
 // kicked tells a waiter w that was kicked what it was told (kick); looks
@@ -147,12 +143,8 @@ func (r *waitRegistry) kicked(name string, w *waiter, looks bool) kick {
 	q := r.queue(name)
 	k := kick{head: len(q.waiters) > 0 && q.waiters[0] == w}
 	k.freed, w.freed = w.freed, false
-	switch {
-	case k.freed || !k.head:
-	case looks && r.readsLocked(q):
-		k.reads, k.wait = true, r.readAfterTryLocked(q)
-	default:
-		k.state = r.waitStateLocked(q)
+	if k.head && !k.freed {
+		k.next = r.headWaitLocked(q, looks)
 	}
 	return k
 }

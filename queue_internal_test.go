@@ -120,7 +120,7 @@ func TestKickedHeadWaitsForKeptEnd(t *testing.T) {
 	r.enqueue("n", w, false)
 	r.kept("n", clock.Now().Add(2*time.Second))
 	k := r.kicked("n", w, true)
-	if !k.head || k.freed || !k.reads || k.wait < 1900*time.Millisecond || k.wait > 2100*time.Millisecond {
+	if !k.head || k.freed || !k.next.reads || k.next.wait < 1900*time.Millisecond || k.next.wait > 2100*time.Millisecond {
 		t.Errorf("kicked after a keep of 2s: %+v; want the head told to read in about 2s", k)
 	}
 }

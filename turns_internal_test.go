@@ -311,7 +311,7 @@ func TestPollerBacksOffWithNothingMeasured(t *testing.T) {
 		if try, _ := r.looked("m", lockView{free: true}); !try {
 			t.Fatal("a read showing the lock free should attempt")
 		}
-		d, _ = r.readWait("m") // the attempt failed
+		d = r.afterTry("m", true).wait // the attempt failed
 	}
 	if d < 250*time.Millisecond {
 		t.Errorf("8 failed attempts after reads showing the lock free: next read in %v, want it backed off", d)
@@ -357,5 +357,5 @@ func TestPollerDoesNotAttemptWithAnEndedContext(t *testing.T) {
 // testNextWait is the wait a head of name would choose after news (no
 // read of the lock), without queueing one.
 func testNextWait(r *waitRegistry, name string) (time.Duration, bool, bool) {
-	return (&waiting{r: r, ctx: context.Background(), name: name}).nextWait(nil, false)
+	return (&waiting{r: r, ctx: context.Background(), name: name}).nextWait(r.afterTry(name, false).state, nil, false)
 }

@@ -71,15 +71,43 @@ func (r *waitRegistry) enqueue(name string, w *waiter, eager bool) (head, tryNow
 	return head, head && (eager || !r.takenLocked(q))
 }
 
-// armPendingTurn has a new head woken when another Locker's turn, told
-// while no one waited, ends.
-func (r *waitRegistry) armPendingTurn(name string) {
+// newHead returns the next wait of a new head that does not try at once
+// (enqueue), as afterTry, and has it woken when another Locker's turn,
+// told while no one waited, ends.
+func (r *waitRegistry) newHead(name string, looks bool) headWait {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
 	if now, _ := r.clock.Read(); q.local == 0 && q.told.turnUntil.After(now) {
 		r.armTurnLocked(name, q, q.told.turnUntil)
 	}
+	return r.headWaitLocked(q, looks)
+}
+
+// headWait is a head's next wait, as the registry decides it under one
+// lock: a read of the lock after wait, when the head reads the lock at its
+// polls (readsLocked; readAfterTryLocked says when); or else the
+// waitState its timer is planned from (planWait).
+type headWait struct {
+	reads bool
+	wait  time.Duration
+	state waitState
+}
+
+// afterTry returns the head's next wait after a failed attempt; looks says
+// whether it can read the lock at its polls (attempt.look).
+func (r *waitRegistry) afterTry(name string, looks bool) headWait {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.headWaitLocked(r.queue(name), looks)
+}
+
+// headWaitLocked is the head's next wait; r.mu must be held.
+func (r *waitRegistry) headWaitLocked(q *nameQueue, looks bool) headWait {
+	if looks && r.readsLocked(q) {
+		return headWait{reads: true, wait: r.readAfterTryLocked(q)}
+	}
+	return headWait{state: r.waitStateLocked(q)}
 }
 
 // waitState is what a head's next wait is judged on (waiting.nextWait).
@@ -92,15 +120,8 @@ type waitState struct {
 	firm      time.Time     // a kept lock's end
 }
 
-// waitState returns name's waitState, and doubles its poll pause (up to
-// the cap) for the wait after.
-func (r *waitRegistry) waitState(name string) waitState {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.waitStateLocked(r.queue(name))
-}
-
-// waitStateLocked is waitState; r.mu must be held.
+// waitStateLocked returns q's waitState, and doubles its poll pause (up
+// to the cap) for the wait after; r.mu must be held.
 func (r *waitRegistry) waitStateLocked(q *nameQueue) waitState {
 	k := waitState{local: q.local, pause: r.pauseLocked(q), backoff: q.pause,
 		expiry: q.told.expiry, turnUntil: q.told.turnUntil, firm: q.told.firm}

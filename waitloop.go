@@ -113,8 +113,7 @@ func newWaiting(ctx context.Context, r *waitRegistry, watch *watcher, name strin
 	}
 	if head && !g.tryNow {
 		g.join()
-		r.armPendingTurn(name)
-		g.arm()
+		g.armWith(r.newHead(name, a.look != nil))
 	}
 	return g
 }
@@ -197,21 +196,19 @@ func (g *waiting) kicked() {
 	}
 	decided := time.Now()
 	g.join()
-	if k.reads {
+	if k.next.reads {
 		// A head that reads the lock is paced by its reads: a new one, or
 		// one whose process just handed the lock on, reads soon to learn
 		// its place. The wait counts from the decision: for a kept lock
 		// it ends at the lock's end, however long the join took.
-		g.setTimer(max(k.wait-time.Since(decided), 0))
+		g.setTimer(max(k.next.wait-time.Since(decided), 0))
 		g.freeSeen = false
 		return
 	}
 	// News may bring the timer earlier, never later (dueAt); the poll also
 	// repairs this process's place among the waiting ones.
-	now, unc := g.r.clock.Read()
-	plan := planWait(k.state, nil, false, false, now, unc, g.r.cfg.window.rejoin, jitter) // news: no round trip
-	d := plan.wait
-	if !plan.firm && !g.dueAt.IsZero() {
+	d, firm, _ := g.nextWait(k.next.state, nil, false) // news: no round trip
+	if !firm && !g.dueAt.IsZero() {
 		// (A kept lock: nothing frees it before, no poll needed.)
 		d = min(d, max(time.Until(g.dueAt), 0))
 	}
@@ -228,20 +225,22 @@ func (g *waiting) setTimer(d time.Duration) {
 	g.timer.Reset(d)
 }
 
-// arm sets the timer after a failed attempt: for a head that reads the
-// lock, its next read (pollturns.go), which a failed try must not put off
-// (it says nothing of this Locker's place in the turns); otherwise the
+// arm sets the timer after a failed attempt, as the registry decides
+// (afterTry).
+func (g *waiting) arm() { g.armWith(g.r.afterTry(g.name, g.a.look != nil)) }
+
+// armWith sets the timer for the head's next wait w: for a head that reads
+// the lock, its next read (pollturns.go), which a failed try must not put
+// off (it says nothing of this Locker's place in the turns); otherwise the
 // next attempt (nextWait).
-func (g *waiting) arm() {
-	if g.a.look != nil {
-		if d, reads := g.r.readWait(g.name); reads {
-			g.setTimer(d)
-			g.freeSeen = false
-			return
-		}
+func (g *waiting) armWith(w headWait) {
+	if w.reads {
+		g.setTimer(w.wait)
+		g.freeSeen = false
+		return
 	}
 	var d time.Duration
-	d, _, g.freeSeen = g.nextWait(g.a.peek, g.freeSeen)
+	d, _, g.freeSeen = g.nextWait(w.state, g.a.peek, g.freeSeen)
 	g.setTimer(d)
 }
 
@@ -254,10 +253,10 @@ func (g *waiting) join() {
 }
 
 // nextWait returns how long the head waits after a failed try (or after
-// news, with no peek), as planWait decides: it reads the lock (peek) when
-// planWait asks to, and then decides again with what the read showed.
-func (g *waiting) nextWait(peek func(context.Context) peeked, freeBefore bool) (d time.Duration, firm, free bool) {
-	k := g.r.waitState(g.name)
+// news, with no peek), as planWait decides from k: it reads the lock
+// (peek) when planWait asks to, tells the registry what the read showed,
+// and then decides again with it.
+func (g *waiting) nextWait(k waitState, peek func(context.Context) peeked, freeBefore bool) (d time.Duration, firm, free bool) {
 	now, unc := g.r.clock.Read()
 	rejoin := g.r.cfg.window.rejoin
 	plan := planWait(k, nil, peek != nil, freeBefore, now, unc, rejoin, jitter)
