@@ -201,8 +201,8 @@ func (g *waiting) kicked() {
 		// one whose process just handed the lock on, reads soon to learn
 		// its place. The wait counts from the decision: for a kept lock
 		// it ends at the lock's end, however long the join took.
-		g.setTimer(max(k.next.wait-time.Since(decided), 0))
-		g.freeSeen = false
+		k.next.wait = max(k.next.wait-time.Since(decided), 0)
+		g.armWith(k.next)
 		return
 	}
 	// News may bring the timer earlier, never later (dueAt); the poll also
