@@ -5,22 +5,23 @@ import (
 	"time"
 )
 
-// How late change events come. On a replica set an event reaches the
-// stream once a majority of members has its write: milliseconds in one
-// region, a hundred across regions; on a sharded cluster, once every shard
-// has spoken, which an idle one does every periodicNoopIntervalSecs (10s).
-// The watcher measures each event's lag (the latest server time surely
-// past when it came, by the estimate, less the event's wallTime) and the waiting layer goes by the
-// median of the last lagWindow: a turn given to another process lasts
-// that much longer (up to a poll interval), so that the heir hears of it
-// within it; and when events come later than a tenth of the poll interval
-// and than half a turn (slowEvents), waiters poll instead, with turns for pollers: under
-// contention, polling heads that read the lock near their turns hand it
-// on within milliseconds (pollturns.go), which events that late cannot
+// How late change events come. On a replica set an event reaches the stream
+// once a majority of members has its write: milliseconds in one region, a
+// hundred across regions; on a sharded cluster, once every shard has
+// spoken, which an idle one does every periodicNoopIntervalSecs (10s). The
+// watcher measures each event's lag (the latest server time surely past
+// when it came, by the estimate, less the event's wallTime; not the events
+// a resumed stream replays, watch.go) and the waiting layer goes by the
+// median of the last lagWindow: a turn given to another process lasts that
+// much longer (up to a poll interval), so that the heir hears of it within
+// it; and when events come later than a tenth of the poll interval and than
+// half a turn (slowEvents), waiters poll instead, with turns for pollers:
+// under contention, polling heads that read the lock near their turns hand
+// it on within milliseconds (pollturns.go), which events that late cannot
 // match. The stream then closes for reprobeAfter (it would only cost the
-// server), and opens again, if anything waits, to measure them: waiters
-// go back to waiting on it once its events come within half the bound
-// (a twentieth of the poll interval, or 25ms, whichever is longer).
+// server), and opens again, if anything waits, to measure them: waiters go
+// back to waiting on it once its events come within half the bound (a
+// twentieth of the poll interval, or 25ms, whichever is longer).
 
 // lagWindow is how many of the latest events the lag is the median of.
 const lagWindow = 16

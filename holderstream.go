@@ -19,6 +19,7 @@ type eventStream interface {
 	ResumeToken() bson.Raw
 	Err() error
 	Close(ctx context.Context) error
+	ID() int64 // the server cursor's: a new one after the driver resumed
 }
 
 // openStream opens a change stream, resuming after token when it is not nil.

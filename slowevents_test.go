@@ -4,7 +4,9 @@ package mongolock_test
 // (docs/replica-sets.md).
 
 import (
+	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -123,5 +125,80 @@ func TestSlowEventsPoll(t *testing.T) {
 	}
 	if n := countOf(cb.Commands(), "findAndModify"); n == 0 {
 		t.Fatal("no acquire in a second: the waiters starve")
+	}
+}
+
+// TestResumedStreamIsNotLate: a change stream whose link is cut (as at a
+// failover) is resumed by the driver itself, inside its Next, and the
+// events written during the outage come in the new cursor's first batch;
+// their age is the outage's, not how late events come. The Locker must
+// keep waiting on its stream, not take its events for slow and poll for a
+// minute (which a full make test once did, when mongotest's filter failed
+// every stream at once: TestContentionCost then counted polls).
+func TestResumedStreamIsNotLate(t *testing.T) {
+	if !hasChangeStreams(t) {
+		t.Skip("needs change streams")
+	}
+	e := newEnv(t)
+	proxy, uri := newCutProxy(t)
+	var mu sync.Mutex
+	var told []bool // what the Observer's ChangeStream said
+	l, cnt := e.locker(uri, mongolock.WithObserver(mongolock.Observer{ChangeStream: func(on bool) {
+		mu.Lock()
+		told = append(told, on)
+		mu.Unlock()
+	}}))
+	other, _ := e.locker("")
+	ctx := ctxT(t, time.Minute)
+	so := session(t, other)
+	hold := so.NewMutex("held")
+	if err := hold.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	m := session(t, l).NewMutex("held")
+	go func() { waited <- m.Lock(ctx) }()
+	for !l.Streaming() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the waiter tried, joined, and waits on the stream
+	proxy.Cut()
+	// 40 holds by the other Locker, 80 events, written over a second.
+	for i := range 40 {
+		om := so.NewMutex(fmt.Sprint("other-", i))
+		if err := om.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		om.Unlock()
+		time.Sleep(25 * time.Millisecond)
+	}
+	cnt.Reset()
+	proxy.Restore()
+	// The driver resumes the stream (an aggregate), which replays them.
+	deadline := time.Now().Add(30 * time.Second)
+	for countOf(cnt.Commands(), "aggregate") == 0 || countOf(cnt.Commands(), "getMore") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream was not resumed: %v", cnt.Commands())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // time to judge the replayed events
+	if !l.Streaming() {
+		t.Fatal("the Locker took the replayed events for late ones and polls")
+	}
+	if n := countOf(cnt.Commands(), "killCursors"); n != 0 {
+		t.Fatalf("%d killCursors after the resume: the stream was closed", n)
+	}
+	// And the waiter still hears of the release at once.
+	cnt.Reset()
+	hold.Unlock()
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	m.Unlock()
+	mu.Lock()
+	defer mu.Unlock()
+	if slices.Contains(told, false) {
+		t.Fatalf("ChangeStream told %v: the stream went off", told)
 	}
 }

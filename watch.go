@@ -255,10 +255,14 @@ func (w *watcher) run(ctx context.Context, gen int) {
 func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bson.Raw {
 	state := map[string]*changeEvent{} // by name, last event wins
 	var order []string
-	// The lags of this stream's events; a resumed stream's first batch
-	// replays events written while it was down, whose lag says nothing.
+	// The lags of this stream's events. A new cursor's first batch
+	// replays the events written while the stream was down, whose lag is
+	// the outage's: the first batch after this watcher resumed (token),
+	// and after the driver did, inside Next (a cut link, a failover),
+	// which only the cursor's new id tells.
 	var lags lags
 	replay := token != nil
+	cursor := cs.ID()
 	flush := func() {
 		for _, name := range order {
 			ev := state[name]
@@ -284,6 +288,9 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 			w.sink.notifyAll()
 		} else {
 			token = cs.ResumeToken()
+			if id := cs.ID(); id != cursor {
+				cursor, replay = id, true
+			}
 			if w.now != nil && !ev.WallTime.IsZero() && !replay {
 				lags = lags.add(w.now().Sub(ev.WallTime))
 			}

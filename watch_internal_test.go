@@ -90,6 +90,7 @@ func (s *scriptStream) RemainingBatchLength() int {
 	return n
 }
 func (s *scriptStream) Err() error { return s.err }
+func (s *scriptStream) ID() int64  { return 1 }
 func (s *scriptStream) Close(ctx context.Context) error {
 	close(s.closed)
 	if s.hangClose {
