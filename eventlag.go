@@ -35,6 +35,12 @@ func (l lags) add(d time.Duration) lags {
 	return append(l[max(0, len(l)-lagWindow+1):], max(d, 0))
 }
 
+// full reports whether the window holds lagWindow events: the lag is
+// judged on no fewer, or a stream's first event alone would decide, and a
+// stream's first events are those most often held back (its opening,
+// the replay a resume filters out just before).
+func (l lags) full() bool { return len(l) == lagWindow }
+
 // typical is the median lag of the window, 0 when no event told its
 // wallTime (servers before 6.0): events as they mostly come, not the one a
 // stall held back (a GC pause, a loaded server's hiccup).

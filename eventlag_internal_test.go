@@ -21,6 +21,9 @@ func TestLagsWindow(t *testing.T) {
 	}
 	l = l.add(time.Second) // one stalled event among quick ones
 	for i := range lagWindow - 2 {
+		if l.full() {
+			t.Fatalf("full after %d events, want %d", len(l), lagWindow)
+		}
 		l = l.add(2 * time.Millisecond)
 		if i > 0 && l.typical() != 2*time.Millisecond {
 			t.Fatalf("after %d quick events: %v, want the quick ones' 2ms", i+1, l.typical())
@@ -32,7 +35,7 @@ func TestLagsWindow(t *testing.T) {
 	if l.typical() != 300*time.Millisecond {
 		t.Fatalf("once most events come 300ms late: %v, want 300ms", l.typical())
 	}
-	if len(l) != lagWindow {
+	if len(l) != lagWindow || !l.full() {
 		t.Fatalf("%d kept, want %d", len(l), lagWindow)
 	}
 }

@@ -255,13 +255,17 @@ func (w *watcher) run(ctx context.Context, gen int) {
 func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bson.Raw {
 	state := map[string]*changeEvent{} // by name, last event wins
 	var order []string
-	// The lags of this stream's events. A new cursor's first batch
-	// replays the events written while the stream was down, whose lag is
-	// the outage's: the first batch after this watcher resumed (token),
-	// and after the driver did, inside Next (a cut link, a failover),
-	// which only the cursor's new id tells.
+	// The lags of this stream's events, but for those written before
+	// their cursor opened: a resumed stream replays the events written
+	// while it was down, in as many batches as they take, and their lag
+	// is the outage's. This watcher resumes it (token), or the driver
+	// does inside Next (a cut link, a failover), which only the cursor's
+	// new id tells.
 	var lags lags
-	replay := token != nil
+	var opened time.Time // server time surely past as the cursor opened; zero: a new stream replays nothing
+	if token != nil && w.now != nil {
+		opened = w.now()
+	}
 	cursor := cs.ID()
 	flush := func() {
 		for _, name := range order {
@@ -277,7 +281,7 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 		}
 		clear(state)
 		order = order[:0]
-		if len(lags) > 0 && w.sink.eventLag(lags.typical()) {
+		if lags.full() && w.sink.eventLag(lags.typical()) {
 			w.pause(reprobeAfter)
 		}
 	}
@@ -288,11 +292,13 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 			w.sink.notifyAll()
 		} else {
 			token = cs.ResumeToken()
-			if id := cs.ID(); id != cursor {
-				cursor, replay = id, true
-			}
-			if w.now != nil && !ev.WallTime.IsZero() && !replay {
-				lags = lags.add(w.now().Sub(ev.WallTime))
+			if w.now != nil && !ev.WallTime.IsZero() {
+				if id := cs.ID(); id != cursor {
+					cursor, opened = id, w.now()
+				}
+				if !ev.WallTime.Before(opened) {
+					lags = lags.add(w.now().Sub(ev.WallTime))
+				}
 			}
 			switch ev.OperationType {
 			case "invalidate", "drop", "dropDatabase", "rename":
@@ -325,7 +331,6 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 		// The end of a batch: tell what it folded, whatever its last event.
 		if cs.RemainingBatchLength() == 0 {
 			flush()
-			replay = false
 		}
 	}
 	if t := cs.ResumeToken(); t != nil {
