@@ -2,6 +2,7 @@ package mongolock
 
 import (
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -35,12 +36,6 @@ func (l lags) add(d time.Duration) lags {
 	return append(l[max(0, len(l)-lagWindow+1):], max(d, 0))
 }
 
-// full reports whether the window holds lagWindow events: the lag is
-// judged on no fewer, or a stream's first event alone would decide, and a
-// stream's first events are those most often held back (its opening,
-// the replay a resume filters out just before).
-func (l lags) full() bool { return len(l) == lagWindow }
-
 // typical is the median lag of the window, 0 when no event told its
 // wallTime (servers before 6.0): events as they mostly come, not the one a
 // stall held back (a GC pause, a loaded server's hiccup).
@@ -50,6 +45,67 @@ func (l lags) typical() time.Duration {
 	}
 	s := slices.Sorted(slices.Values(l))
 	return s[len(s)/2]
+}
+
+// lagMeter measures the lags of a watcher's events (its drain), but for
+// those written before their cursor opened: a resumed stream replays the
+// events written while it was down, in as many batches as they take, and
+// their lag is the outage's. The watcher resumes it (from a token), or
+// the driver does inside Next (a cut link, a failover), which only the
+// cursor's new id tells. The window is kept across the stream's runs (a
+// quiet lock's events come few to a run) and forgotten when the stream
+// pauses, to be measured afresh. Safe for concurrent use: an ending run
+// may still drain as the next begins.
+type lagMeter struct {
+	now    func() time.Time // the latest server time surely past; nil: none (tests)
+	mu     sync.Mutex
+	lags   lags
+	cursor int64     // the id of the cursor the last event came from
+	opened time.Time // server time surely past as it opened; zero: a new stream, which replays nothing
+}
+
+// open starts a run of the stream on cursor, resumed from a token or not.
+func (m *lagMeter) open(cursor int64, resumed bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cursor, m.opened = cursor, time.Time{}
+	if resumed && m.now != nil {
+		m.opened = m.now()
+	}
+}
+
+// measure records the lag of an event written at wall (zero: the server
+// does not say, before 6.0) that came from cursor.
+func (m *lagMeter) measure(wall time.Time, cursor int64) {
+	if m.now == nil || wall.IsZero() {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cursor != m.cursor {
+		m.cursor, m.opened = cursor, m.now()
+	}
+	if !wall.Before(m.opened) {
+		m.lags = m.lags.add(m.now().Sub(wall))
+	}
+}
+
+// typical returns the events' typical lag, and whether it may be judged:
+// once the window is full. On fewer events a stream's first alone would
+// decide, and the first are those most often held back (its opening;
+// just after a resume's replay, the server busy with it).
+func (m *lagMeter) typical() (time.Duration, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lags.typical(), len(m.lags) == lagWindow
+}
+
+// forget empties the window: the stream pauses, and its events will be
+// measured afresh when it opens again.
+func (m *lagMeter) forget() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lags = nil
 }
 
 // slowEvents reports whether events that come lag late are too slow to

@@ -76,7 +76,7 @@ func New(coll *mongo.Collection, opts ...Option) (*Locker, error) {
 	}
 	if o.watch {
 		l.watch = &watcher{open: l.store.openHolderChanges, sink: l.waits, log: o.logger, self: l.id,
-			onStream: o.observer.ChangeStream, now: clock.SurelyPast}
+			onStream: o.observer.ChangeStream, lag: lagMeter{now: clock.SurelyPast}}
 	}
 	l.waits.self = l.id
 	l.waits.entries = l.store

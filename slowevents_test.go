@@ -130,11 +130,12 @@ func TestSlowEventsPoll(t *testing.T) {
 
 // TestResumedStreamIsNotLate: a change stream whose link is cut (as at a
 // failover) is resumed by the driver itself, inside its Next, and the
-// events written during the outage come in the new cursor's first
-// batches; their age is the outage's, not how late events come. The Locker must
-// keep waiting on its stream, not take its events for slow and poll for a
-// minute (which a full make test once did, when mongotest's filter failed
-// every stream at once: TestContentionCost then counted polls).
+// events written during the outage come in the new cursor's first batches;
+// their age is the outage's, not how late events come. The Locker must keep
+// waiting on its stream, not take its events for slow and poll for a minute
+// (which a full make test once did, when mongotest's filter failed every
+// stream at once: TestContentionCost then counted polls). Events late after
+// the resume are still judged so.
 func TestResumedStreamIsNotLate(t *testing.T) {
 	if !hasChangeStreams(t) {
 		t.Skip("needs change streams")
@@ -199,8 +200,32 @@ func TestResumedStreamIsNotLate(t *testing.T) {
 	}
 	m.Unlock()
 	mu.Lock()
-	defer mu.Unlock()
 	if slices.Contains(told, false) {
 		t.Fatalf("ChangeStream told %v: the stream went off", told)
 	}
+	mu.Unlock()
+	// Events that do come late after the resume are measured: with events
+	// 300ms late, the waiter polls.
+	if err := hold.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() { waited <- m.Lock(ctx) }()
+	fault(t, "delayEvents", bson.E{Key: "ms", Value: 300})
+	deadline = time.Now().Add(20 * time.Second)
+	for i := 0; l.Streaming(); i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("events 300ms late after the resume were not judged slow")
+		}
+		om := so.NewMutex(fmt.Sprint("late-", i%10))
+		if err := om.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		om.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	hold.Unlock()
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	m.Unlock()
 }

@@ -42,10 +42,10 @@ type watcher struct {
 	self string // this Locker's id: turns given to it are never folded away
 	// onStream is Observer.ChangeStream, called with no lock held.
 	onStream func(on bool)
-	// now is the latest server time surely past: an event's lag, measured
-	// from its wallTime, is never more than it was, whatever the error of
-	// the estimate.
-	now func() time.Time
+	// The events' lags (eventlag.go), from the latest server time surely
+	// past: an event's lag, measured from its wallTime, is never more than
+	// it was, whatever the error of the estimate.
+	lag lagMeter
 
 	mu          sync.Mutex
 	demand      int       // waiters that want news
@@ -154,6 +154,7 @@ func (w *watcher) pause(d time.Duration) {
 	}
 	w.running.cancel()
 	w.running.cancel = nil
+	w.lag.forget()
 	w.paused.until = time.Now().Add(d)
 	if w.paused.resume != nil {
 		w.paused.resume.Stop()
@@ -255,18 +256,7 @@ func (w *watcher) run(ctx context.Context, gen int) {
 func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bson.Raw {
 	state := map[string]*changeEvent{} // by name, last event wins
 	var order []string
-	// The lags of this stream's events, but for those written before
-	// their cursor opened: a resumed stream replays the events written
-	// while it was down, in as many batches as they take, and their lag
-	// is the outage's. This watcher resumes it (token), or the driver
-	// does inside Next (a cut link, a failover), which only the cursor's
-	// new id tells.
-	var lags lags
-	var opened time.Time // server time surely past as the cursor opened; zero: a new stream replays nothing
-	if token != nil && w.now != nil {
-		opened = w.now()
-	}
-	cursor := cs.ID()
+	w.lag.open(cs.ID(), token != nil)
 	flush := func() {
 		for _, name := range order {
 			ev := state[name]
@@ -281,7 +271,7 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 		}
 		clear(state)
 		order = order[:0]
-		if lags.full() && w.sink.eventLag(lags.typical()) {
+		if d, ok := w.lag.typical(); ok && w.sink.eventLag(d) {
 			w.pause(reprobeAfter)
 		}
 	}
@@ -292,14 +282,7 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 			w.sink.notifyAll()
 		} else {
 			token = cs.ResumeToken()
-			if w.now != nil && !ev.WallTime.IsZero() {
-				if id := cs.ID(); id != cursor {
-					cursor, opened = id, w.now()
-				}
-				if !ev.WallTime.Before(opened) {
-					lags = lags.add(w.now().Sub(ev.WallTime))
-				}
-			}
+			w.lag.measure(ev.WallTime, cs.ID())
 			switch ev.OperationType {
 			case "invalidate", "drop", "dropDatabase", "rename":
 				w.sink.notifyAll() // and the deferred flush: wakes every waiter anyway
