@@ -184,13 +184,13 @@ func TestLagMeter(t *testing.T) {
 		m.measure(outage.Add(time.Duration(i)*ms), 3)
 	}
 	m.measure(time.Time{}, 3) // no wallTime
-	if d, _ := m.typical(); d != 2*ms {
-		t.Fatalf("after the replay: %v, want the 2ms measured before it", d)
+	if d, _ := m.typical(); d != 2*ms || !slices.Equal(m.lags, slices.Repeat(lags{2 * ms}, lagWindow)) {
+		t.Fatalf("after the replay: %v %v, want the 2ms measured before it alone", d, m.lags)
 	}
 	server = server.Add(time.Second)
 	m.measure(server.Add(-400*ms), 3) // one live event the busy server held back
-	if d, _ := m.typical(); d != 2*ms {
-		t.Fatalf("after one late live event: %v, want 2ms", d)
+	if d, _ := m.typical(); d != 2*ms || m.lags[lagWindow-1] != 400*ms {
+		t.Fatalf("after one late live event: %v %v, want it measured and the median 2ms", d, m.lags)
 	}
 	for range lagWindow {
 		server = server.Add(10 * ms)
@@ -208,9 +208,9 @@ func TestLagMeter(t *testing.T) {
 		t.Fatalf("after the pause, a replayed event measured: %v", m.lags)
 	}
 	server = server.Add(time.Second)
-	m.measure(server.Add(-40*ms), 4)
-	if len(m.lags) != 1 || m.lags[0] != 40*ms {
-		t.Fatalf("a live event: %v, want 40ms", m.lags)
+	m.measure(server.Add(-400*ms), 4)
+	if d, ok := m.typical(); ok || !slices.Equal(m.lags, lags{400 * ms}) {
+		t.Fatalf("one live event 400ms late, alone: %v %v %v, want it measured, not judged", d, ok, m.lags)
 	}
 	// No server clock (the watcher's tests): nothing measured.
 	var n lagMeter

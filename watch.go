@@ -282,7 +282,9 @@ func (w *watcher) drain(ctx context.Context, cs eventStream, token bson.Raw) bso
 			w.sink.notifyAll()
 		} else {
 			token = cs.ResumeToken()
-			w.lag.measure(ev.WallTime, cs.ID())
+			if ctx.Err() == nil { // a paused run's rest of a batch would refill the emptied window
+				w.lag.measure(ev.WallTime, cs.ID())
+			}
 			switch ev.OperationType {
 			case "invalidate", "drop", "dropDatabase", "rename":
 				w.sink.notifyAll() // and the deferred flush: wakes every waiter anyway
