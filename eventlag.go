@@ -80,13 +80,14 @@ func (m *lagMeter) measure(wall time.Time, cursor int64) {
 	if m.now == nil || wall.IsZero() {
 		return
 	}
+	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cursor != m.cursor {
-		m.cursor, m.opened = cursor, m.now()
+		m.cursor, m.opened = cursor, now
 	}
 	if !wall.Before(m.opened) {
-		m.lags = m.lags.add(m.now().Sub(wall))
+		m.lags = m.lags.add(now.Sub(wall))
 	}
 }
 
