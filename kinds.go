@@ -48,7 +48,6 @@ type claim struct {
 // claimTurns is the taking Locker's place in the lock's turns (turns.go).
 type claimTurns struct {
 	locker string // the Locker taking it: the heir it may be
-	run    int    // holds that Locker had in a row before this one
 	fifo   bool   // that Locker has WithFIFO: the take marks the name (fifoMark)
 }
 

@@ -233,7 +233,7 @@ func (l *Locker) take(ctx context.Context, c claim, stop <-chan struct{}, stopEr
 		}
 		l.opts.logger.Debug("mongolock: refreshing the server's clock failed; keeping the last estimate", "err", err)
 	}
-	c.turns = claimTurns{locker: l.id, run: l.waits.runOf(c.name), fifo: l.opts.fifo}
+	c.turns = claimTurns{locker: l.id, fifo: l.opts.fifo}
 	pause := 10 * time.Millisecond
 	first := time.Now()
 	for {

@@ -182,11 +182,7 @@ func (r *waitRegistry) held(name string) {
 	q.told.firm, q.told.freedNews = time.Time{}, false
 	q.member.joiners = q.member.joiners[:0]
 	q.member.joined, q.member.wasJoined, q.member.joinedAt = false, false, time.Time{} // the acquire left the waiting Lockers
-	q.pace.lookedAt, q.pace.lookedPlace, q.pace.tryNext, q.pace.freeRead, q.pace.behind = time.Time{}, 0, false, false, 0
-	if q.own.run > 0 && q.own.run == q.pace.heldRun+1 {
-		r.tookHoldLocked(q, time.Since(q.pace.heldAt)) // the last hold of the run to this one
-	}
-	q.pace.heldAt, q.pace.heldRun = time.Now(), q.own.run
+	q.pace = pollPace{}
 	r.stopTurnLocked(q)
 	signalAll(q.observers)
 }

@@ -43,7 +43,6 @@ type turnsDoc struct {
 	// that poll, each with the server time it joined.
 	Heir    string               `bson:"heir"`
 	Locker  string               `bson:"locker"` // the last holder's Locker: turns go round from it
-	Run     int                  `bson:"run"`    // holds its Locker had in a row before this one
 	Waiting map[string]time.Time `bson:"waiting"`
 	Pollers map[string]time.Time `bson:"pollers"`
 	// Since holds when each waiting Locker began to wait; FIFO the server
@@ -118,7 +117,6 @@ func (s *store) acquire(ctx context.Context, c claim, x exclusive, now time.Time
 		{Key: "acquiredAt", Value: now},
 		{Key: "heir", Value: nil},
 		{Key: "locker", Value: c.turns.locker},
-		{Key: "run", Value: c.turns.run},
 		{Key: "clock", Value: c.election},
 	}
 	set = append(set, x.set...)

@@ -97,18 +97,6 @@ func (r *waitRegistry) staleOf(name string, w waiters) []string {
 	return notJoiners(w.stale, r.queue(name).member.joiners)
 }
 
-// runOf returns how many holds in a row this process gave itself on name
-// before the one it takes now: the acquire records it for pollers
-// (pollturns.go).
-func (r *waitRegistry) runOf(name string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if q := r.names[name]; q != nil {
-		return q.own.run
-	}
-	return 0
-}
-
 // join adds this Locker to name's waiting Lockers after a failed attempt,
 // unless it joined lately in the same way (streaming or polling). While
 // this process holds the name, its own release joins for it. A failure to
