@@ -38,9 +38,9 @@ import (
 // of the waiting processes until its next read.
 //
 // An earlier design measured how long holds and turns took and attempted
-// when the holder's run should end; it was 170 lines longer, no faster,
-// and a late read could inflate its measure and starve its process
-// (docs/performance.md, "Fairness when polling").
+// when the holder's run should end; it was 140 lines longer, no faster,
+// and a read that came late could inflate its measure and starve its
+// process for seconds (docs/performance.md, "Slow change events").
 
 // heirPoll is the pace at which the process next in turn reads the lock
 // while the turns move on.
@@ -186,6 +186,10 @@ func planRead(k readSeen, jitter func(time.Duration) time.Duration) readPlan {
 	var d time.Duration
 	switch {
 	case v.place == 0 && !k.wasOut:
+		// The pause starts again too: the read after the join, next in
+		// turn maybe, shows the same hold, and must not back off past
+		// the turn.
+		p.pause = k.pace
 		d = jitter(k.pace)
 	case v.place > 0 && k.fresh:
 		p.pause = k.pace
@@ -243,10 +247,12 @@ func (r *waitRegistry) pollTurn(acquiredAt, now time.Time) time.Duration {
 // readsIn is how long a polling head place turns away waits before it
 // reads again: one pace when next, and two more for each turn before, a
 // guess at a turn's length (a run of holds, and the reads that find it
-// over). A guess too short costs reads; one too long idles the lock a
-// little, never a turn: a poller's turn waits turnGrace for it.
+// over); but never longer than turnGrace, the shortest turn, so that
+// turns shorter than the guess (streaming Lockers hand on within
+// milliseconds) cannot pass this Locker's by between two reads. A guess
+// too short costs reads; one too long idles the lock a little.
 func readsIn(place int, pace time.Duration) time.Duration {
-	return pace + time.Duration(2*(place-1))*pace
+	return min(pace+time.Duration(2*(place-1))*pace, turnGrace)
 }
 
 // heirPace is how often the head reads when it is next in turn: heirPoll,

@@ -33,18 +33,18 @@ func TestPlanRead(t *testing.T) {
 		{"third in turn, a new hold: one pace and two for each turn before",
 			seen(3, func(k *readSeen) { k.fresh = true }),
 			readPlan{wait: 5 * pace, pause: pace}},
-		{"far from its turn: never later than the poll interval",
+		{"far from its turn: never later than the shortest turn",
 			seen(40, func(k *readSeen) { k.fresh = true }),
-			readPlan{wait: maxPause, pause: pace}},
+			readPlan{wait: turnGrace, pause: pace}},
 		{"next, the same hold as before: back off",
 			seen(1, nil),
 			readPlan{wait: pause, pause: 2 * pause}},
 		{"third in turn, the same hold: back off too",
 			seen(3, nil),
 			readPlan{wait: pause, pause: 2 * pause}},
-		{"out of the waiting Lockers: read at the pace (it joins now)",
+		{"out of the waiting Lockers: read at the pace (it joins now), from which the pause starts again",
 			seen(0, nil),
-			readPlan{wait: pace, pause: pause}},
+			readPlan{wait: pace, pause: pace}},
 		{"out again: back off",
 			seen(0, func(k *readSeen) { k.wasOut = true }),
 			readPlan{wait: pause, pause: 2 * pause}},
@@ -65,11 +65,13 @@ func TestPlanRead(t *testing.T) {
 }
 
 // TestReadsIn: a polling head reads one pace after a read when next in
-// turn, and two more for each turn before its own.
+// turn, and two more for each turn before its own, but never later than
+// the shortest turn lasts.
 func TestReadsIn(t *testing.T) {
-	for place, want := range map[int]time.Duration{1: 10, 2: 30, 4: 70, 8: 150} {
-		if got := readsIn(place, 10); got != want {
-			t.Errorf("readsIn(%d, 10) = %d, want %d", place, got, want)
+	const ms = time.Millisecond
+	for place, want := range map[int]time.Duration{1: 10 * ms, 2: 30 * ms, 4: 70 * ms, 5: 90 * ms, 8: turnGrace, 40: turnGrace} {
+		if got := readsIn(place, 10*ms); got != want {
+			t.Errorf("readsIn(%d, 10ms) = %v, want %v", place, got, want)
 		}
 	}
 }

@@ -182,7 +182,7 @@ func TestPollerReadsBackOff(t *testing.T) {
 	v := lockView{until: now.Add(time.Minute), fence: 7, holder: "b", place: 3}
 	r.looked("m", v)
 	v.place = 2
-	r.looked("m", v) // a turn passed
+	r.looked("m", v) // it moved up
 	var d time.Duration
 	for range 8 {
 		_, d = r.looked("m", v) // the same hold goes on
@@ -204,15 +204,37 @@ func testRegistry(t *testing.T) (*waitRegistry, *serverClock) {
 // TestFarPollerReadsByPlace: turns away from its own, a poller whose
 // reads show the turns moving on reads again as its place says, not at a
 // pause backed off towards the poll interval: it would sleep through its
-// turn (as it once did: reads 437ms apart while turns took 30ms).
+// turn (as it once did: reads 437ms apart while turns took 30ms). However
+// far, it reads again before the shortest turn could pass: turns of
+// streaming Lockers take milliseconds, and twenty of them could pass
+// between reads paced for polled turns.
 func TestFarPollerReadsByPlace(t *testing.T) {
 	r, clock := testRegistry(t)
 	now := clock.Now()
-	for i := range 8 {
-		_, d := r.looked("n", lockView{until: now.Add(time.Minute), fence: int64(i), holder: "b", place: 4})
-		if d > readsIn(4, heirPoll) {
-			t.Fatalf("read %d, 4 turns away, a new hold at each read: next read in %v, want it within %v", i, d, readsIn(4, heirPoll))
+	for _, place := range []int{4, 20} {
+		for i := range 8 {
+			_, d := r.looked("n", lockView{until: now.Add(time.Minute), fence: int64(i), holder: "b", place: place})
+			if want := min(readsIn(place, heirPoll), turnGrace); d > want {
+				t.Fatalf("read %d, %d turns away, a new hold at each read: next read in %v, want it within %v", i, place, d, want)
+			}
 		}
+	}
+}
+
+// TestRejoinedPollerReadsAtThePace: a poller whose read finds it out of
+// the waiting Lockers (a missed turn) joins again and reads at the pace;
+// the read after that, which may find it next in turn behind the same
+// hold, comes at the pace too, not after a pause backed off during the
+// hold before: its turn would pass by again.
+func TestRejoinedPollerReadsAtThePace(t *testing.T) {
+	r, clock := testRegistry(t)
+	now := clock.Now()
+	for range 8 { // a long hold: the pause backs off
+		r.looked("n", lockView{until: now.Add(time.Minute), fence: 1, holder: "b", place: 2})
+	}
+	r.looked("n", lockView{until: now.Add(time.Minute), fence: 2, holder: "c", place: 0}) // out: it joins
+	if _, d := r.looked("n", lockView{until: now.Add(time.Minute), fence: 2, holder: "c", place: 1}); d > heirPoll {
+		t.Fatalf("next in turn after joining again: next read in %v, want it within %v", d, heirPoll)
 	}
 }
 
