@@ -20,7 +20,7 @@ import (
 //     turns moved on), place turns away from its own, it reads again after
 //     readsIn(place): one pace when next, two more for each turn before;
 //   - after a read that shows the same hold going on, it backs off: its
-//     pause doubles from the pace, up to the poll interval (a long hold is
+//     pause doubles from there, up to the poll interval (a long hold is
 //     not polled for fast);
 //   - not among the waiting processes (a missed turn took it out), it
 //     joins again and reads again at the pace (backing off if it is
@@ -176,7 +176,7 @@ type readPlan struct {
 // found the lock taken, from what it knows (k); jitter spreads pauses
 // (jitter, or the identity in tests). The turns moved on since its last
 // read (another hold or turn): place turns away, it reads again after
-// readsIn(place), and its pause starts again from the pace. The same hold
+// readsIn(place), and its pause starts again from there. The same hold
 // goes on, or it is out of the waiting Lockers again: it backs off. Out of
 // them for the first time: it joins now, and may be next, so it reads at
 // the pace.
@@ -192,8 +192,8 @@ func planRead(k readSeen, jitter func(time.Duration) time.Duration) readPlan {
 		p.pause = k.pace
 		d = jitter(k.pace)
 	case v.place > 0 && k.fresh:
-		p.pause = k.pace
-		d = jitter(readsIn(v.place, k.pace))
+		p.pause = min(readsIn(v.place, k.pace), k.maxPause)
+		d = jitter(p.pause)
 	default:
 		d = jitter(p.pause)
 		p.pause = min(2*p.pause, k.maxPause)
@@ -247,12 +247,14 @@ func (r *waitRegistry) pollTurn(acquiredAt, now time.Time) time.Duration {
 // readsIn is how long a polling head place turns away waits before it
 // reads again: one pace when next, and two more for each turn before, a
 // guess at a turn's length (a run of holds, and the reads that find it
-// over); but never longer than turnGrace, the shortest turn, so that
-// turns shorter than the guess (streaming Lockers hand on within
-// milliseconds) cannot pass this Locker's by between two reads. A guess
-// too short costs reads; one too long idles the lock a little.
+// over). A guess too short costs reads; one too long idles the lock a
+// little, or, when turns are much shorter than the guess (streaming
+// Lockers hand on within milliseconds), makes a poller far back miss its
+// turn: the lock idles for turnGrace, and the poller joins again at its
+// next read. Reads that came at least every turnGrace would never miss
+// one, but 1,000 polling Lockers would then read 10,000 times a second.
 func readsIn(place int, pace time.Duration) time.Duration {
-	return min(pace+time.Duration(2*(place-1))*pace, turnGrace)
+	return pace + time.Duration(2*(place-1))*pace
 }
 
 // heirPace is how often the head reads when it is next in turn: heirPoll,

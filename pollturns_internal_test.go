@@ -30,12 +30,12 @@ func TestPlanRead(t *testing.T) {
 		{"next, a new hold: read again at the pace, from which the pause starts again",
 			seen(1, func(k *readSeen) { k.fresh = true }),
 			readPlan{wait: pace, pause: pace}},
-		{"third in turn, a new hold: one pace and two for each turn before",
+		{"third in turn, a new hold: one pace and two for each turn before, from which the pause starts again",
 			seen(3, func(k *readSeen) { k.fresh = true }),
-			readPlan{wait: 5 * pace, pause: pace}},
-		{"far from its turn: never later than the shortest turn",
+			readPlan{wait: 5 * pace, pause: 5 * pace}},
+		{"far from its turn: never later than the poll interval",
 			seen(40, func(k *readSeen) { k.fresh = true }),
-			readPlan{wait: turnGrace, pause: pace}},
+			readPlan{wait: maxPause, pause: maxPause}},
 		{"next, the same hold as before: back off",
 			seen(1, nil),
 			readPlan{wait: pause, pause: 2 * pause}},
@@ -65,11 +65,10 @@ func TestPlanRead(t *testing.T) {
 }
 
 // TestReadsIn: a polling head reads one pace after a read when next in
-// turn, and two more for each turn before its own, but never later than
-// the shortest turn lasts.
+// turn, and two more for each turn before its own.
 func TestReadsIn(t *testing.T) {
 	const ms = time.Millisecond
-	for place, want := range map[int]time.Duration{1: 10 * ms, 2: 30 * ms, 4: 70 * ms, 5: 90 * ms, 8: turnGrace, 40: turnGrace} {
+	for place, want := range map[int]time.Duration{1: 10 * ms, 2: 30 * ms, 4: 70 * ms, 8: 150 * ms, 1000: 19990 * ms} {
 		if got := readsIn(place, 10*ms); got != want {
 			t.Errorf("readsIn(%d, 10ms) = %v, want %v", place, got, want)
 		}

@@ -204,19 +204,32 @@ func testRegistry(t *testing.T) (*waitRegistry, *serverClock) {
 // TestFarPollerReadsByPlace: turns away from its own, a poller whose
 // reads show the turns moving on reads again as its place says, not at a
 // pause backed off towards the poll interval: it would sleep through its
-// turn (as it once did: reads 437ms apart while turns took 30ms). However
-// far, it reads again before the shortest turn could pass: turns of
-// streaming Lockers take milliseconds, and twenty of them could pass
-// between reads paced for polled turns.
+// turn (as it once did: reads 437ms apart while turns took 30ms).
 func TestFarPollerReadsByPlace(t *testing.T) {
 	r, clock := testRegistry(t)
 	now := clock.Now()
-	for _, place := range []int{4, 20} {
-		for i := range 8 {
-			_, d := r.looked("n", lockView{until: now.Add(time.Minute), fence: int64(i), holder: "b", place: place})
-			if want := min(readsIn(place, heirPoll), turnGrace); d > want {
-				t.Fatalf("read %d, %d turns away, a new hold at each read: next read in %v, want it within %v", i, place, d, want)
-			}
+	for i := range 8 {
+		_, d := r.looked("n", lockView{until: now.Add(time.Minute), fence: int64(i), holder: "b", place: 4})
+		if d > readsIn(4, heirPoll) {
+			t.Fatalf("read %d, 4 turns away, a new hold at each read: next read in %v, want it within %v", i, d, readsIn(4, heirPoll))
+		}
+	}
+}
+
+// TestFarPollerBacksOffFromItsPlace: a poller far from its turn behind a
+// long hold backs off from the wait its place gives, not from the next
+// in turn's pace: 1,000 polling Lockers waiting for one hold, each
+// reading again 10ms after its first read and doubling from there, kept
+// the server busy for minutes (TestDeadWaitersLeave took 188s against
+// 55s).
+func TestFarPollerBacksOffFromItsPlace(t *testing.T) {
+	r, clock := testRegistry(t)
+	r.cfg.maxPause = time.Hour
+	now := clock.Now()
+	v := lockView{until: now.Add(2 * time.Hour), fence: 1, holder: "b", place: 500}
+	for i := range 4 {
+		if _, d := r.looked("n", v); d < readsIn(500, heirPoll)/2 {
+			t.Fatalf("read %d of the same hold, 500 turns away: next read in %v, want at least %v", i, d, readsIn(500, heirPoll)/2)
 		}
 	}
 }
