@@ -223,6 +223,7 @@ func (r *waitRegistry) streamingLocked() {
 	for _, q := range r.names {
 		q.member.joined = false // joined the other way, or turns were missed: join again
 		q.told.busy = false     // news may have been missed
+		q.pace = pollPace{}     // a poller's last read is out of date
 		if !on {
 			q.told.firm = time.Time{} // a ForceRelease may go unseen from now on
 		}
