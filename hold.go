@@ -171,7 +171,7 @@ func (h *hold) free() error {
 	waits := s.l.waits
 	ctx, cancel := h.unlockContext() // the read's and the release's
 	defer cancel()
-	t := waits.turnFor(h.name, h.waitersNow(ctx), s.l.clock.Now())
+	t := waits.turnFor(h.name, h.waitersNow(ctx), h.acquiredAt, s.l.clock.Now())
 	handedOn := false
 	defer func() {
 		// A turn this process gave itself: its head tries at once (the

@@ -32,11 +32,13 @@ import (
 //   - while a hold of its own process has the name, it does not read: the
 //     end of that hold wakes it.
 //
-// A turn given to a poller lasts the poll interval longer than turnGrace
-// (pollTurn): no wait of a polling head is longer, so only a poller whose
-// read takes longer than turnGrace (a slow link), or a dead one, misses
-// its turn; that costs the lock the turn, and the poller is out of the
-// waiting processes until its next read.
+// A turn given to a poller lasts heirPoll plus twice the released hold's
+// length longer than turnGrace, up to the poll interval (pollTurn). A
+// poller that misses its turn costs the lock that turn and is out of the
+// waiting processes until its next read. It misses it when its read comes
+// later than that: a slow link; turns before its own that passed much
+// quicker than readsIn guessed; or a pause that backed off during an
+// earlier, longer hold, when the hold released before its turn was short.
 //
 // An earlier design measured how long holds and turns took and attempted
 // when the holder's run should end; it was 132 lines longer, no faster,
@@ -240,19 +242,25 @@ func (r *waitRegistry) readsFirst(name string) bool {
 }
 
 // pollTurn is how much longer than turnGrace a turn given to a poller
-// lasts: the poll interval. Every wait of a polling head is capped by it
-// (planRead, readAfterTryLocked), so a live poller reads within its turn
-// however its pause backed off during an earlier, longer hold, and however
-// quickly the turns before its own passed. A dead or cut-off poller costs
-// the lock that much, once (turns.go). The poll interval is the releaser's:
-// give every process the same one.
-func (r *waitRegistry) pollTurn() time.Duration { return r.cfg.maxPause }
+// lasts, when the hold released began at server time acquiredAt: the
+// poller's pause backs off while a hold goes on, to about that hold's
+// length. A turn of a whole poll interval would cover any pause, but a
+// dead poller named heir would then hold the lock back by the releaser's
+// poll interval (an hour, for some), and different Lockers' intervals may
+// differ.
+func (r *waitRegistry) pollTurn(acquiredAt, now time.Time) time.Duration {
+	return min(r.heirPace()+2*max(now.Sub(acquiredAt), 0), max(r.cfg.maxPause, heirPoll))
+}
 
 // readsIn is how long a polling head place turns away waits before it
 // reads again: one pace when next, and two more for each turn before, a
 // guess at a turn's length (a run of holds, and the reads that find it
-// over). A guess too short costs reads; one too long idles the lock until
-// the poller reads (its turn waits for it: pollTurn).
+// over). A guess too short costs reads; one too long idles the lock a
+// little, or, when turns are much shorter than the guess (streaming
+// Lockers hand on within milliseconds), makes a poller far back miss its
+// turn (pollTurn). Reads that came at least every turnGrace would never
+// miss one, but 1,000 polling Lockers would then read 10,000 times a
+// second.
 func readsIn(place int, pace time.Duration) time.Duration {
 	return pace + time.Duration(2*(place-1))*pace
 }

@@ -173,7 +173,7 @@ func TestJoinerIsNotStale(t *testing.T) {
 	if stale := r.staleOf("n", w); len(stale) != 0 {
 		t.Fatalf("a keep removes %v, want none", stale)
 	}
-	if tr := r.turnFor("n", w, clock.Now()); tr.heir != "c" || len(tr.stale) != 0 {
+	if tr := r.turnFor("n", w, acquired, clock.Now()); tr.heir != "c" || len(tr.stale) != 0 {
 		t.Fatalf("the release names %q and removes %v; want heir c, nothing removed", tr.heir, tr.stale)
 	}
 }
@@ -230,7 +230,7 @@ func TestStaleSinceAcquireNotNamed(t *testing.T) {
 	if !slices.Equal(w.streaming, []string{"b"}) {
 		t.Fatalf("at the acquire: streaming %v, want [b]", w.streaming)
 	}
-	if tr := r.turnFor("n", w, acquired.Add(2*time.Second)); tr.heir != "" || len(tr.stale) != 0 {
+	if tr := r.turnFor("n", w, acquired, acquired.Add(2*time.Second)); tr.heir != "" || len(tr.stale) != 0 {
 		t.Fatalf("the release names %q and removes %v; want neither", tr.heir, tr.stale)
 	}
 }

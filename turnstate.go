@@ -38,7 +38,7 @@ type ownTurns struct {
 // turnFor returns the turn a release of name by this process gives, when
 // w waited for it, and counts the process's run of holds. The name's rule
 // is WithFIFO's when this Locker has it or w says another's marked it.
-func (r *waitRegistry) turnFor(name string, w waiters, now time.Time) turn {
+func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time) turn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(name)
@@ -58,7 +58,7 @@ func (r *waitRegistry) turnFor(name string, w waiters, now time.Time) turn {
 			}
 		}
 	}
-	pollTurn := r.pollTurn()
+	pollTurn := r.pollTurn(acquiredAt, now)
 	t := nextTurn(r.self, w, len(q.waiters) > 0, r.streamOn(), q.own.run, pollTurn, now)
 	if fifo {
 		t = nextFIFOTurn(r.self, w, len(q.waiters) > 0, r.streamOn(), pollTurn, now)
