@@ -41,7 +41,7 @@ import (
 // earlier, longer hold, when the hold released before its turn was short.
 //
 // An earlier design measured how long holds and turns took and attempted
-// when the holder's run should end; it was 132 lines longer, no faster,
+// when the holder's run should end; it was 124 lines longer, no faster,
 // and a read that came late could inflate its measure and starve its
 // process for seconds (docs/performance.md, "Slow change events").
 
