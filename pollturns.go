@@ -162,7 +162,7 @@ type readSeen struct {
 	v        lockView
 	fresh    bool          // another hold or turn than at the last read
 	wasOut   bool          // the last read found this Locker out of the waiting ones too
-	pace     time.Duration // how often the next in turn reads (heirPoll)
+	pace     time.Duration // how often the next in turn reads (heirPace)
 	pause    time.Duration // the name's poll pause
 	maxPause time.Duration // the poll interval
 	rest     time.Duration // until the lease or turn read is surely over
