@@ -140,8 +140,18 @@ func TestContentionCost(t *testing.T) {
 	ctx := ctxT(t, 5*time.Minute)
 	var wg sync.WaitGroup
 	var mutexes []*mongolock.Mutex
+	// Which Lockers' streams went off or on, and when: a Locker whose
+	// stream goes off polls, and reads (it happened once in a full run,
+	// cause unknown).
+	var streamsMu sync.Mutex
+	var streams []string
+	begun := time.Now()
 	for i := range sessions {
-		l, cnt := e.locker("")
+		l, cnt := e.locker("", mongolock.WithObserver(mongolock.Observer{ChangeStream: func(on bool) {
+			streamsMu.Lock()
+			defer streamsMu.Unlock()
+			streams = append(streams, fmt.Sprintf("locker %d stream on=%v at %v", i, on, time.Since(begun).Round(time.Millisecond)))
+		}}))
 		counters = append(counters, cnt)
 		s := session(t, l, mongolock.WithOwner(fmt.Sprint("host-", i)))
 		for range goroutines {
@@ -182,6 +192,9 @@ func TestContentionCost(t *testing.T) {
 		}
 	}
 	t.Logf("commands by name: %v", byName)
+	streamsMu.Lock()
+	t.Logf("change streams: %v", streams)
+	streamsMu.Unlock()
 	acq := sessions * goroutines * each
 	perAcq := float64(total) / float64(acq)
 	t.Logf("%d acquisitions in %v: %d commands, %.2f per acquisition", acq, time.Since(start).Round(time.Millisecond), total, perAcq)
