@@ -23,8 +23,9 @@ import (
 // out of the waiting Lockers from then on.
 //
 // A releaser whose own process has waiters may name itself heir, up to
-// runLength holds in a row: a handoff within the process needs no change
-// event, so it is quicker, and the others still do not try in vain.
+// runLength holds in a row (pollerRunLength while pollers take part): a
+// handoff within the process needs no change event nor read, so it is
+// quicker, and the others still do not try in vain.
 //
 // A Locker whose change stream runs learns at once that its turn came.
 // One without (the server has none, or it is off) joins as a poller
@@ -54,6 +55,41 @@ const turnGrace = 100 * time.Millisecond
 // runLength is how many holds in a row a process may have while others
 // wait, when its own goroutines wait too.
 const runLength = 4
+
+// While a poller takes part in the turns (it waits, or it releases), a run
+// may have up to pollerRunLength holds instead, as long as it lasted less
+// than pollerRun since its first hold was released (and runLength holds in
+// any case). A handoff to a poller idles the lock until the poller's read
+// comes (every heirPoll while it is next in turn: half that on average)
+// and its attempt, about a quick hold's length twice over; runs four
+// times as long make that idle cost four times less (polling ran at 65%
+// of the throughput of processes serving their own waiters first with
+// runs of runLength, and at about 95% with these, docs/fairness.md). Every
+// process's run is as long, streaming or polling, so that a process before
+// a poller is not favoured; a process with fewer waiters than the run has
+// holds gets fewer holds in its turn, as with runLength. pollerRun bounds
+// the wait of the others when holds are long, where the idle costs
+// little.
+const (
+	pollerRunLength = 4 * runLength
+	pollerRun       = 100 * time.Millisecond
+)
+
+// run is the holds in a row a process had, before the one it releases.
+type run struct {
+	holds  int
+	lasted time.Duration // since the first of them was released
+}
+
+// keeps reports whether a process that had r may keep the lock for its
+// own waiters once more, while another waits; pollers says whether a
+// poller takes part in the turns.
+func (r run) keeps(pollers bool) bool {
+	if !pollers {
+		return r.holds < runLength-1
+	}
+	return r.holds < pollerRunLength-1 && (r.holds < runLength-1 || r.lasted < pollerRun)
+}
 
 // The window of liveness. A waiting Locker refreshes its entry among the
 // lock's waiting Lockers every rejoinAfter: at the first attempt or read
@@ -193,14 +229,14 @@ type turn struct {
 // nextTurn returns the turn a release by locker gives, when w waits for the
 // lock (as the releaser's acquire saw it), localWaiters says whether the
 // releaser's own process has waiters, streaming whether its change stream
-// runs, run how many holds in a row it had before this one, and pollTurn
+// runs, r the holds in a row it had before this one, and pollTurn
 // how much longer a poller's turn lasts (pollturns.go).
-func nextTurn(locker string, w waiters, localWaiters, streaming bool, run int, pollTurn time.Duration, now time.Time) turn {
+func nextTurn(locker string, w waiters, localWaiters, streaming bool, r run, pollTurn time.Duration, now time.Time) turn {
 	t := turn{locker: locker}
 	next := nextHeir(locker, slices.Concat(w.streaming, w.pollers))
 	switch {
 	case next == "":
-	case localWaiters && run < runLength-1:
+	case localWaiters && r.keeps(!streaming || len(w.pollers) > 0):
 		t.heir, t.until = locker, now.Add(turnGrace)
 	default:
 		t.heir, t.until = next, now.Add(turnGrace)

@@ -39,7 +39,7 @@ func TestNextHeir(t *testing.T) {
 		{"a poller is next, its turn is longer", waiters{streaming: []string{"c"}, pollers: []string{"b"}}, true, true, true, false, "b", turnGrace + pollTurn},
 		{"the releaser polls, it stays as a poller", waiters{streaming: []string{"b"}}, true, false, true, true, "b", turnGrace},
 	} {
-		tr := nextTurn("a", c.w, c.local, c.streaming, runLength-1, pollTurn, now)
+		tr := nextTurn("a", c.w, c.local, c.streaming, run{holds: runLength - 1, lasted: pollerRun}, pollTurn, now)
 		if tr.heir != c.heir || tr.stay != c.stay || tr.polls != c.polls || (c.heir != "" && !tr.until.Equal(now.Add(c.turn))) {
 			t.Errorf("%s: %+v, want heir %q stay %v polls %v turn %v", c.what, tr, c.heir, c.stay, c.polls, c.turn)
 		}
@@ -49,16 +49,46 @@ func TestNextHeir(t *testing.T) {
 func TestTurnRuns(t *testing.T) {
 	now := time.Unix(100, 0)
 	w := waiters{streaming: []string{"b"}}
-	for run := range runLength - 1 {
-		if tr := nextTurn("a", w, true, true, run, 0, now); tr.heir != "a" || tr.stay {
-			t.Errorf("run %d with local waiters: %+v, want heir a (itself)", run, tr)
+	for n := range runLength - 1 {
+		if tr := nextTurn("a", w, true, true, run{holds: n}, 0, now); tr.heir != "a" || tr.stay {
+			t.Errorf("run %d with local waiters: %+v, want heir a (itself)", n, tr)
 		}
 	}
-	if tr := nextTurn("a", w, true, true, runLength-1, 0, now); tr.heir != "b" || !tr.stay {
+	if tr := nextTurn("a", w, true, true, run{holds: runLength - 1}, 0, now); tr.heir != "b" || !tr.stay {
 		t.Errorf("after a run of %d: %+v, want heir b", runLength, tr)
 	}
-	if tr := nextTurn("a", w, false, true, 0, 0, now); tr.heir != "b" {
+	if tr := nextTurn("a", w, false, true, run{}, 0, now); tr.heir != "b" {
 		t.Errorf("no local waiters: %+v, want heir b", tr)
+	}
+}
+
+// TestTurnRunsWithPollers: while a poller takes part in the turns, every
+// run of quick holds has pollerRunLength holds (a handoff to a poller idles
+// the lock until it reads, so the turn passes less often), whichever
+// process releases, and a run of long holds ends after runLength holds
+// once it lasted pollerRun.
+func TestTurnRunsWithPollers(t *testing.T) {
+	now := time.Unix(100, 0)
+	quick := func(holds int) run { return run{holds: holds, lasted: time.Duration(holds) * 3 * time.Millisecond} }
+	for _, c := range []struct {
+		what      string
+		w         waiters
+		streaming bool // the releaser's stream runs
+		r         run
+		keeps     bool
+	}{
+		{"a poller next, quick holds", waiters{pollers: []string{"b"}}, true, quick(runLength), true},
+		{"a poller next, the run is full", waiters{pollers: []string{"b"}}, true, quick(pollerRunLength - 1), false},
+		{"a poller next, long holds", waiters{pollers: []string{"b"}}, true, run{holds: runLength - 1, lasted: pollerRun}, false},
+		{"a poller next, long holds, first of the run", waiters{pollers: []string{"b"}}, true, run{holds: runLength - 2, lasted: time.Hour}, true},
+		{"a poller after a streaming one", waiters{streaming: []string{"b"}, pollers: []string{"c"}}, true, quick(runLength), true},
+		{"the releaser polls, a streaming one next", waiters{streaming: []string{"b"}}, false, quick(runLength), true},
+		{"no poller takes part", waiters{streaming: []string{"b"}}, true, quick(runLength - 1), false},
+	} {
+		tr := nextTurn("a", c.w, true, c.streaming, c.r, 0, now)
+		if want := map[bool]string{true: "a", false: "b"}[c.keeps]; tr.heir != want {
+			t.Errorf("%s: heir %q, want %q", c.what, tr.heir, want)
+		}
 	}
 }
 

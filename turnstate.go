@@ -30,6 +30,7 @@ type membership struct {
 // ownTurns are the turns this process gave itself on a lock.
 type ownTurns struct {
 	run       int         // holds in a row this process gave itself
+	runSince  time.Time   // when the first hold of the run was released (this host's clock)
 	ownTurns  []time.Time // ends of the last turns this process gave itself
 	turnGen   uint64      // ends the turn timer's claim when it changes
 	turnTimer *time.Timer // wakes the head when another's turn ends
@@ -59,7 +60,10 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 		}
 	}
 	pollTurn := r.pollTurn(acquiredAt, now)
-	t := nextTurn(r.self, w, len(q.waiters) > 0, r.streamOn(), q.own.run, pollTurn, now)
+	if q.own.run == 0 {
+		q.own.runSince = time.Now() // monotonic: a new estimate of the server's clock does not stretch the run
+	}
+	t := nextTurn(r.self, w, len(q.waiters) > 0, r.streamOn(), run{q.own.run, time.Since(q.own.runSince)}, pollTurn, now)
 	if fifo {
 		t = nextFIFOTurn(r.self, w, len(q.waiters) > 0, r.streamOn(), pollTurn, now)
 	}
@@ -79,7 +83,7 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 		q.own.run++
 		// Its change event may come before the release's reply, or after
 		// the next one's: remember the last few, as stored (milliseconds).
-		q.own.ownTurns = append(q.own.ownTurns[max(0, len(q.own.ownTurns)-2*runLength+1):], t.until.Truncate(time.Millisecond))
+		q.own.ownTurns = append(q.own.ownTurns[max(0, len(q.own.ownTurns)-2*pollerRunLength+1):], t.until.Truncate(time.Millisecond))
 	} else {
 		q.own.run = 0
 	}
