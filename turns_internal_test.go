@@ -80,7 +80,7 @@ func TestTurnRunsWithPollers(t *testing.T) {
 		{"a poller next, quick holds", waiters{pollers: []string{"b"}}, true, quick(runLength), true},
 		{"a poller next, the run is full", waiters{pollers: []string{"b"}}, true, quick(pollerRunLength - 1), false},
 		{"a poller next, long holds", waiters{pollers: []string{"b"}}, true, run{holds: runLength - 1, lasted: pollerRun}, false},
-		{"a poller next, long holds, first of the run", waiters{pollers: []string{"b"}}, true, run{holds: runLength - 2, lasted: time.Hour}, true},
+		{"a poller next, long holds, within runLength", waiters{pollers: []string{"b"}}, true, run{holds: runLength - 2, lasted: time.Hour}, true},
 		{"a poller after a streaming one", waiters{streaming: []string{"b"}, pollers: []string{"c"}}, true, quick(runLength), true},
 		{"the releaser polls, a streaming one next", waiters{streaming: []string{"b"}}, false, quick(runLength), true},
 		{"no poller takes part", waiters{streaming: []string{"b"}}, true, quick(runLength - 1), false},
