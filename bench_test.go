@@ -316,8 +316,8 @@ func contentionAfter(b *testing.B, mode string, warm time.Duration, opt ...mongo
 	const sessions, goroutines = 8, 4
 	// Shares are judged over at least 1,000 acquisitions whatever b.N:
 	// while pollers take part in the turns, a process keeps the lock for
-	// runs of up to 16 quick holds (turns.go, pollerRunLength), so 200
-	// would be a dozen runs among 8 sessions.
+	// runs of up to 8 quick holds (turns.go, pollerRunLength), so 200
+	// would be 25 runs among 8 sessions.
 	acquisitions := int64(max(b.N, 1000))
 	var counters []*counter
 	var wg sync.WaitGroup

@@ -111,11 +111,7 @@ func TestDeadWaitersCostNothing(t *testing.T) {
 	}
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
-			const procs, goroutines = 4, 2
-			total := 160
-			if mode == "polling" {
-				total = 400 // runs of up to 16 holds (turns.go, pollerRunLength): several runs each
-			}
+			const procs, goroutines, total = 4, 2, 160
 			const window = time.Second
 			streams, fifo := !strings.HasSuffix(mode, "polling"), strings.HasPrefix(mode, "FIFO")
 			const dead = 200 // each with a change stream of its own when streams

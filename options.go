@@ -81,7 +81,7 @@ func WithChangeStreams(on bool) Option { return func(o *options) { o.watch = on 
 // it keeps its place, until its entry is 30 seconds old (its process
 // died). The default, off, gives turns round the waiting processes (see
 // "Turns" in docs/fairness.md) and lets a process keep the lock for up to
-// 4 holds in a row when its own waiters wait too (up to 16 quick holds
+// 4 holds in a row when its own waiters wait too (up to 8 quick holds
 // while a polling process takes part in the turns).
 func WithFIFO(on bool) Option { return func(o *options) { o.fifo = on } }
 

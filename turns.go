@@ -61,17 +61,17 @@ const runLength = 4
 // than pollerRun since its first hold was released (and runLength holds in
 // any case). A handoff to a poller idles the lock until the poller's read
 // comes (every heirPoll while it is next in turn: half that on average)
-// and its attempt, about a quick hold's length twice over; runs four times
-// as long make that idle cost four times less (polling 8x4 ran at about
-// two thirds of the throughput of processes serving their own waiters
-// first with runs of runLength, and as fast with these: "Turns for
-// pollers" in docs/fairness.md). Every process's run is as long, streaming
+// and its attempt, about a quick hold's length twice over; runs twice as
+// long pay it half as often (polling 8x4 ran at about two thirds of the
+// throughput of processes serving their own waiters first with runs of
+// runLength, and at over 90% of it with these, while 4 processes still
+// share 80 acquisitions evenly: "Turns for pollers" in docs/fairness.md). Every process's run is as long, streaming
 // or polling, so that a process before a poller is not favoured; a process
 // with fewer waiters than the run has holds gets fewer holds in its turn,
 // as with runLength. The others wait longer for their turn: pollerRun
 // bounds that wait when holds are long, where the idle costs little.
 const (
-	pollerRunLength = 4 * runLength
+	pollerRunLength = 2 * runLength
 	pollerRun       = 100 * time.Millisecond
 )
 
