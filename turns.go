@@ -87,10 +87,10 @@ type run struct {
 // own waiters once more, while another waits; pollers says whether a
 // poller takes part in the turns.
 func (r run) keeps(pollers bool) bool {
-	if !pollers {
-		return r.holds < runLength-1
+	if r.holds < runLength-1 {
+		return true
 	}
-	return r.holds < pollerRunLength-1 && (r.holds < runLength-1 || r.lasted < pollerRun)
+	return pollers && r.holds < pollerRunLength-1 && r.lasted < pollerRun
 }
 
 // The window of liveness. A waiting Locker refreshes its entry among the
