@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,8 +129,7 @@ func interleave(b *testing.B, op func() error, bases ...func() error) (samples, 
 	b.StopTimer()
 	med := make([]float64, len(bases))
 	for i := range bases {
-		slices.Sort(ratios[i])
-		med[i] = ratios[i][len(ratios[i])/2]
+		med[i] = median(ratios[i])
 	}
 	return opS, baseS, med
 }
@@ -270,156 +267,6 @@ func handoff(b *testing.B, x, y *mongolock.Mutex, n int) samples {
 	return out
 }
 
-// BenchmarkContention: 8 sessions on separate clients, 4 goroutines each,
-// take one name in turn for a while, with change streams and then with
-// polling: acquisitions per second, server commands per acquisition (the
-// change streams' own not counted), acquires that failed, and the spread
-// between the sessions that got the fewest and the most, after a warm-up.
-func BenchmarkContention(b *testing.B) {
-	for _, mode := range []string{"change streams", "polling", "FIFO, change streams", "FIFO, polling"} {
-		b.Run(mode, func(b *testing.B) {
-			contention(b, mode, mongolock.WithChangeStreams(!strings.Contains(mode, "polling")),
-				mongolock.WithFIFO(strings.HasPrefix(mode, "FIFO")))
-		})
-	}
-}
-
-// BenchmarkContentionSlowEvents is BenchmarkContention's first and third
-// rows with change events held back (mongotest's DelayEvents), as across
-// regions (100ms) or on a sharded cluster with an idle shard (1s): the
-// waiting layer must follow the events' lag (eventlag.go) and keep at
-// least the throughput of polling, starving no session.
-func BenchmarkContentionSlowEvents(b *testing.B) {
-	for _, delay := range []time.Duration{100 * time.Millisecond, time.Second} {
-		for _, mode := range []string{"change streams", "polling"} {
-			b.Run(fmt.Sprintf("%v/%s", delay, mode), func(b *testing.B) {
-				fault(b, "delayEvents", bson.E{Key: "ms", Value: delay.Milliseconds()})
-				// Measured once each Locker has learnt how late events
-				// come (from the first ones) and its waiters poll, as in
-				// a service running for a while: after 64 acquisitions,
-				// and 3x the delay or a second, whichever is longer.
-				contentionAfter(b, fmt.Sprintf("%s, events %v late", mode, delay), max(3*delay, time.Second),
-					mongolock.WithChangeStreams(mode == "change streams"))
-			})
-		}
-	}
-}
-
-func contention(b *testing.B, mode string, opt ...mongolock.Option) {
-	contentionAfter(b, mode, 0, opt...)
-}
-
-// contentionAfter is contention measured from the first acquisition after
-// the warm-up that comes warm after the start.
-func contentionAfter(b *testing.B, mode string, warm time.Duration, opt ...mongolock.Option) {
-	e := newEnv(b)
-	const sessions, goroutines = 8, 4
-	// Shares are judged over at least 1,000 acquisitions whatever b.N:
-	// while pollers take part in the turns, a process keeps the lock for
-	// runs of up to 8 quick holds (turns.go, pollerRunLength), so 200
-	// would be 25 runs among 8 sessions.
-	acquisitions := int64(max(b.N, 1000))
-	var counters []*counter
-	var wg sync.WaitGroup
-	perSession := make([]atomic.Int64, sessions)
-	var hold samples
-	var holdMu sync.Mutex
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var mutexes [][]*mongolock.Mutex
-	for range sessions {
-		l, cnt := e.locker("", opt...)
-		counters = append(counters, cnt)
-		s := session(b, l)
-		var ms []*mongolock.Mutex
-		for range goroutines {
-			ms = append(ms, s.NewMutex("hot"))
-		}
-		mutexes = append(mutexes, ms)
-	}
-	// The first warmUp acquisitions (everyone's first attempt, the change
-	// streams opening) are not measured: the figures are the steady state.
-	const warmUp = 64
-	var start time.Time
-	measured := make(chan struct{})
-	b.ResetTimer()
-	begin := time.Now()
-	var total, done atomic.Int64 // acquisitions, and those measured
-	var measuring atomic.Bool
-	var once sync.Once
-	for i, ms := range mutexes {
-		for _, m := range ms {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for done.Load() < acquisitions {
-					t := time.Now()
-					if err := m.Lock(ctx); err != nil {
-						return
-					}
-					switch n := total.Add(1); {
-					case measuring.Load():
-						if done.Add(1) <= acquisitions {
-							holdMu.Lock()
-							hold = append(hold, time.Since(t))
-							holdMu.Unlock()
-							perSession[i].Add(1)
-						}
-					case n >= warmUp && time.Since(begin) >= warm:
-						once.Do(func() {
-							for _, c := range counters {
-								c.Reset()
-							}
-							start = time.Now()
-							measuring.Store(true)
-							close(measured)
-						})
-					}
-					m.Unlock()
-				}
-				cancel()
-			}()
-		}
-	}
-	wg.Wait()
-	<-measured
-	elapsed := time.Since(start)
-	b.StopTimer()
-	cmds, acquires := 0, 0
-	for _, c := range counters {
-		for _, name := range c.Commands() {
-			switch name {
-			case "aggregate", "getMore", "killCursors": // the change stream's own
-			case "findAndModify":
-				acquires++
-				cmds++
-			default:
-				cmds++
-			}
-		}
-	}
-	lo, hi := int64(1<<62), int64(0)
-	for i := range perSession {
-		lo, hi = min(lo, perSession[i].Load()), max(hi, perSession[i].Load())
-	}
-	n := min(done.Load(), acquisitions)
-	mean := float64(n) / sessions
-	spread := max(float64(hi)-mean, mean-float64(lo)) / mean
-	record(benchRow{scenario: "contention 8 sessions x 4, " + mode, median: hold.quantile(.5), p99: hold.quantile(.99),
-		opsPerS: float64(n) / elapsed.Seconds(),
-		note: fmt.Sprintf("%.2f commands/acquisition, %.2f failed acquires/acquisition; per session %d..%d acquisitions (within %.0f%% of the mean); latency = wait for Lock; after %d acquisitions of warm-up%s",
-			float64(cmds)/float64(n), float64(acquires-int(n))/float64(n), lo, hi, 100*spread, warmUp, warmNote(warm))})
-	b.ReportMetric(float64(cmds)/float64(n), "commands/acq")
-	b.ReportMetric(float64(elapsed.Nanoseconds())/float64(n), "ns/op") // n, not b.N, were measured
-}
-
-func warmNote(warm time.Duration) string {
-	if warm == 0 {
-		return ""
-	}
-	return fmt.Sprintf(" and %v", warm)
-}
-
 // BenchmarkManyNames: 8 goroutines lock and unlock distinct names in
 // parallel; the baseline is the same with the raw commands.
 func BenchmarkManyNames(b *testing.B) {
@@ -498,12 +345,11 @@ func BenchmarkManyNames(b *testing.B) {
 		ratios = append(ratios, float64(lm)/float64(rm))
 	}
 	b.StopTimer()
-	slices.Sort(ratios)
 	record(benchRow{scenario: "many names, 8 in parallel (raw)", median: rawS.quantile(.5), p99: rawS.quantile(.99),
 		opsPerS: float64(len(rawS)) / rawElapsed.Seconds()})
 	record(benchRow{scenario: "many names, 8 in parallel", median: libS.quantile(.5), p99: libS.quantile(.99),
 		opsPerS: float64(len(libS)) / libElapsed.Seconds(),
-		ratio:   ratios[len(ratios)/2], baseline: "raw, 8 in parallel"})
+		ratio:   median(ratios), baseline: "raw, 8 in parallel"})
 }
 
 // BenchmarkIdleWaiters: commands per second, other than the change

@@ -101,3 +101,16 @@ func (s samples) opsPerSec() float64 {
 	}
 	return float64(len(s)) / total.Seconds()
 }
+
+// median is the middle of xs, sorted in place; of an even count, the mean
+// of the middle two (rounds that alternate which side goes first give
+// half their ratios above and half below: either middle one alone would
+// lean to one side).
+func median(xs []float64) float64 {
+	slices.Sort(xs)
+	n := len(xs)
+	if n%2 == 0 {
+		return (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return xs[n/2]
+}

@@ -7,79 +7,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mongolock/mongolock"
 )
-
-// contended is what contend measured: acquisitions, each live process's
-// share, how long each Lock that succeeded waited, and the longest wait,
-// counting those the end of the time cut short.
-type contended struct {
-	n       int
-	elapsed time.Duration
-	shares  []int
-	waits   samples
-	longest time.Duration
-}
-
-// contend has the Lockers' goroutines (goroutines each) take name in turn
-// until total acquisitions were made or d passed, whichever comes first.
-func contend(tb testing.TB, lockers []*mongolock.Locker, goroutines int, name string, total int, d time.Duration) contended {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	var mu sync.Mutex
-	res := contended{shares: make([]int, len(lockers))}
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i, l := range lockers {
-		s := session(tb, l)
-		for range goroutines {
-			m := s.NewMutex(name)
-			wg.Go(func() {
-				for {
-					t := time.Now()
-					err := m.Lock(ctx)
-					mu.Lock()
-					res.longest = max(res.longest, time.Since(t))
-					if err != nil {
-						mu.Unlock()
-						return // the time is up
-					}
-					res.n++
-					res.shares[i]++
-					res.waits = append(res.waits, time.Since(t))
-					done := res.n >= total
-					mu.Unlock()
-					if err := m.Unlock(); err != nil {
-						tb.Error(err)
-						return
-					}
-					if done {
-						cancel()
-						return
-					}
-				}
-			})
-		}
-	}
-	wg.Wait()
-	res.elapsed = time.Since(start)
-	return res
-}
-
-// liveLockers returns procs Lockers with opts, each on its own client.
-func liveLockers(e *env, procs int, opts ...mongolock.Option) []*mongolock.Locker {
-	var ls []*mongolock.Locker
-	for range procs {
-		l, _ := e.locker("", opts...)
-		ls = append(ls, l)
-	}
-	return ls
-}
 
 // deadEntries returns the Lockers other than live that have entries among
 // the lock name's waiting ones.
@@ -117,10 +49,10 @@ func TestDeadWaitersCostNothing(t *testing.T) {
 			const dead = 200 // each with a change stream of its own when streams
 			e := newEnv(t)
 			ctx := ctxT(t, 3*time.Minute)
-			live := liveLockers(e, procs, mongolock.WithChangeStreams(streams), mongolock.WithFIFO(fifo),
+			live := newContenders(e, procs, mongolock.WithChangeStreams(streams), mongolock.WithFIFO(fifo),
 				mongolock.WithWindow(window/10, window))
 			// The name is held while the dead join, as a name in use is.
-			held := session(t, live[0]).NewMutex("churned")
+			held := session(t, live.lockers[0]).NewMutex("churned")
 			if err := held.Lock(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -129,14 +61,14 @@ func TestDeadWaitersCostNothing(t *testing.T) {
 			if err := held.Unlock(); err != nil {
 				t.Fatal(err)
 			}
-			got := contend(t, live, goroutines, "churned", total, 2*time.Minute)
+			got := live.contend(t, goroutines, "churned", total, 2*time.Minute)
 			if got.n < total {
 				t.Fatalf("%d acquisitions before the time was up, want %d", got.n, total)
 			}
 			// The live Lockers' entries may outlast the contention by a
 			// moment (a join in flight when the time was up): only the
 			// dead ones count.
-			left := len(deadEntries(t, e, "churned", live))
+			left := len(deadEntries(t, e, "churned", live.lockers))
 			t.Logf("shares of %d: %v; %d Lockers' entries left; Lock waited %v median, %v at most",
 				got.n, got.shares, left, got.waits.quantile(.5), got.longest)
 			for _, n := range got.shares {
@@ -168,9 +100,9 @@ func BenchmarkDeadWaiters(b *testing.B) {
 			}
 			streams, fifo := !strings.HasSuffix(mode, "polling"), strings.HasPrefix(mode, "FIFO")
 			e := newEnv(b)
-			live := liveLockers(e, procs, mongolock.WithChangeStreams(streams), mongolock.WithFIFO(fifo))
+			live := newContenders(e, procs, mongolock.WithChangeStreams(streams), mongolock.WithFIFO(fifo))
 			row := func(label, name string, c contended, clean float64) float64 {
-				left := len(deadEntries(b, e, name, live))
+				left := len(deadEntries(b, e, name, live.lockers))
 				perS := float64(c.n) / c.elapsed.Seconds()
 				shares := slices.Clone(c.shares)
 				slices.Sort(shares)
@@ -187,9 +119,9 @@ func BenchmarkDeadWaiters(b *testing.B) {
 				return // -benchtime 200x runs it again with b.N 200: one run is the measure
 			}
 			{
-				clean := row("clean name", "clean", contend(b, live, goroutines, "clean", 1<<30, d), 0)
+				clean := row("clean name", "clean", live.contend(b, goroutines, "clean", 1<<30, d), 0)
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-				held := session(b, live[0]).NewMutex("churned")
+				held := session(b, live.lockers[0]).NewMutex("churned")
 				if err := held.Lock(ctx); err != nil {
 					b.Fatal(err)
 				}
@@ -199,9 +131,9 @@ func BenchmarkDeadWaiters(b *testing.B) {
 				spawnDeadWaiters(b, ctx, e, "churned", dead, false, fifo)
 				killed := time.Now()
 				held.Unlock()
-				row(fmt.Sprintf("%d dead, right after", dead), "churned", contend(b, live, goroutines, "churned", 1<<30, d), clean)
+				row(fmt.Sprintf("%d dead, right after", dead), "churned", live.contend(b, goroutines, "churned", 1<<30, d), clean)
 				time.Sleep(time.Until(killed.Add(31 * time.Second))) // the window, 30s, has passed
-				row(fmt.Sprintf("%d dead, after the window", dead), "churned", contend(b, live, goroutines, "churned", 1<<30, d), clean)
+				row(fmt.Sprintf("%d dead, after the window", dead), "churned", live.contend(b, goroutines, "churned", 1<<30, d), clean)
 				cancel()
 			}
 		})
