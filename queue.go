@@ -26,10 +26,11 @@ type waitRegistry struct {
 
 	mu       sync.Mutex
 	names    map[string]*nameQueue
-	sweepAt  int           // len(names) at which queue sweeps
-	streamUp bool          // the change stream runs
-	lag      time.Duration // how late its events come (eventlag.go)
-	slow     bool          // too late to wait on (slowEvents)
+	leaving  map[string]chan struct{} // this Locker's leave of a name in flight: closed once it landed (turnstate.go)
+	sweepAt  int                      // len(names) at which queue sweeps
+	streamUp bool                     // the change stream runs
+	lag      time.Duration            // how late its events come (eventlag.go)
+	slow     bool                     // too late to wait on (slowEvents)
 }
 
 // waitConfig is how a Locker's waiters wait, from its options.
@@ -68,6 +69,7 @@ func newWaitRegistry(o options, clock *serverClock, closed <-chan struct{}) *wai
 		bg:      &background{},
 		log:     o.logger,
 		names:   map[string]*nameQueue{},
+		leaving: map[string]chan struct{}{},
 		sweepAt: minSweep,
 	}
 }

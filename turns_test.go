@@ -1,11 +1,15 @@
 package mongolock_test
 
 import (
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/mongolock/mongolock"
 )
 
 // TestTurnsGoRound: two processes with six waiting goroutines each take a
@@ -138,5 +142,36 @@ func TestTurnOfAbsentHeir(t *testing.T) {
 	waiting, _ := doc["waiting"].(bson.M)
 	if _, still := waiting["ghost"]; still || doc["heir"] != nil {
 		t.Fatalf("after B took it: heir %v, waiting %v; want no heir and no ghost", doc["heir"], waiting)
+	}
+}
+
+// TestWaitAgainRightAfterGivingUp: processes whose waiters all gave up
+// (their contexts ended) and that wait again at once still get their
+// turns. Each leaves the waiting Lockers in the background; the new wait's
+// join used to land before that leave and be undone by it, and with
+// change streams the process, believing itself among the waiting Lockers,
+// was never named in a turn: of 8 processes, 2 to 4 got no acquisition in
+// 400 (until the entry's refresh, 10s later).
+func TestWaitAgainRightAfterGivingUp(t *testing.T) {
+	modes := []bool{false}
+	if hasChangeStreams(t) {
+		modes = append(modes, true)
+	}
+	for _, streams := range modes {
+		t.Run(fmt.Sprintf("change streams %v", streams), func(t *testing.T) {
+			const procs, total = 8, 400
+			c := newContenders(newEnv(t), procs, mongolock.WithChangeStreams(streams))
+			for round := range 2 {
+				c.contend(t, 4, "again", 64, time.Minute) // ends with every process's waiters giving up
+				got := c.contend(t, 4, "again", total, time.Minute)
+				t.Logf("round %d: shares of %d: %v", round, got.n, got.shares)
+				if got.n < total {
+					t.Fatalf("%d acquisitions in a minute, want %d", got.n, total)
+				}
+				if lo := slices.Min(got.shares); lo < total/procs/2 {
+					t.Fatalf("round %d: shares %v: a process got %d, under half the mean", round, got.shares, lo)
+				}
+			}
+		})
 	}
 }

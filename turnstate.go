@@ -125,6 +125,7 @@ func (r *waitRegistry) join(ctx context.Context, name string) {
 	if !need {
 		return
 	}
+	r.afterLeave(ctx, name)
 	sent := time.Now() // the entry's time is about this, or later
 	e.fifo = r.cfg.fifo
 	err := r.entries.join(ctx, name, r.self, e)
@@ -156,6 +157,12 @@ type waitingEntries interface {
 // in the background (it does not block): its last waiter gave up. Once
 // the Locker is closed it does nothing: a turn given to it passes after
 // turnGrace. r.mu must be held.
+//
+// A new wait may begin before the leave lands, and its join would then
+// come first and be undone by it: the Locker would think itself among the
+// waiting Lockers, never named in a turn, its waiters starved until the
+// entry's refresh (rejoinAfter). So the writes that put the entry back
+// (a join, a release that stays) wait for the leave (afterLeave).
 func (r *waitRegistry) leaveTurnsLocked(name string) {
 	select {
 	case <-r.closed:
@@ -165,13 +172,46 @@ func (r *waitRegistry) leaveTurnsLocked(name string) {
 	if r.entries == nil {
 		return
 	}
-	r.bg.start(func() {
+	before, landed := r.leaving[name], make(chan struct{})
+	r.leaving[name] = landed
+	started := r.bg.start(func() {
+		if before != nil {
+			<-before // the entry is out only once both have landed
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
 		if err := r.entries.leave(ctx, name, r.self); err != nil {
 			r.log.Debug("mongolock: leaving the waiting Lockers failed; a turn given to this one passes unused", "name", name, "err", err)
 		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.leaving[name] == landed {
+			delete(r.leaving, name)
+		}
+		close(landed)
 	})
+	if !started { // closing: nothing will join
+		r.leaving[name] = before
+		if before == nil {
+			delete(r.leaving, name)
+		}
+	}
+}
+
+// afterLeave returns once this Locker's leave of name in flight, if any,
+// has landed (leaveTurnsLocked), or ctx ends, or the Locker closes.
+func (r *waitRegistry) afterLeave(ctx context.Context, name string) {
+	r.mu.Lock()
+	landed := r.leaving[name]
+	r.mu.Unlock()
+	if landed == nil {
+		return
+	}
+	select {
+	case <-landed:
+	case <-ctx.Done():
+	case <-r.closed:
+	}
 }
 
 // took records that an acquire that is not a hold (the seed API's) took

@@ -1,0 +1,63 @@
+package mongolock
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// This Locker's entry among a lock's waiting Lockers, left in the
+// background when its last waiter gives up (turnstate.go).
+
+// orderedEntries records this Locker's joins and leaves as they land; a
+// leave lands only once gate is closed.
+type orderedEntries struct {
+	gate   chan struct{}
+	mu     sync.Mutex
+	landed []string
+}
+
+func (o *orderedEntries) join(context.Context, string, string, entry) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.landed = append(o.landed, "join")
+	return nil
+}
+
+func (o *orderedEntries) leave(context.Context, string, string) error {
+	<-o.gate
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.landed = append(o.landed, "leave")
+	return nil
+}
+
+// TestJoinAfterLeaveLands: a wait that begins while this Locker's leave
+// of the name (its last waiter gave up) is in flight joins only once the
+// leave has landed, which would otherwise undo the join and leave the
+// Locker out of every turn (TestWaitAgainRightAfterGivingUp).
+func TestJoinAfterLeaveLands(t *testing.T) {
+	r, _ := testRegistry(t)
+	o := &orderedEntries{gate: make(chan struct{})}
+	r.entries = o
+	r.mu.Lock()
+	r.leaveTurnsLocked("n")
+	r.mu.Unlock()
+	joined := make(chan struct{})
+	go func() {
+		defer close(joined)
+		r.join(context.Background(), "n")
+	}()
+	time.Sleep(20 * time.Millisecond) // a join that did not wait lands meanwhile
+	close(o.gate)
+	<-joined
+	r.bg.close()
+	if !slices.Equal(o.landed, []string{"leave", "join"}) {
+		t.Fatalf("landed %v, want the leave first", o.landed)
+	}
+	if len(r.leaving) != 0 {
+		t.Fatalf("%d leaves still recorded in flight", len(r.leaving))
+	}
+}
