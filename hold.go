@@ -172,9 +172,6 @@ func (h *hold) free() error {
 	ctx, cancel := h.unlockContext() // the read's and the release's
 	defer cancel()
 	t := waits.turnFor(h.name, h.waitersNow(ctx), h.acquiredAt, s.l.clock.Now())
-	if t.stay {
-		waits.afterLeave(ctx, h.name) // the release puts this Locker's entry back
-	}
 	handedOn := false
 	defer func() {
 		// A turn this process gave itself: its head tries at once (the

@@ -61,3 +61,39 @@ func TestJoinAfterLeaveLands(t *testing.T) {
 		t.Fatalf("%d leaves still recorded in flight", len(r.leaving))
 	}
 }
+
+// TestNoStayDuringLeave: while this Locker's leave of a name is in flight,
+// a join whose context ends first sends nothing, and a release of a hold
+// whose process has waiters names the next Locker without staying among
+// the waiting ones (its entry could land before the leave); once the
+// leave has landed, the release stays again.
+func TestNoStayDuringLeave(t *testing.T) {
+	r, clock := testRegistry(t)
+	o := &orderedEntries{gate: make(chan struct{})}
+	r.entries = o
+	r.mu.Lock()
+	r.leaveTurnsLocked("n")
+	q := r.queue("n")
+	q.local = 1
+	q.waiters = append(q.waiters, &waiter{kick: make(chan struct{}, 1)})
+	q.own.run = pollerRunLength // its run is over: the turn passes
+	r.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r.join(ctx, "n")
+	w := waiters{streaming: []string{"other"}, read: true}
+	if tr := r.turnFor("n", w, clock.Now(), clock.Now()); tr.heir != "other" || tr.stay {
+		t.Fatalf("during the leave: heir %q, stay %v; want other, no stay", tr.heir, tr.stay)
+	}
+	close(o.gate)
+	r.bg.close()
+	if !slices.Equal(o.landed, []string{"leave"}) {
+		t.Fatalf("landed %v, want the leave alone", o.landed)
+	}
+	r.mu.Lock()
+	q.own.run = pollerRunLength
+	r.mu.Unlock()
+	if tr := r.turnFor("n", w, clock.Now(), clock.Now()); tr.heir != "other" || !tr.stay {
+		t.Fatalf("after the leave: heir %q, stay %v; want other, stay", tr.heir, tr.stay)
+	}
+}

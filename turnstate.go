@@ -73,6 +73,12 @@ func (r *waitRegistry) turnFor(name string, w waiters, acquiredAt, now time.Time
 		t.until = t.until.Add(turnLag(r.lag, r.cfg.maxPause))
 	}
 	t.stale = w.stale
+	if r.leaving[name] != nil {
+		// Its entry, written by this release, could land before the leave
+		// in flight and be undone by it (leaveTurnsLocked): the head joins
+		// after the leave instead.
+		t.stay, t.polls = false, false
+	}
 	q.pace.behind = 0
 	if t.heir != r.self && t.heir != "" && !fifo {
 		// Behind every other waiting Locker now: the heir holds, the rest
@@ -104,7 +110,8 @@ func (r *waitRegistry) staleOf(name string, w waiters) []string {
 // join adds this Locker to name's waiting Lockers after a failed attempt,
 // unless it joined lately in the same way (streaming or polling). While
 // this process holds the name, its own release joins for it. A failure to
-// join only costs turns.
+// join only costs turns. It blocks for the round trip, and first until
+// this Locker's leave of the name in flight has landed (afterLeave).
 func (r *waitRegistry) join(ctx context.Context, name string) {
 	select {
 	case <-r.closed:
@@ -122,10 +129,9 @@ func (r *waitRegistry) join(ctx context.Context, name string) {
 		news: !q.member.joined || q.member.joinedStreaming != r.streamOn() || age >= r.cfg.window.stale-r.cfg.window.rejoin}
 	need := r.entries != nil && q.local == 0 && (e.news || age > r.cfg.window.rejoin)
 	r.mu.Unlock()
-	if !need {
+	if !need || !r.afterLeave(ctx, name) {
 		return
 	}
-	r.afterLeave(ctx, name)
 	sent := time.Now() // the entry's time is about this, or later
 	e.fifo = r.cfg.fifo
 	err := r.entries.join(ctx, name, r.self, e)
@@ -161,8 +167,9 @@ type waitingEntries interface {
 // A new wait may begin before the leave lands, and its join would then
 // come first and be undone by it: the Locker would think itself among the
 // waiting Lockers, never named in a turn, its waiters starved until the
-// entry's refresh (rejoinAfter). So the writes that put the entry back
-// (a join, a release that stays) wait for the leave (afterLeave).
+// entry's refresh (rejoinAfter). So a join waits for the leave
+// (afterLeave), and a release while it is in flight does not stay among
+// the waiting Lockers (turnFor): its head joins after the leave.
 func (r *waitRegistry) leaveTurnsLocked(name string) {
 	select {
 	case <-r.closed:
@@ -199,19 +206,22 @@ func (r *waitRegistry) leaveTurnsLocked(name string) {
 }
 
 // afterLeave returns once this Locker's leave of name in flight, if any,
-// has landed (leaveTurnsLocked), or ctx ends, or the Locker closes.
-func (r *waitRegistry) afterLeave(ctx context.Context, name string) {
+// has landed (leaveTurnsLocked), and reports true; false when ctx ended or
+// the Locker closed first.
+func (r *waitRegistry) afterLeave(ctx context.Context, name string) bool {
 	r.mu.Lock()
 	landed := r.leaving[name]
 	r.mu.Unlock()
 	if landed == nil {
-		return
+		return true
 	}
 	select {
 	case <-landed:
+		return true
 	case <-ctx.Done():
 	case <-r.closed:
 	}
+	return false
 }
 
 // took records that an acquire that is not a hold (the seed API's) took

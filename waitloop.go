@@ -181,7 +181,8 @@ func (g *waiting) due() error {
 // kicked is news for this waiter: the lock may be free (try now), or it
 // became the head, or news of the lock came. The registry decides it all
 // in one call (kick); a head then joins the waiting Lockers (a round trip
-// at most) and sets its timer as decided. News that comes meanwhile kicks
+// at most, after this Locker's leave of the name in flight, if any) and
+// sets its timer as decided. News that comes meanwhile kicks
 // it again.
 func (g *waiting) kicked() {
 	k := g.r.kicked(g.name, g.w, g.a.look != nil)
