@@ -34,17 +34,24 @@ func (o *orderedEntries) leave(context.Context, string, string) error {
 	return nil
 }
 
-// TestJoinAfterLeaveLands: a wait that begins while this Locker's leave
-// of the name (its last waiter gave up) is in flight joins only once the
-// leave has landed, which would otherwise undo the join and leave the
-// Locker out of every turn (TestWaitAgainRightAfterGivingUp).
-func TestJoinAfterLeaveLands(t *testing.T) {
-	r, _ := testRegistry(t)
+// leavingRegistry returns a registry whose leave of the name "n" is in
+// flight until the entries' gate closes.
+func leavingRegistry(t *testing.T) (*waitRegistry, *serverClock, *orderedEntries) {
+	r, clock := testRegistry(t)
 	o := &orderedEntries{gate: make(chan struct{})}
 	r.entries = o
 	r.mu.Lock()
 	r.leaveTurnsLocked("n")
 	r.mu.Unlock()
+	return r, clock, o
+}
+
+// TestJoinAfterLeaveLands: a wait that begins while this Locker's leave
+// of the name (its last waiter gave up) is in flight joins only once the
+// leave has landed, which would otherwise undo the join and leave the
+// Locker out of every turn (TestWaitAgainRightAfterGivingUp).
+func TestJoinAfterLeaveLands(t *testing.T) {
+	r, _, o := leavingRegistry(t)
 	joined := make(chan struct{})
 	go func() {
 		defer close(joined)
@@ -68,11 +75,8 @@ func TestJoinAfterLeaveLands(t *testing.T) {
 // the waiting ones (its entry could land before the leave); once the
 // leave has landed, the release stays again.
 func TestNoStayDuringLeave(t *testing.T) {
-	r, clock := testRegistry(t)
-	o := &orderedEntries{gate: make(chan struct{})}
-	r.entries = o
+	r, clock, o := leavingRegistry(t)
 	r.mu.Lock()
-	r.leaveTurnsLocked("n")
 	q := r.queue("n")
 	q.local = 1
 	q.waiters = append(q.waiters, &waiter{kick: make(chan struct{}, 1)})
