@@ -78,13 +78,15 @@ func TestNoStayDuringLeave(t *testing.T) {
 	r, clock, o := leavingRegistry(t)
 	r.mu.Lock()
 	q := r.queue("n")
-	q.local = 1
 	q.waiters = append(q.waiters, &waiter{kick: make(chan struct{}, 1)})
-	q.own.run = pollerRunLength // its run is over: the turn passes
 	r.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	r.join(ctx, "n")
+	r.join(ctx, "n") // a join it needs (it holds nothing), given up
+	r.mu.Lock()
+	q.local = 1
+	q.own.run = pollerRunLength // its run is over: the turn passes
+	r.mu.Unlock()
 	w := waiters{streaming: []string{"other"}, read: true}
 	if tr := r.turnFor("n", w, clock.Now(), clock.Now()); tr.heir != "other" || tr.stay {
 		t.Fatalf("during the leave: heir %q, stay %v; want other, no stay", tr.heir, tr.stay)

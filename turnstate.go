@@ -118,6 +118,10 @@ func (r *waitRegistry) join(ctx context.Context, name string) {
 		return // the wait ends with ErrClosed: no round trip first
 	default:
 	}
+	if !r.afterLeave(ctx, name) {
+		return
+	}
+	// Decided once the leave has landed: a hold may have begun meanwhile.
 	r.mu.Lock()
 	q := r.queue(name)
 	// A join refreshes an entry that holders saw, and tells them nothing,
@@ -129,7 +133,7 @@ func (r *waitRegistry) join(ctx context.Context, name string) {
 		news: !q.member.joined || q.member.joinedStreaming != r.streamOn() || age >= r.cfg.window.stale-r.cfg.window.rejoin}
 	need := r.entries != nil && q.local == 0 && (e.news || age > r.cfg.window.rejoin)
 	r.mu.Unlock()
-	if !need || !r.afterLeave(ctx, name) {
+	if !need {
 		return
 	}
 	sent := time.Now() // the entry's time is about this, or later
