@@ -6,7 +6,6 @@ import (
 	"math"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,7 +108,7 @@ func TestFairShares(t *testing.T) {
 		opts []mongolock.Option
 		// Acquisitions the shares are judged over, and how far from the
 		// mean a share may be, as a fraction of it.
-		total  int64
+		total  int
 		spread float64
 	}
 	modes := []mode{
@@ -130,11 +129,7 @@ func TestFairShares(t *testing.T) {
 			const procs, goroutines = 4, 2
 			total := md.total
 			e := newEnv(t)
-			ctx := ctxT(t, 2*time.Minute)
-			var done atomic.Int64
-			shares := make([]atomic.Int64, procs)
-			var wg sync.WaitGroup
-			start := make(chan struct{}) // once every process is up
+			var c contenders
 			for p := range procs {
 				opts := append(md.opts, mongolock.WithPollInterval(100*time.Millisecond))
 				if strings.HasPrefix(md.name, "fifo mixed") {
@@ -145,35 +140,15 @@ func TestFairShares(t *testing.T) {
 				if strings.HasPrefix(md.name, "turns mixed") {
 					opts = append(opts, mongolock.WithChangeStreams(p%2 == 0))
 				}
-				l, _ := e.locker("", opts...)
-				s := session(t, l)
-				for range goroutines {
-					m := s.NewMutex("fair")
-					wg.Go(func() {
-						<-start
-						for done.Load() < total {
-							if err := m.Lock(ctx); err != nil {
-								t.Error(err)
-								return
-							}
-							if done.Add(1) <= total {
-								shares[p].Add(1)
-							}
-							if err := m.Unlock(); err != nil {
-								t.Error(err)
-								return
-							}
-						}
-					})
-				}
+				l, cnt := e.locker("", opts...)
+				c.lockers, c.counters = append(c.lockers, l), append(c.counters, cnt)
 			}
-			close(start)
-			wg.Wait()
-			var got []int64
-			for p := range shares {
-				got = append(got, shares[p].Load())
+			res := c.contend(t, goroutines, "fair", total, 2*time.Minute)
+			if res.n < total {
+				t.Fatalf("%d acquisitions in 2 minutes, want %d", res.n, total)
 			}
-			t.Logf("shares of %d: %v", total, got)
+			got := res.shares
+			t.Logf("shares of %d: %v", res.n, got)
 			for _, n := range got {
 				if mean := float64(total) / procs; math.Abs(float64(n)-mean) > md.spread*mean {
 					t.Fatalf("shares %v: one is not within %.0f%% of the mean (%.0f)", got, 100*md.spread, mean)
