@@ -173,7 +173,9 @@ type waitingEntries interface {
 // waiting Lockers, never named in a turn, its waiters starved until the
 // entry's refresh (rejoinAfter). So a join waits for the leave
 // (afterLeave), and a release while it is in flight does not stay among
-// the waiting Lockers (turnFor): its head joins after the leave.
+// the waiting Lockers (turnFor): its head joins after the leave. Nothing
+// puts the entry back while a leave is in flight, so a second leave then
+// has nothing to do.
 func (r *waitRegistry) leaveTurnsLocked(name string) {
 	select {
 	case <-r.closed:
@@ -183,12 +185,12 @@ func (r *waitRegistry) leaveTurnsLocked(name string) {
 	if r.entries == nil {
 		return
 	}
-	before, landed := r.leaving[name], make(chan struct{})
+	if r.leaving[name] != nil {
+		return // it takes the entry out, and nothing put it back since
+	}
+	landed := make(chan struct{})
 	r.leaving[name] = landed
 	started := r.bg.start(func() {
-		if before != nil {
-			<-before // the entry is out only once both have landed
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
 		if err := r.entries.leave(ctx, name, r.self); err != nil {
@@ -196,16 +198,11 @@ func (r *waitRegistry) leaveTurnsLocked(name string) {
 		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if r.leaving[name] == landed {
-			delete(r.leaving, name)
-		}
+		delete(r.leaving, name)
 		close(landed)
 	})
 	if !started { // closing: nothing will join
-		r.leaving[name] = before
-		if before == nil {
-			delete(r.leaving, name)
-		}
+		delete(r.leaving, name)
 	}
 }
 
